@@ -1,0 +1,54 @@
+"""The error tree of asya-protocol.
+
+Everything raised by this package derives from :class:`ProtocolError`, so a caller can catch
+the package's failures without catching its own bugs.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "EnvelopeError",
+    "FrameError",
+    "FrameTooLargeError",
+    "IncompleteFrameError",
+    "ProtocolError",
+    "RouteError",
+]
+
+
+class ProtocolError(Exception):
+    """Base class of every error raised by asya-protocol."""
+
+
+class EnvelopeError(ProtocolError):
+    """A message body is not a valid envelope (bad JSON, a missing or mistyped field)."""
+
+
+class RouteError(EnvelopeError):
+    """The envelope parses but its route is unusable (bad step name, ``current`` out of range)."""
+
+
+class FrameError(ProtocolError):
+    """A socket frame is malformed."""
+
+
+class FrameTooLargeError(FrameError):
+    """A frame announces (or a caller tries to send) more bytes than the limit allows."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"frame of {size} bytes exceeds the limit of {limit} bytes")
+        self.size = size
+        self.limit = limit
+
+
+class IncompleteFrameError(FrameError):
+    """The stream ended in the middle of a frame (inside the length prefix or the body)."""
+
+    def __init__(self, expected: int, received: int, *, in_header: bool) -> None:
+        where = "length prefix" if in_header else "frame body"
+        super().__init__(
+            f"connection closed inside the {where}: expected {expected} bytes, got {received}"
+        )
+        self.expected = expected
+        self.received = received
+        self.in_header = in_header
