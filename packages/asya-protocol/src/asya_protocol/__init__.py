@@ -1,6 +1,7 @@
 """asya-protocol: the wire contracts shared by every Asya component and third-party runtimes."""
 
 from .__about__ import __version__
+from .client import BlockingRuntimeClient, ReplyError
 from .envelope import (
     MAX_QUEUE_NAME_BYTES,
     Envelope,
@@ -69,6 +70,7 @@ __all__ = [
     "ERROR_CODE_DESCRIPTIONS",
     "MAX_QUEUE_NAME_BYTES",
     "PROTOCOL_VERSION",
+    "BlockingRuntimeClient",
     "ControlRequest",
     "Envelope",
     "EnvelopeError",
@@ -85,6 +87,7 @@ __all__ = [
     "ProgressReply",
     "ProtocolError",
     "Reply",
+    "ReplyError",
     "Route",
     "RouteError",
     "__version__",

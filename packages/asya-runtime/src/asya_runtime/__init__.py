@@ -1,0 +1,25 @@
+"""asya-runtime: run a user's handler behind the Asya socket protocol.
+
+Handlers import :func:`progress` and :class:`AsyaError` from here.
+"""
+
+from .__about__ import __version__
+from .api import progress
+from .errors import AsyaError, HandlerLoadError, RuntimeStartError, SettingsError
+from .loader import Handler, HandlerKind, load_handler
+from .server import RuntimeServer
+from .settings import RuntimeSettings
+
+__all__ = [
+    "AsyaError",
+    "Handler",
+    "HandlerKind",
+    "HandlerLoadError",
+    "RuntimeServer",
+    "RuntimeSettings",
+    "RuntimeStartError",
+    "SettingsError",
+    "__version__",
+    "load_handler",
+    "progress",
+]

@@ -1,0 +1,37 @@
+"""The conformance handler (spec in ``asya_protocol.conformance``), for
+``ASYA_HANDLER=asya_runtime.conformance:handler``: lets anyone check a deployed runtime."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from .api import progress
+from .errors import AsyaError
+
+__all__ = ["handler"]
+
+
+class ConformanceCrash(RuntimeError):
+    """What ``{"op": "raise"}`` raises: an ordinary exception, as a buggy handler would."""
+
+
+def handler(payload: dict[str, Any]) -> Any:
+    op = payload.get("op")
+    if op == "echo":
+        return payload.get("value")
+    if op == "fanout":
+        return list(payload["values"])
+    if op == "fail":
+        raise AsyaError(payload["code"], payload["message"])
+    if op == "raise":
+        raise ConformanceCrash(payload["message"])
+    if op == "progress":
+        steps = int(payload["steps"])
+        for i in range(steps):
+            progress((i + 1) / steps, f"step {i + 1} of {steps}")
+        return steps
+    if op == "sleep":
+        time.sleep(float(payload["seconds"]))
+        return payload.get("value")
+    raise AsyaError("unknown_op", f"the conformance handler has no op {op!r}")

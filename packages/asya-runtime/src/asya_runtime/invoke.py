@@ -1,0 +1,81 @@
+"""Call a handler the way its kind needs, and turn the outcome into a reply frame body."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import traceback
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import msgspec
+
+from asya_protocol import ErrorCode, encode_error, encode_ok
+
+from .errors import AsyaError
+from .loader import Handler, HandlerKind
+
+__all__ = ["call_handler", "error_reply_for", "ok_reply_for"]
+
+log = logging.getLogger("asya_runtime")
+
+
+def _materialise(result: Any) -> Any:
+    """A generator (or other one-shot iterator) returned by a plain function is fan-out too."""
+    if isinstance(result, Iterator):
+        return list(result)
+    return result
+
+
+def _run_sync(handler: Handler, value: Any) -> Any:
+    if handler.kind is HandlerKind.GENERATOR:
+        return list(handler.function(value))
+    return _materialise(handler.function(value))
+
+
+async def call_handler(
+    handler: Handler,
+    value: Any,
+    *,
+    executor: ThreadPoolExecutor,
+    context: contextvars.Context,
+) -> Any:
+    """Run the handler on ``value`` inside ``context``; fan-out results come back as a list."""
+    if handler.kind is HandlerKind.ASYNC:
+        result = await asyncio.create_task(handler.function(value), context=context)
+        return _materialise(result)
+    if handler.kind is HandlerKind.ASYNC_GENERATOR:
+
+        async def collect() -> list[Any]:
+            return [item async for item in handler.function(value)]
+
+        return await asyncio.create_task(collect(), context=context)
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(executor, context.run, _run_sync, handler, value)
+
+
+def error_reply_for(exc: BaseException, *, traceback_limit: int) -> bytes:
+    """The error frame body for an exception raised by a handler."""
+    if isinstance(exc, AsyaError):
+        return encode_error(exc.code, exc.message, retryable=exc.retryable, details=exc.details)
+    text = "".join(traceback.format_exception(exc))
+    if len(text) > traceback_limit:
+        text = "..." + text[-traceback_limit:]
+    details = {"type": f"{type(exc).__module__}.{type(exc).__qualname__}", "traceback": text}
+    message = str(exc) or type(exc).__name__
+    return encode_error(ErrorCode.HANDLER_ERROR, message, details=details)
+
+
+def ok_reply_for(result: Any) -> bytes:
+    """The ok frame body, or a ``serialization_error`` frame if ``result`` is not JSON-able."""
+    try:
+        return encode_ok(result)
+    except (TypeError, ValueError, msgspec.EncodeError) as exc:
+        log.warning("handler result cannot be encoded as JSON: %s", exc)
+        return encode_error(
+            ErrorCode.SERIALIZATION_ERROR,
+            f"handler result cannot be encoded as JSON: {exc}",
+            details={"type": type(result).__name__},
+        )

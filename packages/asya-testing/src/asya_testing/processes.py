@@ -1,0 +1,155 @@
+"""Start Asya components as real subprocesses, the way a user (or a pod) would.
+
+Only module names are used (``python -m asya_runtime``), so asya-testing depends on none of the
+components; the environment under test must have them installed.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from asya_protocol import ControlRequest, encode_control, read_frame_blocking, write_frame_blocking
+
+__all__ = [
+    "ManagedProcess",
+    "managed_process",
+    "ping",
+    "runtime_process",
+    "short_socket_path",
+    "wait_until",
+]
+
+
+def wait_until(
+    condition: Callable[[], bool], *, timeout: float, interval: float = 0.02, what: str = ""
+) -> None:
+    """Poll ``condition`` until it is true, or raise ``TimeoutError`` after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"not true within {timeout}s: {what or condition!r}")
+        time.sleep(interval)
+
+
+@dataclass
+class ManagedProcess:
+    """A child process whose stderr goes to a file, stopped (and reaped) by its context."""
+
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def signal(self, sig: int) -> None:
+        if self.alive():
+            self.process.send_signal(sig)
+
+    def kill(self) -> None:
+        self.signal(signal.SIGKILL)
+        self.process.wait(timeout=10)
+
+    def wait(self, timeout: float) -> int:
+        return self.process.wait(timeout=timeout)
+
+    def stop(self, timeout: float = 10.0) -> int:
+        if self.alive():
+            self.process.terminate()
+            try:
+                return self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+        return self.process.wait(timeout=timeout)
+
+
+@contextmanager
+def managed_process(
+    argv: list[str], env: Mapping[str, str], *, log_dir: Path, name: str
+) -> Iterator[ManagedProcess]:
+    log_path = log_dir / f"{name}-{time.monotonic_ns()}.log"
+    with open(log_path, "wb") as log_file:
+        process = subprocess.Popen(  # noqa: S603 - argv built by the tests themselves
+            argv, env=dict(env), stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        )
+    managed = ManagedProcess(process, log_path)
+    try:
+        yield managed
+    finally:
+        managed.stop()
+
+
+def short_socket_path(name: str = "runtime.sock") -> str:
+    """A Unix socket path well under the 107-byte limit (pytest's tmp_path can exceed it)."""
+    return os.path.join(tempfile.mkdtemp(prefix="asya-"), name)
+
+
+def ping(path: str, timeout: float = 2.0) -> bool:
+    """True when something on ``path`` answers a ping frame (ok or parse_error both count)."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        sock.connect(path)
+        write_frame_blocking(sock, encode_control(ControlRequest(op="ping")))
+        return read_frame_blocking(sock) is not None
+    except OSError:
+        return False
+    finally:
+        sock.close()
+
+
+@contextmanager
+def runtime_process(
+    handler: str,
+    *,
+    socket_path: str | None = None,
+    env: Mapping[str, str] | None = None,
+    python_path: list[str] | None = None,
+    log_dir: Path | None = None,
+    ready_timeout: float = 20.0,
+    wait_ready: bool = True,
+) -> Iterator[tuple[ManagedProcess, str]]:
+    """Run ``python -m asya_runtime`` serving ``handler``; yield (process, socket path).
+
+    Waits until the runtime answers a ping, or fails with the runtime's log.
+    """
+    path = socket_path or short_socket_path()
+    child_env = dict(os.environ)
+    child_env.update({"ASYA_HANDLER": handler, "ASYA_SOCKET_PATH": path})
+    if python_path:
+        child_env["PYTHONPATH"] = os.pathsep.join(
+            [*python_path, *filter(None, [os.environ.get("PYTHONPATH")])]
+        )
+    child_env.update(env or {})
+    directory = log_dir or Path(tempfile.mkdtemp(prefix="asya-logs-"))
+    with managed_process(
+        [sys.executable, "-m", "asya_runtime"], child_env, log_dir=directory, name="runtime"
+    ) as proc:
+        if wait_ready:
+            try:
+                wait_until(
+                    lambda: not proc.alive() or ping(path),
+                    timeout=ready_timeout,
+                    what=f"runtime answers on {path}",
+                )
+            except TimeoutError as exc:
+                raise TimeoutError(f"{exc}\n--- runtime log ---\n{proc.log()}") from None
+            if not proc.alive():
+                raise RuntimeError(f"runtime exited at start:\n{proc.log()}")
+        yield proc, path
