@@ -19,6 +19,7 @@ from .errors import (
     ProtocolError,
     RouteError,
 )
+from .events import DEFAULT_EVENTS_EXCHANGE, EventType, StepEvent, decode_event, encode_event
 from .framing import (
     DEFAULT_MAX_FRAME_SIZE,
     encode_frame,
@@ -65,6 +66,7 @@ from .routing import (
 __all__ = [
     "CONTROL_PREFIX",
     "DEFAULT_ERROR_END_QUEUE",
+    "DEFAULT_EVENTS_EXCHANGE",
     "DEFAULT_HAPPY_END_QUEUE",
     "DEFAULT_MAX_FRAME_SIZE",
     "ERROR_CODE_DESCRIPTIONS",
@@ -77,6 +79,7 @@ __all__ = [
     "ErrorCode",
     "ErrorEndPayload",
     "ErrorReply",
+    "EventType",
     "Feature",
     "FrameError",
     "FrameTooLargeError",
@@ -90,15 +93,18 @@ __all__ = [
     "ReplyError",
     "Route",
     "RouteError",
+    "StepEvent",
     "__version__",
     "advance",
     "decode_control",
     "decode_envelope",
+    "decode_event",
     "decode_reply",
     "destination",
     "encode_control",
     "encode_envelope",
     "encode_error",
+    "encode_event",
     "encode_frame",
     "encode_ok",
     "encode_ok_raw",

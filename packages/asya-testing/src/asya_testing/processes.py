@@ -26,6 +26,7 @@ __all__ = [
     "ping",
     "runtime_process",
     "short_socket_path",
+    "sidecar_process",
     "wait_until",
 ]
 
@@ -153,3 +154,20 @@ def runtime_process(
             if not proc.alive():
                 raise RuntimeError(f"runtime exited at start:\n{proc.log()}")
         yield proc, path
+
+
+@contextmanager
+def sidecar_process(
+    actor: str,
+    *,
+    env: Mapping[str, str],
+    log_dir: Path,
+) -> Iterator[ManagedProcess]:
+    """Run ``python -m asya_sidecar`` for ``actor`` with the given settings (not waited on)."""
+    child_env = dict(os.environ)
+    child_env.update({"ASYA_ACTOR_NAME": actor, "ASYA_HTTP_PORT": "off"})
+    child_env.update(env)
+    with managed_process(
+        [sys.executable, "-m", "asya_sidecar"], child_env, log_dir=log_dir, name=f"sidecar-{actor}"
+    ) as proc:
+        yield proc

@@ -1,0 +1,59 @@
+"""Step events: what a sidecar announces about each message, for the gateway (and anyone else).
+
+Sidecars publish them, without waiting for confirms, to a durable topic exchange (default
+``asya.events``) with routing key ``<actor>.<type>``. They are advisory: job state is final only
+through the terminal queues, so a lost event delays nothing but a progress display.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from enum import StrEnum
+
+import msgspec
+
+__all__ = ["DEFAULT_EVENTS_EXCHANGE", "EventType", "StepEvent", "decode_event", "encode_event"]
+
+DEFAULT_EVENTS_EXCHANGE = "asya.events"
+
+
+class EventType(StrEnum):
+    RECEIVED = "received"  # the sidecar took the message from its queue
+    STARTED = "started"  # the runtime got the payload
+    PROGRESS = "progress"  # the runtime reported progress
+    DONE = "done"  # the step succeeded; output published (see destination, children)
+    FAILED = "failed"  # the message went to error-end (see error)
+    RETRY = "retry"  # the step failed and will be tried again after a delay
+
+
+class StepEvent(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    type: EventType
+    actor: str
+    time: float
+    """Seconds since the epoch."""
+    id: str | None = None
+    parent_id: str | None = None
+    steps: tuple[str, ...] = ()
+    current: int | None = None
+    headers: Mapping[str, str] = msgspec.field(default_factory=dict)
+    progress: float | None = None
+    message: str | None = None
+    destination: str | None = None
+    """Where the output went: the next step, happy-end, error-end or a retry queue."""
+    children: int | None = None
+    """On ``done``: how many messages the step produced (fan-out), 0 for an empty fan-out."""
+    child_ids: tuple[str, ...] = ()
+    error: str | None = None
+    attempt: int | None = None
+
+
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder(StepEvent)
+
+
+def encode_event(event: StepEvent) -> bytes:
+    return _encoder.encode(event)
+
+
+def decode_event(body: bytes) -> StepEvent:
+    return _decoder.decode(body)

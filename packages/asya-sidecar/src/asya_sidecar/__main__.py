@@ -1,0 +1,59 @@
+"""``asya-sidecar`` / ``python -m asya_sidecar``: consume ASYA_ACTOR_NAME's queue until SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+
+from .consumer import Sidecar
+from .errors import RuntimeUnavailable, SettingsError
+from .settings import SidecarSettings
+from .transport.amqp import AmqpTransport
+
+
+def build(settings: SidecarSettings) -> Sidecar:
+    def transport() -> AmqpTransport:
+        return AmqpTransport(
+            settings.rabbitmq_url,
+            exchange=settings.exchange,
+            queue=settings.actor,
+            terminal=(settings.happy_end, settings.error_end),
+            prefetch=settings.concurrency,
+            events_exchange=settings.events_exchange,
+        )
+
+    return Sidecar(settings, transport)
+
+
+async def _run(settings: SidecarSettings) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await build(settings).run(stop)
+
+
+def main() -> int:
+    try:
+        settings = SidecarSettings.from_env()
+    except SettingsError as exc:
+        sys.stderr.write(f"asya-sidecar: cannot start: {exc}\n")
+        return 2
+    logging.basicConfig(
+        level=settings.log_level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("aiormq").setLevel(max(logging.WARNING, logging.getLogger().level))
+    try:
+        asyncio.run(_run(settings))
+    except RuntimeUnavailable as exc:
+        sys.stderr.write(f"asya-sidecar: cannot start: {exc}\n")
+        return 3
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

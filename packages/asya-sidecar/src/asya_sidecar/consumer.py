@@ -1,0 +1,371 @@
+"""The sidecar's consumer: carries out the routing decisions for every delivery.
+
+One :class:`Sidecar` per actor. It owns its tasks: a session per broker connection (consume,
+process up to ``concurrency`` deliveries at once, ack after confirms), a runtime watch that
+notices a runtime restart, and the probe server. Shutdown follows the usual order: stop taking
+deliveries, let in-flight ones finish within the grace period, close the channel and connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Callable
+from typing import Any
+
+from asya_protocol import (
+    Envelope,
+    ErrorReply,
+    EventType,
+    HandlerMode,
+    ProgressReply,
+    StepEvent,
+    encode_event,
+)
+
+from .decision import (
+    Decision,
+    Outcome,
+    Process,
+    RoutingContext,
+    RuntimeOutcome,
+    RuntimeTimeout,
+    RuntimeUnavailableOutcome,
+    after_runtime,
+    inspect,
+    unroutable,
+)
+from .errors import RuntimeUnavailable, TransportError, Unroutable
+from .http import ProbeServer
+from .metrics import Metrics
+from .runtime_client import RuntimeClient
+from .settings import SidecarSettings
+from .transport.base import Delivery, Transport
+
+__all__ = ["Sidecar"]
+
+log = logging.getLogger("asya_sidecar")
+
+TransportFactory = Callable[[], Transport]
+MAX_RECONNECT_DELAY = 30.0
+
+
+class Sidecar:
+    def __init__(
+        self,
+        settings: SidecarSettings,
+        transport_factory: TransportFactory,
+        *,
+        rng: Callable[[], float] = random.random,
+    ) -> None:
+        self.settings = settings
+        self._transport_factory = transport_factory
+        self._rng = rng
+        self.metrics = Metrics(settings.actor)
+        self.runtime = RuntimeClient(
+            settings.socket_path,
+            size=settings.concurrency,
+            max_frame_size=settings.max_frame_size,
+        )
+        self._transport: Transport | None = None
+        self._runtime_up = asyncio.Event()
+        self._runtime_down = asyncio.Event()
+        self._slots = asyncio.Semaphore(settings.concurrency)
+        self._ctx: RoutingContext | None = None
+        self.http_port: int | None = None
+        self.consuming = asyncio.Event()
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Run until ``stop`` is set. Raises :class:`RuntimeUnavailable` if the runtime never
+        answers within ``runtime_wait`` at start."""
+        s = self.settings
+        log.info("waiting for the runtime on %s (up to %gs)", s.socket_path, s.runtime_wait)
+        await self.runtime.wait_ready(s.runtime_wait)
+        info = self.runtime.info
+        log.info(
+            "runtime %s ready: %s mode, features %s",
+            info.name,
+            info.mode.value,
+            sorted(info.features) or "none",
+        )
+        envelope_mode = info.mode is HandlerMode.ENVELOPE
+        if envelope_mode and "envelope" not in info.features:  # pragma: no cover - our runtime
+            raise RuntimeUnavailable("runtime is in envelope mode but did not negotiate it")
+        self._ctx = RoutingContext(
+            actor=s.actor,
+            happy_end=s.happy_end,
+            error_end=s.error_end,
+            retry=s.retry,
+            redelivery_limit=s.redelivery_limit,
+            envelope_mode=envelope_mode,
+        )
+        self._runtime_up.set()
+        probes = ProbeServer(live=lambda: True, ready=self._ready, metrics=self.metrics.render)
+        if s.http_port is not None:
+            self.http_port = await probes.start(s.http_host, s.http_port)
+        try:
+            async with asyncio.TaskGroup() as tg:
+                watch = tg.create_task(self._watch_runtime(), name="runtime-watch")
+                await self._consume_until(stop)
+                watch.cancel()
+        finally:
+            await probes.stop()
+            await self.runtime.close()
+        log.info("stopped")
+
+    async def _consume_until(self, stop: asyncio.Event) -> None:
+        delay = 0.5
+        while not stop.is_set():
+            transport = self._transport_factory()
+            self._transport = transport
+            try:
+                await transport.connect()
+                await transport.setup()
+                delay = 0.5
+                await self._session(transport, stop)
+            except* TransportError as group:
+                for exc in group.exceptions:
+                    log.warning("broker: %s; reconnecting in %.1fs", exc, delay)
+            finally:
+                self.consuming.clear()
+                await transport.close()
+            if not stop.is_set():
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(delay):
+                        await stop.wait()
+                delay = min(delay * 2, MAX_RECONNECT_DELAY)
+
+    async def _session(self, transport: Transport, stop: asyncio.Event) -> None:
+        grace = self.settings.shutdown_grace
+        async with asyncio.TaskGroup() as tg:
+            handlers: set[asyncio.Task[None]] = set()
+
+            async def on_stop() -> None:
+                await stop.wait()
+                log.info("stopping: no new deliveries; %d in flight", len(handlers))
+                await transport.stop_consuming()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(grace):
+                        while handlers:
+                            await asyncio.wait(set(handlers))
+                if handlers:
+                    log.warning(
+                        "grace period of %gs over: %d message(s) left unacked (redelivered)",
+                        grace,
+                        len(handlers),
+                    )
+                    for task in handlers:
+                        task.cancel()
+
+            stopper = tg.create_task(on_stop(), name="stopper")
+            self.consuming.set()
+            s = self.settings
+            log.info("consuming %r (concurrency %d)", s.actor, s.concurrency)
+            async for delivery in transport.deliveries():
+                await self._slots.acquire()
+                task = tg.create_task(self._handle(transport, delivery))
+                handlers.add(task)
+                task.add_done_callback(handlers.discard)
+            # Deliveries ended: we were stopped (the stopper drains in-flight work) or the
+            # iterator raised (connection lost) and the task group cancels everything.
+            if not stop.is_set():  # pragma: no cover - deliveries only end after stop
+                stopper.cancel()
+
+    async def _ready(self) -> tuple[bool, str]:
+        transport = self._transport
+        if transport is None or not transport.connected or not self.consuming.is_set():
+            return False, "broker: not connected"
+        if not self._runtime_up.is_set() or not await self.runtime.ping(timeout=1.0):
+            return False, "runtime: not answering"
+        return True, "ready"
+
+    async def _watch_runtime(self) -> None:
+        while True:
+            await self._runtime_down.wait()
+            log.warning("runtime lost; waiting for it to come back")
+            await self.runtime.close()  # pooled connections to the old process are dead
+            delay = 0.05
+            while not await self.runtime.ping():
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+            self._runtime_down.clear()
+            self._runtime_up.set()
+            log.info("runtime is back")
+
+    # --- one delivery -------------------------------------------------------------------------
+
+    async def _handle(self, transport: Transport, delivery: Delivery) -> None:
+        ctx = self._ctx
+        assert ctx is not None  # noqa: S101 - set in run() before any session starts
+        started = time.perf_counter()
+        self.metrics.in_flight.inc()
+        try:
+            if delivery.redelivered:
+                self.metrics.redeliveries.inc()
+            step = inspect(
+                delivery.body,
+                ctx,
+                redelivered=delivery.redelivered,
+                redeliveries=delivery.redeliveries,
+            )
+            process: Process | None = None
+            if isinstance(step, Process):
+                process = step
+                decision = await self._process(transport, process, ctx)
+                if decision.outcome is Outcome.REQUEUE:
+                    await self._wait_runtime_back()
+            else:
+                decision = step
+            await self._carry_out(transport, delivery, decision, process, ctx)
+            self.metrics.outcome(decision.outcome.value)
+        except TransportError:
+            with contextlib.suppress(TransportError):
+                await delivery.nack()
+            raise
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # A bug here must not lose the message: give it back; the redelivery limit ends a loop.
+            log.exception("unexpected error handling a delivery; returning it to the queue")
+            with contextlib.suppress(TransportError):
+                await delivery.nack()
+        finally:
+            self.metrics.in_flight.dec()
+            self.metrics.processing.observe(time.perf_counter() - started)
+            self._slots.release()
+
+    async def _process(
+        self, transport: Transport, process: Process, ctx: RoutingContext
+    ) -> Decision:
+        envelope = process.envelope
+        await self._emit(transport, EventType.RECEIVED, envelope, attempt=process.attempt)
+        if len(process.request) > self.settings.max_frame_size:
+            outcome: RuntimeOutcome = ErrorReply(
+                error="frame_too_large",
+                message=f"payload of {len(process.request)} bytes exceeds the frame limit "
+                f"of {self.settings.max_frame_size}",
+            )
+            return after_runtime(process, outcome, ctx, random_unit=self._rng())
+        async with asyncio.timeout(self.settings.runtime_wait):
+            await self._runtime_up.wait()
+        await self._emit(transport, EventType.STARTED, envelope, attempt=process.attempt)
+
+        async def on_progress(p: ProgressReply) -> None:
+            await self._emit(
+                transport, EventType.PROGRESS, envelope, progress=p.progress, message=p.message
+            )
+
+        try:
+            reply = await self.runtime.call(
+                process.request, timeout=self.settings.runtime_timeout, on_progress=on_progress
+            )
+            outcome = reply
+        except TimeoutError:
+            outcome = RuntimeTimeout(self.settings.runtime_timeout)
+        except RuntimeUnavailable as exc:
+            log.warning("runtime unavailable during a request: %s", exc)
+            self._runtime_up.clear()
+            self._runtime_down.set()
+            outcome = RuntimeUnavailableOutcome(str(exc))
+        if isinstance(outcome, ErrorReply | RuntimeTimeout):
+            code = outcome.error if isinstance(outcome, ErrorReply) else "timeout"
+            self.metrics.runtime_error(code)
+        return after_runtime(process, outcome, ctx, random_unit=self._rng())
+
+    async def _wait_runtime_back(self) -> None:
+        """Before giving a message back, let the runtime come back (bounded), so a restart
+        does not burn the message's redeliveries in a tight loop."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.settings.runtime_wait):
+                await self._runtime_up.wait()
+
+    async def _carry_out(
+        self,
+        transport: Transport,
+        delivery: Delivery,
+        decision: Decision,
+        process: Process | None,
+        ctx: RoutingContext,
+    ) -> None:
+        try:
+            for out in decision.publish:
+                await transport.publish(out)
+        except Unroutable as exc:
+            if process is None or exc.routing_key == ctx.error_end:
+                log.error("cannot route to %r (queue deleted?); message goes back", exc.routing_key)
+                await asyncio.sleep(1.0)  # do not spin on a broken setup
+                await delivery.nack()
+                return
+            log.warning("step output unroutable: %s; input goes to %s", exc, ctx.error_end)
+            decision = unroutable(process, ctx, exc.routing_key)
+            for out in decision.publish:
+                await transport.publish(out)
+        if decision.ack:
+            await delivery.ack()
+        else:
+            await delivery.nack()
+        if decision.outcome is Outcome.RETRY:
+            self.metrics.retries.inc()
+        if process is not None:
+            await self._emit_decision(transport, process, decision)
+
+    # --- events -------------------------------------------------------------------------------
+
+    async def _emit_decision(
+        self, transport: Transport, process: Process, decision: Decision
+    ) -> None:
+        envelope = process.envelope
+        match decision.outcome:
+            case Outcome.FORWARDED | Outcome.HAPPY_END | Outcome.FAN_OUT | Outcome.DROPPED:
+                ids = tuple(o.envelope_id or "" for o in decision.publish)
+                await self._emit(
+                    transport,
+                    EventType.DONE,
+                    envelope,
+                    destination=decision.publish[0].routing_key if decision.publish else None,
+                    children=len(decision.publish),
+                    child_ids=ids if decision.outcome is Outcome.FAN_OUT else (),
+                )
+            case Outcome.ERROR_END:
+                await self._emit(
+                    transport,
+                    EventType.FAILED,
+                    envelope,
+                    destination=self.settings.error_end,
+                    error=decision.error,
+                    message=decision.reason,
+                )
+            case Outcome.RETRY:
+                await self._emit(
+                    transport,
+                    EventType.RETRY,
+                    envelope,
+                    error=decision.error,
+                    message=decision.reason,
+                    attempt=process.attempt,
+                )
+            case _:
+                pass
+
+    async def _emit(
+        self, transport: Transport, kind: EventType, envelope: Envelope, **fields: Any
+    ) -> None:
+        if not self.settings.events_exchange:
+            return
+        event = StepEvent(
+            type=kind,
+            actor=self.settings.actor,
+            time=time.time(),
+            id=envelope.id,
+            parent_id=envelope.parent_id,
+            steps=envelope.route.steps,
+            current=envelope.route.current,
+            headers=envelope.headers,
+            **fields,
+        )
+        await transport.publish_event(f"{self.settings.actor}.{kind.value}", encode_event(event))

@@ -1,0 +1,195 @@
+"""The sidecar's side of the socket: a pool of persistent connections to the runtime."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import msgspec
+
+from asya_protocol import (
+    PROTOCOL_VERSION,
+    ControlRequest,
+    ErrorReply,
+    Feature,
+    FrameError,
+    HandlerMode,
+    HelloResult,
+    OkReply,
+    ProgressReply,
+    ProtocolError,
+    decode_reply,
+    encode_control,
+    encode_frame,
+    read_frame,
+)
+
+from .errors import RuntimeUnavailable
+
+__all__ = ["ProgressCallback", "RuntimeClient", "RuntimeInfo"]
+
+log = logging.getLogger("asya_sidecar.runtime")
+
+ProgressCallback = Callable[[ProgressReply], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class RuntimeInfo:
+    """What the runtime said in its hello (a base runtime: payload mode, no features)."""
+
+    mode: HandlerMode = HandlerMode.PAYLOAD
+    features: frozenset[str] = frozenset()
+    name: str = "base-protocol runtime"
+
+
+class _Conn:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.info = RuntimeInfo()
+
+    async def close(self) -> None:
+        self.writer.close()
+        with contextlib.suppress(ConnectionError, OSError):
+            await self.writer.wait_closed()
+
+
+class RuntimeClient:
+    """Exchanges with the runtime, each on a pooled connection (at most ``size`` open)."""
+
+    def __init__(self, socket_path: str, *, size: int, max_frame_size: int) -> None:
+        self.socket_path = socket_path
+        self.max_frame_size = max_frame_size
+        self._idle: list[_Conn] = []
+        self._slots = asyncio.Semaphore(size)
+        self.info = RuntimeInfo()
+
+    async def _open(self) -> _Conn:
+        try:
+            reader, writer = await asyncio.open_unix_connection(self.socket_path, limit=2**16)
+        except OSError as exc:
+            raise RuntimeUnavailable(f"cannot connect to {self.socket_path}: {exc}") from exc
+        conn = _Conn(reader, writer)
+        try:
+            hello = ControlRequest(
+                op="hello",
+                protocol=PROTOCOL_VERSION,
+                features=(Feature.PROGRESS.value, Feature.ENVELOPE.value),
+            )
+            reply = await self._roundtrip(conn, encode_control(hello))
+            if isinstance(reply, OkReply):
+                result = msgspec.json.decode(reply.result, type=HelloResult)
+                conn.info = RuntimeInfo(
+                    mode=result.mode, features=frozenset(result.features), name=result.runtime
+                )
+            # An error reply (parse_error) means a base-protocol runtime: keep the defaults.
+        except (RuntimeUnavailable, msgspec.DecodeError, ProtocolError) as exc:
+            await conn.close()
+            raise RuntimeUnavailable(f"runtime hello failed: {exc}") from exc
+        self.info = conn.info
+        return conn
+
+    async def _roundtrip(self, conn: _Conn, body: bytes) -> OkReply | ErrorReply:
+        try:
+            conn.writer.write(encode_frame(body, max_size=self.max_frame_size))
+            await conn.writer.drain()
+            while True:
+                frame = await read_frame(conn.reader, max_size=self.max_frame_size)
+                if frame is None:
+                    raise RuntimeUnavailable("runtime closed the connection mid-request")
+                reply = decode_reply(frame)
+                if not isinstance(reply, ProgressReply):
+                    return reply
+        except (ConnectionError, FrameError, OSError) as exc:
+            raise RuntimeUnavailable(f"runtime connection failed: {exc}") from exc
+
+    async def ping(self, timeout: float = 2.0) -> bool:
+        """True when the runtime answers a ping on a fresh connection (base runtimes too)."""
+        try:
+            async with asyncio.timeout(timeout):
+                reader, writer = await asyncio.open_unix_connection(self.socket_path)
+                conn = _Conn(reader, writer)
+                try:
+                    await self._roundtrip(conn, encode_control(ControlRequest(op="ping")))
+                finally:
+                    await conn.close()
+        except (TimeoutError, OSError, RuntimeUnavailable, ProtocolError):
+            return False
+        return True
+
+    async def wait_ready(self, timeout: float) -> None:
+        """Wait until the runtime answers, or raise :class:`RuntimeUnavailable` naming the path."""
+        deadline = time.monotonic() + timeout
+        delay = 0.05
+        while not await self.ping():
+            if time.monotonic() >= deadline:
+                raise RuntimeUnavailable(
+                    f"no runtime answered on {self.socket_path} within {timeout:g}s "
+                    "(ASYA_RUNTIME_WAIT); is the runtime container running with the same "
+                    "ASYA_SOCKET_PATH?"
+                )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)
+        # Learn the runtime's mode and features now, on a pooled connection.
+        async with self._slots:
+            conn = await self._open()
+            self._idle.append(conn)
+
+    async def call(
+        self,
+        request: bytes,
+        *,
+        timeout: float,
+        on_progress: ProgressCallback | None = None,
+    ) -> OkReply | ErrorReply:
+        """One exchange. Raises ``TimeoutError`` or :class:`RuntimeUnavailable`.
+
+        A connection that timed out or failed is closed, never reused (a late reply would be
+        read as the answer to the next request).
+        """
+        async with self._slots:
+            conn = self._idle.pop() if self._idle else await self._open()
+            healthy = False
+            try:
+                async with asyncio.timeout(timeout):
+                    reply = await self._exchange(conn, request, on_progress)
+                healthy = True
+                return reply
+            finally:
+                if healthy:
+                    self._idle.append(conn)
+                else:
+                    await conn.close()
+
+    async def _exchange(
+        self, conn: _Conn, request: bytes, on_progress: ProgressCallback | None
+    ) -> OkReply | ErrorReply:
+        try:
+            conn.writer.write(encode_frame(request, max_size=self.max_frame_size))
+            await conn.writer.drain()
+            while True:
+                frame = await read_frame(conn.reader, max_size=self.max_frame_size)
+                if frame is None:
+                    raise RuntimeUnavailable("runtime closed the connection mid-request")
+                try:
+                    reply = decode_reply(frame)
+                except ProtocolError as exc:
+                    return ErrorReply(error="protocol_error", message=f"bad runtime reply: {exc}")
+                if isinstance(reply, ProgressReply):
+                    if on_progress is not None:
+                        await on_progress(reply)
+                    continue
+                return reply
+        except (ConnectionError, OSError) as exc:
+            raise RuntimeUnavailable(f"runtime connection failed: {exc}") from exc
+        except FrameError as exc:
+            raise RuntimeUnavailable(f"runtime sent a broken frame: {exc}") from exc
+
+    async def close(self) -> None:
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            await conn.close()

@@ -1,0 +1,228 @@
+"""RabbitMQ through aiormq: a durable topic exchange, durable queues, confirms, mandatory
+publishes, per-delay retry queues that dead-letter back to the actor's queue."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+import aiormq
+import aiormq.abc
+from aiormq.exceptions import AMQPError, PublishError
+from pamqp import commands as spec
+from pamqp.common import FieldValue
+
+from ..decision import REDELIVERY_HEADER, Outgoing, retry_bucket
+from ..errors import TransportError, Unroutable
+
+__all__ = ["AmqpDelivery", "AmqpTransport", "declare_step_queue"]
+
+log = logging.getLogger("asya_sidecar.amqp")
+
+PERSISTENT = 2
+
+
+async def declare_step_queue(channel: aiormq.abc.AbstractChannel, exchange: str, name: str) -> None:
+    """A durable queue named ``name``, bound to ``exchange`` with routing key ``name``."""
+    await channel.queue_declare(name, durable=True)
+    await channel.queue_bind(name, exchange, routing_key=name)
+
+
+class AmqpDelivery:
+    def __init__(self, channel: aiormq.abc.AbstractChannel, message: aiormq.abc.DeliveredMessage):
+        self._channel = channel
+        if message.delivery_tag is None:  # pragma: no cover - basic.deliver always has one
+            raise TransportError("delivery without a delivery tag")
+        self._tag: int = message.delivery_tag
+        self.body = message.body
+        self.redelivered = bool(message.redelivered)
+        headers = message.header.properties.headers or {}
+        count = headers.get(REDELIVERY_HEADER, 0)
+        self.redeliveries = count if isinstance(count, int) and count > 0 else 0
+
+    async def ack(self) -> None:
+        try:
+            await self._channel.basic_ack(self._tag)
+        except (AMQPError, ConnectionError) as exc:
+            raise TransportError(f"ack failed: {exc}") from exc
+
+    async def nack(self) -> None:
+        try:
+            await self._channel.basic_nack(self._tag, requeue=True)
+        except (AMQPError, ConnectionError) as exc:
+            raise TransportError(f"nack failed: {exc}") from exc
+
+
+class AmqpTransport:
+    """One connection, a consuming channel and a confirming publish channel."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        exchange: str,
+        queue: str,
+        terminal: tuple[str, ...],
+        prefetch: int,
+        events_exchange: str = "",
+    ) -> None:
+        self.url = url
+        self.exchange = exchange
+        self.queue = queue
+        self.terminal = terminal
+        self.prefetch = prefetch
+        self.events_exchange = events_exchange
+        self._connection: aiormq.abc.AbstractConnection | None = None
+        self._consume_channel: aiormq.abc.AbstractChannel | None = None
+        self._publish_channel: aiormq.abc.AbstractChannel | None = None
+        self._events_channel: aiormq.abc.AbstractChannel | None = None
+        self._inbox: asyncio.Queue[AmqpDelivery | None] = asyncio.Queue()
+        self._consumer_tag: str | None = None
+
+    @property
+    def connected(self) -> bool:
+        return self._connection is not None and not self._connection.is_closed
+
+    async def connect(self) -> None:
+        try:
+            self._connection = await aiormq.connect(self.url)
+            self._consume_channel = await self._connection.channel()
+            self._publish_channel = await self._connection.channel(
+                publisher_confirms=True, on_return_raises=True
+            )
+            if self.events_exchange:
+                self._events_channel = await self._connection.channel(publisher_confirms=False)
+        except (AMQPError, ConnectionError, OSError) as exc:
+            await self.close()
+            raise TransportError(f"cannot connect to RabbitMQ: {exc}") from exc
+
+    async def setup(self) -> None:
+        channel = self._publish_channel
+        if channel is None:
+            raise TransportError("not connected")
+        try:
+            await channel.exchange_declare(self.exchange, exchange_type="topic", durable=True)
+            for name in (self.queue, *self.terminal):
+                await declare_step_queue(channel, self.exchange, name)
+            if self.events_exchange:
+                await channel.exchange_declare(
+                    self.events_exchange, exchange_type="topic", durable=True
+                )
+        except (AMQPError, ConnectionError) as exc:
+            raise TransportError(f"declaring exchange and queues failed: {exc}") from exc
+
+    async def closing(self) -> None:
+        """Returns (or raises) when the connection is lost."""
+        if self._connection is None:
+            return
+        try:
+            await self._connection.closing
+        except Exception as exc:  # noqa: BLE001 - any reason means "lost"; the caller reconnects
+            log.warning("RabbitMQ connection closed: %s", exc)
+
+    async def deliveries(self) -> AsyncIterator[AmqpDelivery]:
+        channel = self._consume_channel
+        if channel is None:
+            raise TransportError("not connected")
+
+        async def on_message(message: aiormq.abc.DeliveredMessage) -> None:
+            self._inbox.put_nowait(AmqpDelivery(channel, message))
+
+        await channel.basic_qos(prefetch_count=self.prefetch)
+        ok = await channel.basic_consume(self.queue, on_message)
+        self._consumer_tag = ok.consumer_tag
+        closing = asyncio.ensure_future(self.closing())
+        try:
+            while True:
+                get = asyncio.ensure_future(self._inbox.get())
+                done, _ = await asyncio.wait({get, closing}, return_when=asyncio.FIRST_COMPLETED)
+                if get not in done:
+                    get.cancel()
+                    await asyncio.gather(get, return_exceptions=True)
+                    raise TransportError("connection to RabbitMQ lost")
+                delivery = get.result()
+                if delivery is None:
+                    return
+                yield delivery
+        finally:
+            closing.cancel()
+            await asyncio.gather(closing, return_exceptions=True)
+
+    async def stop_consuming(self) -> None:
+        """Stop new deliveries; those already received are still handed out."""
+        if self._consume_channel is not None and self._consumer_tag and self.connected:
+            with contextlib.suppress(AMQPError, ConnectionError):
+                await self._consume_channel.basic_cancel(self._consumer_tag)
+        self._inbox.put_nowait(None)
+
+    async def publish(self, out: Outgoing) -> None:
+        channel = self._publish_channel
+        if channel is None or channel.is_closed:
+            raise TransportError("publish channel is closed")
+        headers: dict[str, FieldValue] | None = (
+            {REDELIVERY_HEADER: out.redeliveries} if out.redeliveries else None
+        )
+        properties = spec.Basic.Properties(
+            delivery_mode=PERSISTENT,
+            content_type="application/json",
+            correlation_id=out.envelope_id,
+            headers=headers,
+        )
+        exchange, routing_key = self.exchange, out.routing_key
+        if out.delay_ms is not None:
+            await self._declare_delay_queue(channel, out.routing_key, out.delay_ms)
+            exchange = ""  # the default exchange routes by queue name
+            properties.expiration = str(out.delay_ms)
+        try:
+            confirm = await channel.basic_publish(
+                out.body,
+                exchange=exchange,
+                routing_key=routing_key,
+                properties=properties,
+                mandatory=True,
+            )
+        except PublishError as exc:
+            raise Unroutable(routing_key) from exc
+        except (AMQPError, ConnectionError) as exc:
+            raise TransportError(f"publish to {routing_key!r} failed: {exc}") from exc
+        if not isinstance(confirm, spec.Basic.Ack):
+            raise TransportError(f"broker did not confirm the publish to {routing_key!r}")
+
+    async def _declare_delay_queue(
+        self, channel: aiormq.abc.AbstractChannel, name: str, delay_ms: int
+    ) -> None:
+        bucket = retry_bucket(delay_ms)
+        try:
+            await channel.queue_declare(
+                name,
+                durable=True,
+                arguments={
+                    "x-dead-letter-exchange": self.exchange,
+                    "x-dead-letter-routing-key": self.queue,
+                    # Removed when unused for long after its longest delay, never while it may
+                    # still hold a message (every publish redeclares it and resets the timer).
+                    "x-expires": 2 * bucket + 600_000,
+                },
+            )
+        except (AMQPError, ConnectionError) as exc:
+            raise TransportError(f"declaring delay queue {name!r} failed: {exc}") from exc
+
+    async def publish_event(self, routing_key: str, body: bytes) -> None:
+        channel = self._events_channel
+        if channel is None or channel.is_closed:
+            return
+        with contextlib.suppress(AMQPError, ConnectionError):  # events are advisory
+            await channel.basic_publish(
+                body,
+                exchange=self.events_exchange,
+                routing_key=routing_key,
+                properties=spec.Basic.Properties(content_type="application/json"),
+            )
+
+    async def close(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None and not connection.is_closed:
+            with contextlib.suppress(AMQPError, ConnectionError, OSError):
+                await connection.close()

@@ -1,0 +1,71 @@
+"""Handlers served by real asya-runtime processes in the sidecar's tests."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from asya_runtime import AsyaError, progress
+
+_barrier = threading.Barrier(int(os.environ.get("TEST_BARRIER", "4")), timeout=20)
+
+
+def preprocess(payload: dict[str, Any]) -> dict[str, Any]:
+    return {"tokens": [1, 2, 3] if payload["text"] == "Hello world" else []}
+
+
+def inference(payload: dict[str, Any]) -> dict[str, Any]:
+    progress(0.5, "thinking")
+    return {"prediction": "greeting" if payload["tokens"] == [1, 2, 3] else "unknown"}
+
+
+def postprocess(payload: dict[str, Any]) -> dict[str, Any]:
+    return {"result": f"Classified as {payload['prediction']}"}
+
+
+def split(payload: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    for n, word in enumerate(payload["text"].split(), start=1):
+        yield {"chunk": n, "text": word}
+
+
+def upper(payload: dict[str, Any]) -> dict[str, Any]:
+    return {**payload, "text": payload["text"].upper()}
+
+
+def fails(payload: dict[str, Any]) -> None:
+    raise ValueError(f"cannot handle {sorted(payload)}")
+
+
+def slow(payload: dict[str, Any]) -> Any:
+    time.sleep(float(payload.get("seconds", 0)))
+    return payload
+
+
+def flaky(payload: dict[str, Any]) -> dict[str, Any]:
+    """Fails (retryable) until it has been called ``fail_times`` times for this key."""
+    path = os.path.join(os.environ["TEST_STATE_DIR"], str(payload["key"]))
+    calls = int(open(path).read()) if os.path.exists(path) else 0  # noqa: SIM115
+    with open(path, "w") as f:
+        f.write(str(calls + 1))
+    if calls < int(payload["fail_times"]):
+        raise AsyaError("model_busy", f"busy on call {calls + 1}", retryable=True)
+    return {"key": payload["key"], "calls": calls + 1}
+
+
+def crash_on_poison(payload: dict[str, Any]) -> dict[str, Any]:
+    """Kills its whole runtime process when it sees the poison payload."""
+    if payload.get("poison"):
+        os._exit(17)
+    return payload
+
+
+def barrier(payload: dict[str, Any]) -> dict[str, Any]:
+    _barrier.wait()
+    return payload
+
+
+def echo(payload: Any) -> Any:
+    return payload
