@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 
 import aiormq
 import aiormq.abc
-from aiormq.exceptions import AMQPError, PublishError
+from aiormq.exceptions import AMQPError, ChannelInvalidStateError, PublishError
 from pamqp import commands as spec
 from pamqp.common import FieldValue
 
@@ -22,6 +22,8 @@ __all__ = ["AmqpDelivery", "AmqpTransport", "declare_step_queue"]
 log = logging.getLogger("asya_sidecar.amqp")
 
 PERSISTENT = 2
+# What aiormq raises when the broker or the connection fails (a closed channel is a RuntimeError).
+BROKER_ERRORS = (AMQPError, ConnectionError, ChannelInvalidStateError)
 
 
 async def declare_step_queue(channel: aiormq.abc.AbstractChannel, exchange: str, name: str) -> None:
@@ -45,13 +47,13 @@ class AmqpDelivery:
     async def ack(self) -> None:
         try:
             await self._channel.basic_ack(self._tag)
-        except (AMQPError, ConnectionError) as exc:
+        except BROKER_ERRORS as exc:
             raise TransportError(f"ack failed: {exc}") from exc
 
     async def nack(self) -> None:
         try:
             await self._channel.basic_nack(self._tag, requeue=True)
-        except (AMQPError, ConnectionError) as exc:
+        except BROKER_ERRORS as exc:
             raise TransportError(f"nack failed: {exc}") from exc
 
 
@@ -94,7 +96,7 @@ class AmqpTransport:
             )
             if self.events_exchange:
                 self._events_channel = await self._connection.channel(publisher_confirms=False)
-        except (AMQPError, ConnectionError, OSError) as exc:
+        except (*BROKER_ERRORS, OSError) as exc:
             await self.close()
             raise TransportError(f"cannot connect to RabbitMQ: {exc}") from exc
 
@@ -110,7 +112,7 @@ class AmqpTransport:
                 await channel.exchange_declare(
                     self.events_exchange, exchange_type="topic", durable=True
                 )
-        except (AMQPError, ConnectionError) as exc:
+        except BROKER_ERRORS as exc:
             raise TransportError(f"declaring exchange and queues failed: {exc}") from exc
 
     async def closing(self) -> None:
@@ -130,30 +132,36 @@ class AmqpTransport:
         async def on_message(message: aiormq.abc.DeliveredMessage) -> None:
             self._inbox.put_nowait(AmqpDelivery(channel, message))
 
-        await channel.basic_qos(prefetch_count=self.prefetch)
-        ok = await channel.basic_consume(self.queue, on_message)
+        try:
+            await channel.basic_qos(prefetch_count=self.prefetch)
+            ok = await channel.basic_consume(self.queue, on_message)
+        except BROKER_ERRORS as exc:
+            raise TransportError(f"cannot consume {self.queue!r}: {exc}") from exc
         self._consumer_tag = ok.consumer_tag
         closing = asyncio.ensure_future(self.closing())
+        get: asyncio.Future[AmqpDelivery | None] | None = None
         try:
             while True:
                 get = asyncio.ensure_future(self._inbox.get())
                 done, _ = await asyncio.wait({get, closing}, return_when=asyncio.FIRST_COMPLETED)
                 if get not in done:
-                    get.cancel()
-                    await asyncio.gather(get, return_exceptions=True)
                     raise TransportError("connection to RabbitMQ lost")
                 delivery = get.result()
                 if delivery is None:
                     return
                 yield delivery
         finally:
-            closing.cancel()
-            await asyncio.gather(closing, return_exceptions=True)
+            for future in (get, closing):
+                if future is not None and not future.done():
+                    future.cancel()
+            await asyncio.gather(
+                *(f for f in (get, closing) if f is not None), return_exceptions=True
+            )
 
     async def stop_consuming(self) -> None:
         """Stop new deliveries; those already received are still handed out."""
         if self._consume_channel is not None and self._consumer_tag and self.connected:
-            with contextlib.suppress(AMQPError, ConnectionError):
+            with contextlib.suppress(*BROKER_ERRORS):
                 await self._consume_channel.basic_cancel(self._consumer_tag)
         self._inbox.put_nowait(None)
 
@@ -185,7 +193,7 @@ class AmqpTransport:
             )
         except PublishError as exc:
             raise Unroutable(routing_key) from exc
-        except (AMQPError, ConnectionError) as exc:
+        except BROKER_ERRORS as exc:
             raise TransportError(f"publish to {routing_key!r} failed: {exc}") from exc
         if not isinstance(confirm, spec.Basic.Ack):
             raise TransportError(f"broker did not confirm the publish to {routing_key!r}")
@@ -206,14 +214,14 @@ class AmqpTransport:
                     "x-expires": 2 * bucket + 600_000,
                 },
             )
-        except (AMQPError, ConnectionError) as exc:
+        except BROKER_ERRORS as exc:
             raise TransportError(f"declaring delay queue {name!r} failed: {exc}") from exc
 
     async def publish_event(self, routing_key: str, body: bytes) -> None:
         channel = self._events_channel
         if channel is None or channel.is_closed:
             return
-        with contextlib.suppress(AMQPError, ConnectionError):  # events are advisory
+        with contextlib.suppress(*BROKER_ERRORS):  # events are advisory
             await channel.basic_publish(
                 body,
                 exchange=self.events_exchange,
@@ -224,5 +232,5 @@ class AmqpTransport:
     async def close(self) -> None:
         connection, self._connection = self._connection, None
         if connection is not None and not connection.is_closed:
-            with contextlib.suppress(AMQPError, ConnectionError, OSError):
+            with contextlib.suppress(*BROKER_ERRORS, OSError):
                 await connection.close()

@@ -1,0 +1,106 @@
+"""The in-process transport runs the same Sidecar code with real runtime processes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from asya_sidecar import MemoryBroker, MemoryTransport, RetryPolicy, Sidecar, SidecarSettings
+from asya_testing.processes import runtime_process
+
+HERE = str(Path(__file__).resolve().parent)
+STEPS = ["preprocess", "inference", "postprocess"]
+
+
+@pytest.fixture
+def runtime_paths(tmp_path: Path) -> Iterator[Any]:
+    with ExitStack() as stack:
+
+        def start(handler: str, env: dict[str, str] | None = None) -> str:
+            _, path = stack.enter_context(
+                runtime_process(
+                    f"pipeline_handlers:{handler}", python_path=[HERE], log_dir=tmp_path, env=env
+                )
+            )
+            return path
+
+        yield start
+
+
+def memory_sidecar(broker: MemoryBroker, actor: str, path: str, **kw: Any) -> Sidecar:
+    settings = SidecarSettings(actor=actor, socket_path=path, http_port=None, runtime_wait=20, **kw)
+    return Sidecar(
+        settings,
+        lambda: MemoryTransport(
+            broker,
+            queue=actor,
+            terminal=(settings.happy_end, settings.error_end),
+            prefetch=settings.concurrency,
+        ),
+    )
+
+
+async def run_all(sidecars: list[Sidecar], body: Any) -> None:
+    stop = asyncio.Event()
+    async with asyncio.TaskGroup() as tg:
+        for s in sidecars:
+            tg.create_task(s.run(stop))
+        try:
+            for s in sidecars:
+                async with asyncio.timeout(30):
+                    await s.consuming.wait()
+            await body()
+        finally:
+            stop.set()
+
+
+async def test_seed_pipeline_in_process(runtime_paths: Any) -> None:
+    broker = MemoryBroker()
+    events: list[tuple[str, dict[str, Any]]] = []
+    broker.event_listeners.append(lambda key, body: events.append((key, json.loads(body))))
+    sidecars = [memory_sidecar(broker, s, runtime_paths(s)) for s in STEPS]
+    result: list[dict[str, Any]] = []
+
+    async def body() -> None:
+        await broker.publish(
+            "preprocess",
+            json.dumps({"route": {"steps": STEPS}, "payload": {"text": "Hello world"}}).encode(),
+        )
+        result.append(json.loads(await broker.get("happy-end", timeout=30)))
+
+    await run_all(sidecars, body)
+    broker.close()
+    assert result[0]["payload"] == {"result": "Classified as greeting"}
+    assert result[0]["route"]["current"] == 3
+    assert "inference.progress" in {k for k, _ in events}
+
+
+async def test_retry_and_errors_in_process(runtime_paths: Any, tmp_path: Path) -> None:
+    broker = MemoryBroker()
+    policy = RetryPolicy(max_attempts=2, base_delay=0.01, jitter=0.0)
+    flaky = memory_sidecar(
+        broker, "flaky", runtime_paths("flaky", {"TEST_STATE_DIR": str(tmp_path)}), retry=policy
+    )
+    out: dict[str, Any] = {}
+
+    async def body() -> None:
+        for key, fails in (("a", 1), ("b", 3)):
+            payload = {"key": key, "fail_times": fails}
+            await broker.publish(
+                "flaky", json.dumps({"route": {"steps": ["flaky"]}, "payload": payload}).encode()
+            )
+        await broker.publish("flaky", b"garbage")
+        out["happy"] = json.loads(await broker.get("happy-end", timeout=30))
+        out["errors"] = [json.loads(await broker.get("error-end", timeout=30)) for _ in range(2)]
+
+    await run_all([flaky], body)
+    broker.close()
+    assert out["happy"]["payload"] == {"key": "a", "calls": 2}
+    codes = sorted(e["payload"]["error"] for e in out["errors"])
+    assert codes == ["model_busy", "parse_error"]
