@@ -5,7 +5,8 @@ RabbitMQ. Both contenders run as their own process against the same broker, with
 size, and move messages from an input queue to an output queue:
 
 - raw: aiormq consume -> publish to the output queue (publisher confirm awaited) -> ack;
-- asya: asya-sidecar with an asya-runtime process serving a trivial handler.
+- asya: asya-sidecar with an asya-runtime process serving a trivial handler (``async def`` by
+  default; ``--handler def`` adds the runtime's thread-pool hop, see bench/runtime.py).
 
 Throughput: N messages are queued first, then the consumer starts; the figure is N over the time
 until the output queue has them all. Latency: one message at a time, publish to output seen.
@@ -52,7 +53,10 @@ RAW_LOOP = textwrap.dedent(
     """
 )
 
-HANDLER = "def echo(payload):\n    return payload\n"
+HANDLERS = {
+    "async": "async def echo(payload):\n    return payload\n",
+    "def": "def echo(payload):\n    return payload\n",
+}
 
 
 def payload(size: int) -> dict[str, object]:
@@ -167,7 +171,7 @@ async def measure(
     exchange, source, target = f"bench-{tag}", f"bench-in-{tag}", f"bench-out-{tag}"
     with tempfile.TemporaryDirectory(prefix="asya-bench-") as workdir:
         with open(os.path.join(workdir, "bench_handler.py"), "w") as f:
-            f.write(HANDLER)
+            f.write(HANDLERS[args.handler])
         async with Broker(args.amqp_url, exchange) as broker:
             await broker.declare(source, target, target + "-err")
             try:
@@ -201,6 +205,12 @@ async def main() -> None:
     parser.add_argument("--messages", type=int, default=3000)
     parser.add_argument("--size", type=int, default=1024, help="payload text bytes")
     parser.add_argument("--latency-samples", type=int, default=200)
+    parser.add_argument(
+        "--handler",
+        choices=sorted(HANDLERS),
+        default="async",
+        help="the trivial handler's kind: 'def' adds the runtime's thread-pool hop",
+    )
     args = parser.parse_args()
     if not args.amqp_url:
         raise SystemExit(
