@@ -170,7 +170,7 @@ async def measure(
     tag = uuid.uuid4().hex[:8]
     exchange, source, target = f"bench-{tag}", f"bench-in-{tag}", f"bench-out-{tag}"
     with tempfile.TemporaryDirectory(prefix="asya-bench-") as workdir:
-        with open(os.path.join(workdir, "bench_handler.py"), "w") as f:
+        with open(os.path.join(workdir, "bench_handler.py"), "w") as f:  # noqa: ASYNC230
             f.write(HANDLERS[args.handler])
         async with Broker(args.amqp_url, exchange) as broker:
             await broker.declare(source, target, target + "-err")
@@ -221,7 +221,8 @@ async def main() -> None:
         asya = await measure("asya", args, concurrency)
         for name, (rate, p50, p99) in (("raw", raw), ("asya", asya)):
             print(
-                f"c={concurrency:<2} {name:>4}: {rate:8.0f} msg/s  p50 {p50:6.2f} ms  p99 {p99:6.2f} ms",
+                f"c={concurrency:<2} {name:>4}: {rate:8.0f} msg/s  "
+                f"p50 {p50:6.2f} ms  p99 {p99:6.2f} ms",
                 flush=True,
             )
         print(
