@@ -9,3 +9,12 @@ PACKAGE = Path(__file__).resolve().parents[1]
 
 def test_readme_examples_run() -> None:
     assert run_python_blocks(PACKAGE / "README.md") >= 5
+
+
+def test_every_setting_is_documented() -> None:
+    import re
+
+    source = (PACKAGE / "src/asya_runtime/settings.py").read_text()
+    used = set(re.findall(r'"(ASYA_[A-Z_]+)"', source))
+    documented = set(re.findall(r"`(ASYA_[A-Z_]+)`", (PACKAGE / "README.md").read_text()))
+    assert used <= documented
