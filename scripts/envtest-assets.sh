@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Make the envtest assets (kube-apiserver, etcd) for one pinned Kubernetes version and print
-# the directory to use as KUBEBUILDER_ASSETS.
+# Make the envtest assets (kube-apiserver, etcd) for one pinned Kubernetes version, and helm
+# (deploy/ is a Helm chart), and print the directory to use as KUBEBUILDER_ASSETS.
 #
 # Order of preference:
 #   1. KUBEBUILDER_ASSETS already set and holding both binaries;
@@ -19,12 +19,13 @@ set -euo pipefail
 
 K8S_VERSION="${ASYA_ENVTEST_K8S_VERSION:-1.36.3}"
 ETCD_VERSION="${ASYA_ENVTEST_ETCD_VERSION:-3.6.8}"
+HELM_VERSION="${ASYA_ENVTEST_HELM_VERSION:-3.19.0}"
 CACHE_ROOT="${ASYA_ENVTEST_CACHE:-$HOME/.cache/asya/envtest}"
 OUT="$CACHE_ROOT/$K8S_VERSION"
 
 log() { printf 'envtest-assets: %s\n' "$*" >&2; }
 
-have_assets() { [ -x "$1/kube-apiserver" ] && [ -x "$1/etcd" ]; }
+have_assets() { [ -x "$1/kube-apiserver" ] && [ -x "$1/etcd" ] && [ -x "$1/helm" ]; }
 
 if [ -n "${KUBEBUILDER_ASSETS:-}" ] && have_assets "$KUBEBUILDER_ASSETS"; then
   log "using KUBEBUILDER_ASSETS=$KUBEBUILDER_ASSETS"
@@ -49,12 +50,19 @@ fi
 command -v go >/dev/null 2>&1 || { log "no assets found and no Go toolchain to build them"; exit 3; }
 
 mkdir -p "$OUT"
+# A KUBEBUILDER_ASSETS or setup-envtest directory without helm still gives us the binaries.
+for src in "${KUBEBUILDER_ASSETS:-}"; do
+  if [ -n "$src" ] && [ -x "$src/kube-apiserver" ] && [ -x "$src/etcd" ] && [ ! -x "$OUT/kube-apiserver" ]; then
+    cp "$src/kube-apiserver" "$src/etcd" "$OUT/"
+  fi
+done
 work=$(mktemp -d "${TMPDIR:-/tmp}/asya-envtest.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 export GOFLAGS=-mod=mod CGO_ENABLED=0
 start=$(date +%s)
 
 # --- kube-apiserver -------------------------------------------------------------------------
+if [ ! -x "$OUT/kube-apiserver" ]; then
 log "resolving k8s.io/kubernetes v$K8S_VERSION"
 gomod=$(go mod download -json "k8s.io/kubernetes@v$K8S_VERSION" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
 [ -f "$gomod" ] || { log "could not download k8s.io/kubernetes v$K8S_VERSION"; exit 1; }
@@ -85,8 +93,10 @@ log "building kube-apiserver v$K8S_VERSION (cold: many minutes on 2 cores)"
    -X k8s.io/component-base/version.gitMinor=${K8S_VERSION#1.}" \
    -o "$OUT/kube-apiserver.tmp" k8s.io/kubernetes/cmd/kube-apiserver >&2)
 mv "$OUT/kube-apiserver.tmp" "$OUT/kube-apiserver"
+fi
 
 # --- etcd -----------------------------------------------------------------------------------
+if [ ! -x "$OUT/etcd" ]; then
 mkdir -p "$work/etcd"
 cat > "$work/etcd/go.mod" <<GOMOD
 module asya.local/envtest/etcd
@@ -105,6 +115,14 @@ GO
 log "building etcd v$ETCD_VERSION"
 (cd "$work/etcd" && go mod tidy >&2 && go build -trimpath -ldflags "-s -w" -o "$OUT/etcd.tmp" go.etcd.io/etcd/server/v3 >&2)
 mv "$OUT/etcd.tmp" "$OUT/etcd"
+fi
+
+# --- helm (no replace directives: go install works) --------------------------------------------
+if [ ! -x "$OUT/helm" ]; then
+  log "building helm v$HELM_VERSION"
+  GOBIN="$work/bin" go install -trimpath -ldflags "-s -w" "helm.sh/helm/v3/cmd/helm@v$HELM_VERSION" >&2
+  mv "$work/bin/helm" "$OUT/helm"
+fi
 
 log "built in $(( $(date +%s) - start ))s into $OUT"
 echo "$OUT"

@@ -88,3 +88,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             for line in _skipped_in_ci:
                 reporter.write_line(f"  {line}")
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+from .kube_fixtures import kube_api, kube_control_plane, kube_namespace  # noqa: E402
+
+__all__ = ["kube_api", "kube_control_plane", "kube_namespace"]

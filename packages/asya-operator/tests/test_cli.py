@@ -8,7 +8,7 @@ def test_version_is_exposed() -> None:
     assert asya_operator.__version__.count(".") == 2
 
 
-def test_entry_point_refuses_honestly() -> None:
+def test_controller_refuses_honestly() -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "asya_operator"], capture_output=True, text=True, check=False
     )

@@ -1,0 +1,234 @@
+"""Generate the ``Asya`` CustomResourceDefinition from :mod:`asya_operator.model`.
+
+``python -m asya_operator crd`` prints it; ``deploy/helm/asya/crds/`` holds the output, and a test
+fails if the committed file differs from what this module generates.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import msgspec
+
+from .model import (
+    GROUP,
+    KIND,
+    PLURAL,
+    RESERVED_CONTAINER,
+    RESERVED_VOLUME,
+    RUNTIME_CONTAINER,
+    SINGULAR,
+    VERSION,
+    AsyaSpec,
+    AsyaStatus,
+)
+
+__all__ = ["crd", "crd_yaml", "openapi_schema"]
+
+_DROP = {"title", "$schema"}
+
+
+def _inline(schema: Any, defs: dict[str, Any]) -> Any:
+    """Resolve ``$ref``s and turn JSON Schema into a Kubernetes structural schema."""
+    if isinstance(schema, list):
+        return [_inline(s, defs) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    if "$ref" in schema:
+        name = schema["$ref"].rsplit("/", 1)[-1]
+        merged = {**copy.deepcopy(defs[name]), **{k: v for k, v in schema.items() if k != "$ref"}}
+        return _inline(merged, defs)
+    if "anyOf" in schema:  # Optional[X]: X, not required
+        options = [s for s in schema["anyOf"] if s != {"type": "null"}]
+        rest = {k: v for k, v in schema.items() if k not in ("anyOf", "default")}
+        if len(options) == 1:
+            return _inline({**options[0], **rest}, defs)
+    out: dict[str, Any] = {}
+    for key, value in schema.items():
+        if key in _DROP:
+            continue
+        if key == "properties":
+            out[key] = {k: _inline(v, defs) for k, v in value.items()}
+        elif key in ("items", "additionalProperties"):
+            out[key] = _inline(value, defs) if isinstance(value, dict) else value
+        elif key == "exclusiveMinimum":
+            out["minimum"], out["exclusiveMinimum"] = value, True
+        elif key == "exclusiveMaximum":
+            out["maximum"], out["exclusiveMaximum"] = value, True
+        else:
+            out[key] = value
+    if "enum" in out and "type" not in out:
+        out["type"] = "string"
+    if out.get("type") == "object" and "properties" not in out:
+        out.pop("additionalProperties", None)
+        out["x-kubernetes-preserve-unknown-fields"] = True
+    if out.get("type") == "object" and "properties" in out:
+        out.pop("additionalProperties", None)
+    return out
+
+
+def _struct_schema(struct: type[msgspec.Struct]) -> dict[str, Any]:
+    (ref,), components = msgspec.json.schema_components([struct], ref_template="#/$defs/{name}")
+    schema: dict[str, Any] = _inline(ref, components)
+    return schema
+
+
+_CONTAINER_LIST = {
+    "type": "array",
+    "maxItems": 20,
+    "items": {
+        "type": "object",
+        "required": ["name"],
+        "properties": {"name": {"type": "string", "maxLength": 63}},
+        "x-kubernetes-preserve-unknown-fields": True,
+    },
+}
+
+
+def _template_schema() -> dict[str, Any]:
+    return {
+        "type": "object",
+        "description": "A pod template (core/v1 PodTemplateSpec) with a container named "
+        f"'{RUNTIME_CONTAINER}'. The operator adds '{RESERVED_CONTAINER}' and the "
+        f"'{RESERVED_VOLUME}' volume.",
+        "x-kubernetes-preserve-unknown-fields": True,
+        "required": ["spec"],
+        "properties": {
+            "spec": {
+                "type": "object",
+                "x-kubernetes-preserve-unknown-fields": True,
+                "required": ["containers"],
+                "properties": {
+                    "containers": _CONTAINER_LIST,
+                    "initContainers": _CONTAINER_LIST,
+                    "volumes": {
+                        **_CONTAINER_LIST,
+                        "maxItems": 50,
+                    },
+                },
+                "x-kubernetes-validations": [
+                    {
+                        "rule": f"self.containers.exists(c, c.name == '{RUNTIME_CONTAINER}')",
+                        "message": "the pod template needs a container named "
+                        f"'{RUNTIME_CONTAINER}'",
+                    },
+                    {
+                        "rule": f"!self.containers.exists(c, c.name == '{RESERVED_CONTAINER}')",
+                        "message": f"'{RESERVED_CONTAINER}' is reserved for the injected sidecar",
+                    },
+                    {
+                        "rule": "!has(self.initContainers) || "
+                        f"!self.initContainers.exists(c, c.name == '{RESERVED_CONTAINER}')",
+                        "message": f"'{RESERVED_CONTAINER}' is reserved for the injected sidecar",
+                    },
+                    {
+                        "rule": "!has(self.volumes) || "
+                        f"!self.volumes.exists(v, v.name == '{RESERVED_VOLUME}')",
+                        "message": f"volume name '{RESERVED_VOLUME}' is reserved for the runtime "
+                        "socket",
+                    },
+                ],
+            }
+        },
+    }
+
+
+def openapi_schema() -> dict[str, Any]:
+    spec = _struct_schema(AsyaSpec)
+    props = spec["properties"]
+    for name in ("scaling", "runtime", "retry", "sidecar"):
+        props[name]["default"] = {}
+    props["workload"]["properties"]["template"] = _template_schema()
+    props["workload"]["required"] = ["template"]
+    spec["required"] = sorted({"transport", "workload"})
+    props["scaling"]["x-kubernetes-validations"] = [
+        {
+            "rule": "!has(self.minReplicas) || !has(self.maxReplicas) "
+            "|| self.minReplicas <= self.maxReplicas",
+            "message": "minReplicas must be <= maxReplicas",
+        }
+    ]
+    props["retry"]["x-kubernetes-validations"] = [
+        {
+            "rule": "!has(self.baseDelay) || !has(self.maxDelay) "
+            "|| self.baseDelay <= self.maxDelay",
+            "message": "baseDelay must be <= maxDelay",
+        }
+    ]
+    props["retry"]["properties"]["codes"]["maxItems"] = 50
+    props["sidecar"]["properties"]["env"]["maxItems"] = 100
+    spec["x-kubernetes-validations"] = [
+        {
+            "rule": "has(self.handler) || has(self.handlerScript)",
+            "message": "set handler (package.module:function) or handlerScript",
+        },
+    ]
+    status = _struct_schema(AsyaStatus)
+    status["properties"]["conditions"]["x-kubernetes-list-type"] = "map"
+    status["properties"]["conditions"]["x-kubernetes-list-map-keys"] = ["type"]
+    status["properties"]["conditions"]["maxItems"] = 16
+    return {
+        "type": "object",
+        "required": ["spec"],
+        "properties": {
+            "apiVersion": {"type": "string"},
+            "kind": {"type": "string"},
+            "metadata": {"type": "object"},
+            "spec": spec,
+            "status": status,
+        },
+    }
+
+
+def crd() -> dict[str, Any]:
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{PLURAL}.{GROUP}"},
+        "spec": {
+            "group": GROUP,
+            "names": {
+                "kind": KIND,
+                "listKind": f"{KIND}List",
+                "plural": PLURAL,
+                "singular": SINGULAR,
+                "categories": ["asya"],
+            },
+            "scope": "Namespaced",
+            "versions": [
+                {
+                    "name": VERSION,
+                    "served": True,
+                    "storage": True,
+                    "subresources": {"status": {}},
+                    "schema": {"openAPIV3Schema": openapi_schema()},
+                    "additionalPrinterColumns": [
+                        {"name": "Queue", "type": "string", "jsonPath": ".status.queue"},
+                        {"name": "Workload", "type": "string", "jsonPath": ".spec.workload.kind"},
+                        {
+                            "name": "Ready",
+                            "type": "string",
+                            "jsonPath": '.status.conditions[?(@.type=="Ready")].status',
+                        },
+                        {
+                            "name": "Replicas",
+                            "type": "integer",
+                            "jsonPath": ".status.readyReplicas",
+                        },
+                        {"name": "Depth", "type": "integer", "jsonPath": ".status.queueDepth"},
+                        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+                    ],
+                }
+            ],
+        },
+    }
+
+
+def crd_yaml() -> str:
+    import yaml  # noqa: PLC0415 - only the generator needs it
+
+    header = (
+        "# Generated by `python -m asya_operator crd` from asya_operator/model.py. Do not edit.\n"
+    )
+    return header + yaml.safe_dump(crd(), sort_keys=False, width=100)

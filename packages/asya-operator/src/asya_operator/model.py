@@ -1,0 +1,183 @@
+"""The ``Asya`` custom resource (``asyas.asya.sh/v1alpha1``), defined once, here.
+
+The CRD's OpenAPI schema is generated from these types (:mod:`asya_operator.crd`), and the
+operator decodes resources with them, so the two can never disagree. Field docs become the
+schema's descriptions; ``Meta`` bounds become minimums and maximums; defaults become defaults.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Any
+
+import msgspec
+from msgspec import Meta
+
+__all__ = [
+    "GROUP",
+    "KIND",
+    "PLURAL",
+    "RESERVED_CONTAINER",
+    "RESERVED_VOLUME",
+    "RUNTIME_CONTAINER",
+    "VERSION",
+    "AsyaSpec",
+    "AsyaStatus",
+    "Condition",
+    "HandlerMode",
+    "HandlerScript",
+    "RetrySpec",
+    "RuntimeSpec",
+    "ScalingSpec",
+    "SecretKeyRef",
+    "SidecarSpec",
+    "TransportSpec",
+    "WorkloadKind",
+    "WorkloadSpec",
+]
+
+GROUP = "asya.sh"
+VERSION = "v1alpha1"
+KIND = "Asya"
+PLURAL = "asyas"
+SINGULAR = "asya"
+RUNTIME_CONTAINER = "asya-runtime"
+RESERVED_CONTAINER = "asya-sidecar"
+RESERVED_VOLUME = "asya-socket"
+
+_QUEUE = Meta(
+    pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$",
+    max_length=255,
+    description="A queue (step) name: letters, digits, '.', '_', ':', '-'.",
+)
+Seconds = Annotated[float, Meta(gt=0, le=86400)]
+
+
+class WorkloadKind(StrEnum):
+    DEPLOYMENT = "Deployment"
+    STATEFUL_SET = "StatefulSet"
+    JOB = "Job"
+
+
+class HandlerMode(StrEnum):
+    PAYLOAD = "payload"
+    ENVELOPE = "envelope"
+
+
+class _Base(
+    msgspec.Struct, kw_only=True, rename="camel", omit_defaults=True, forbid_unknown_fields=True
+):
+    pass
+
+
+class SecretKeyRef(_Base):
+    """A key of a Secret in the resource's namespace."""
+
+    name: Annotated[str, Meta(min_length=1, max_length=253)]
+    key: Annotated[str, Meta(min_length=1, max_length=253)]
+
+
+class WorkloadSpec(_Base):
+    """What runs the actor. ``template`` is a pod template with a container named
+    ``asya-runtime`` (the user's image); the operator adds the ``asya-sidecar`` container."""
+
+    kind: WorkloadKind = WorkloadKind.DEPLOYMENT
+    replicas: Annotated[int, Meta(ge=0, le=1000)] = 1
+    """Replicas when scaling is off (for a Job: parallelism)."""
+    template: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+class HandlerScript(_Base):
+    """A handler module shipped in a ConfigMap, mounted into the runtime container."""
+
+    config_map: Annotated[str, Meta(min_length=1, max_length=253)]
+    key: Annotated[str, Meta(pattern=r"^[A-Za-z_][A-Za-z0-9_]*\.py$")]
+    """The file name, e.g. ``handler.py``; its module name is the file name without ``.py``."""
+
+
+class ScalingSpec(_Base):
+    """KEDA autoscaling on queue depth."""
+
+    enabled: bool = False
+    min_replicas: Annotated[int, Meta(ge=0, le=1000)] = 0
+    max_replicas: Annotated[int, Meta(ge=1, le=1000)] = 10
+    queue_length: Annotated[int, Meta(ge=1, le=100000)] = 5
+    """Target messages (ready plus in flight) per replica."""
+    activation_queue_length: Annotated[int, Meta(ge=0, le=100000)] = 0
+    """Scale up from zero only above this many messages."""
+    polling_interval: Annotated[int, Meta(ge=1, le=3600)] = 10
+    cooldown_period: Annotated[int, Meta(ge=0, le=86400)] = 300
+
+
+class RuntimeSpec(_Base):
+    timeout: Seconds = 300.0
+    """Seconds the runtime has per message (ASYA_RUNTIME_TIMEOUT)."""
+    concurrency: Annotated[int, Meta(ge=1, le=10000)] = 1
+    """Messages in flight per pod (ASYA_CONCURRENCY and ASYA_RUNTIME_CONCURRENCY)."""
+    shutdown_grace: Annotated[float, Meta(ge=0, le=3600)] = 30.0
+    """Seconds in-flight messages get after SIGTERM (the pod's grace period adds 10)."""
+
+
+class RetrySpec(_Base):
+    max_attempts: Annotated[int, Meta(ge=1, le=1000)] = 1
+    base_delay: Annotated[float, Meta(ge=0, le=86400)] = 1.0
+    max_delay: Annotated[float, Meta(ge=0, le=86400)] = 300.0
+    codes: list[Annotated[str, Meta(pattern=r"^[a-z][a-z0-9_]{0,63}$")]] = msgspec.field(
+        default_factory=list
+    )
+    redelivery_limit: Annotated[int, Meta(ge=0, le=1000)] = 5
+
+
+class SidecarSpec(_Base):
+    image: Annotated[str, Meta(min_length=1)] = "asya-sidecar:0.1.0"
+    image_pull_policy: Annotated[str, Meta(pattern=r"^(Always|IfNotPresent|Never)$")] = (
+        "IfNotPresent"
+    )
+    resources: dict[str, Any] = msgspec.field(default_factory=dict)
+    env: list[dict[str, Any]] = msgspec.field(default_factory=list)
+
+
+class TransportSpec(_Base):
+    """RabbitMQ. The URL comes only from a Secret (never inline)."""
+
+    url_secret_ref: SecretKeyRef
+    exchange: Annotated[str, _QUEUE] = "asya"
+    happy_end: Annotated[str, _QUEUE] = "happy-end"
+    error_end: Annotated[str, _QUEUE] = "error-end"
+
+
+class AsyaSpec(_Base):
+    transport: TransportSpec
+    workload: WorkloadSpec = msgspec.field(default_factory=WorkloadSpec)
+    queue: Annotated[str, _QUEUE] | None = None
+    """The queue this actor consumes; defaults to the resource's name."""
+    handler: (
+        Annotated[str, Meta(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_][\w]*(\.[A-Za-z_]\w*)?$")] | None
+    ) = None
+    """``package.module:function`` or ``package.module:Class.method`` (ASYA_HANDLER)."""
+    handler_mode: HandlerMode = HandlerMode.PAYLOAD
+    handler_script: HandlerScript | None = None
+    scaling: ScalingSpec = msgspec.field(default_factory=ScalingSpec)
+    runtime: RuntimeSpec = msgspec.field(default_factory=RuntimeSpec)
+    retry: RetrySpec = msgspec.field(default_factory=RetrySpec)
+    sidecar: SidecarSpec = msgspec.field(default_factory=SidecarSpec)
+    delete_queue_on_delete: bool = False
+    """Delete the queue from RabbitMQ when the resource is deleted (through a finalizer)."""
+
+
+class Condition(_Base):
+    type: str
+    status: str
+    reason: str
+    message: str = ""
+    observed_generation: int = 0
+    last_transition_time: str = ""
+
+
+class AsyaStatus(_Base):
+    conditions: list[Condition] = msgspec.field(default_factory=list)
+    observed_generation: int = 0
+    queue: str = ""
+    replicas: int = 0
+    ready_replicas: int = 0
+    queue_depth: int | None = None
