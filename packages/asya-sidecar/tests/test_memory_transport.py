@@ -104,3 +104,19 @@ async def test_retry_and_errors_in_process(runtime_paths: Any, tmp_path: Path) -
     assert out["happy"]["payload"] == {"key": "a", "calls": 2}
     codes = sorted(e["payload"]["error"] for e in out["errors"])
     assert codes == ["model_busy", "parse_error"]
+
+
+async def test_oversized_payload_goes_to_error_end(runtime_paths: Any) -> None:
+    broker = MemoryBroker()
+    sidecar = memory_sidecar(broker, "echo", runtime_paths("echo"), max_frame_size=2048)
+    out: list[dict[str, Any]] = []
+
+    async def body() -> None:
+        big = {"route": {"steps": ["echo"]}, "payload": {"text": "x" * 5000}}
+        await broker.publish("echo", json.dumps(big).encode())
+        out.append(json.loads(await broker.get("error-end", timeout=30)))
+
+    await run_all([sidecar], body)
+    broker.close()
+    assert out[0]["payload"]["error"] == "frame_too_large"
+    assert out[0]["payload"]["original_payload"] == {"text": "x" * 5000}
