@@ -120,3 +120,16 @@ async def test_oversized_payload_goes_to_error_end(runtime_paths: Any) -> None:
     broker.close()
     assert out[0]["payload"]["error"] == "frame_too_large"
     assert out[0]["payload"]["original_payload"] == {"text": "x" * 5000}
+
+
+async def test_exit_when_idle(runtime_paths: Any) -> None:
+    broker = MemoryBroker()
+    sidecar = memory_sidecar(broker, "echo", runtime_paths("echo"), exit_when_idle=0.3)
+    stop = asyncio.Event()
+    broker.declare("echo")
+    await broker.publish("echo", json.dumps({"route": {"steps": ["echo"]}, "payload": 1}).encode())
+    async with asyncio.timeout(30):
+        await sidecar.run(stop)  # returns by itself once idle
+    assert stop.is_set()
+    assert json.loads(await broker.get("happy-end", timeout=1))["payload"] == 1
+    broker.close()

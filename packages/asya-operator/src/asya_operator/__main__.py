@@ -1,17 +1,94 @@
 """``asya-operator`` / ``python -m asya_operator``.
 
-``asya-operator crd`` prints the Asya CRD (YAML). Running the controller is not built yet.
+``asya-operator run`` runs the controller (in a pod, or against the current kubeconfig);
+``asya-operator crd`` prints the Asya CustomResourceDefinition.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import logging
+import os
+import signal
 import sys
+
+from .settings import OperatorSettings, SettingsError
+
+log = logging.getLogger("asya_operator")
+
+
+async def _run(settings: OperatorSettings) -> int:
+    from kubernetes_asyncio import client, config  # noqa: PLC0415
+
+    from .controller import Controller  # noqa: PLC0415
+    from .kubeclient import KubeClient  # noqa: PLC0415
+    from .leader import LeaderElector  # noqa: PLC0415
+    from .queues import QueueManager  # noqa: PLC0415
+
+    if os.environ.get("KUBERNETES_SERVICE_HOST"):
+        config.load_incluster_config()  # type: ignore[no-untyped-call]
+    else:
+        await config.load_kube_config()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with client.ApiClient() as api:
+        kube = KubeClient(api)
+        queues = QueueManager(settings.rabbitmq_url)
+        elector = LeaderElector(
+            kube, settings.namespace, settings.identity, duration=settings.lease_duration
+        )
+        try:
+            if settings.leader_election:
+                log.info(
+                    "%s waiting for the lease %s/asya-operator",
+                    settings.identity,
+                    settings.namespace,
+                )
+                waiter = asyncio.ensure_future(elector.acquire())
+                stopper = asyncio.ensure_future(stop.wait())
+                await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                for f in (waiter, stopper):
+                    f.cancel()
+                await asyncio.gather(waiter, stopper, return_exceptions=True)
+                if stop.is_set():
+                    return 0
+            controller = Controller(
+                kube,
+                queues,
+                namespaces=settings.watch_namespaces,
+                resync=settings.resync,
+                workers=settings.workers,
+            )
+            lost = asyncio.Event()
+
+            async def keep_lease() -> None:
+                if settings.leader_election:
+                    await elector.hold()
+                    lost.set()
+                    stop.set()
+
+            async with asyncio.TaskGroup() as tg:
+                holder = tg.create_task(keep_lease())
+                log.info(
+                    "reconciling Asya resources in %s",
+                    ", ".join(settings.watch_namespaces) or "all namespaces",
+                )
+                await controller.run(stop)
+                holder.cancel()
+            return 1 if lost.is_set() else 0
+        finally:
+            await queues.close()
+            if settings.leader_election:
+                await elector.release()
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="asya-operator", description=__doc__)
-    sub = parser.add_subparsers(dest="command")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("run", help="run the controller")
     sub.add_parser("crd", help="print the Asya CustomResourceDefinition as YAML")
     args = parser.parse_args(argv)
     if args.command == "crd":
@@ -19,8 +96,15 @@ def main(argv: list[str] | None = None) -> int:
 
         sys.stdout.write(crd_yaml())
         return 0
-    sys.stderr.write("asya-operator: the controller is not implemented yet in this release\n")
-    return 2
+    try:
+        settings = OperatorSettings.from_env()
+    except SettingsError as exc:
+        sys.stderr.write(f"asya-operator: cannot start: {exc}\n")
+        return 2
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    return asyncio.run(_run(settings))
 
 
 if __name__ == "__main__":

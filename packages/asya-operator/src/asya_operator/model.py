@@ -141,6 +141,9 @@ class TransportSpec(_Base):
     """RabbitMQ. The URL comes only from a Secret (never inline)."""
 
     url_secret_ref: SecretKeyRef
+    management_url_secret_ref: SecretKeyRef | None = None
+    """The management API URL (``http://user:pass@host:15672/vhost``). With it, KEDA counts
+    messages in flight as well as ready ones; without it, ready messages only (AMQP)."""
     exchange: Annotated[str, _QUEUE] = "asya"
     happy_end: Annotated[str, _QUEUE] = "happy-end"
     error_end: Annotated[str, _QUEUE] = "error-end"
@@ -181,3 +184,6 @@ class AsyaStatus(_Base):
     replicas: int = 0
     ready_replicas: int = 0
     queue_depth: int | None = None
+    managed_objects: list[str] = msgspec.field(default_factory=list)
+    """``Kind/name`` of every object the operator applied for this resource (pruned when a
+    spec change no longer needs one)."""

@@ -77,6 +77,7 @@ class Sidecar:
         self._ctx: RoutingContext | None = None
         self.http_port: int | None = None
         self.consuming = asyncio.Event()
+        self._last_activity = time.monotonic()
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -163,10 +164,13 @@ class Sidecar:
                         task.cancel()
 
             stopper = tg.create_task(on_stop(), name="stopper")
+            if self.settings.exit_when_idle is not None:
+                tg.create_task(self._exit_when_idle(stop, handlers), name="idle-exit")
             self.consuming.set()
             s = self.settings
             log.info("consuming %r (concurrency %d)", s.actor, s.concurrency)
             async for delivery in transport.deliveries():
+                self._last_activity = time.monotonic()
                 await self._slots.acquire()
                 task = tg.create_task(self._handle(transport, delivery))
                 handlers.add(task)
@@ -175,6 +179,18 @@ class Sidecar:
             # iterator raised (connection lost) and the task group cancels everything.
             if not stop.is_set():  # pragma: no cover - deliveries only end after stop
                 stopper.cancel()
+
+    async def _exit_when_idle(self, stop: asyncio.Event, handlers: set[asyncio.Task[None]]) -> None:
+        idle = self.settings.exit_when_idle or 0.0
+        self._last_activity = time.monotonic()
+        while not stop.is_set():
+            if handlers:
+                self._last_activity = time.monotonic()
+            elif time.monotonic() - self._last_activity >= idle:
+                log.info("no message for %gs (ASYA_EXIT_WHEN_IDLE): exiting", idle)
+                stop.set()
+                return
+            await asyncio.sleep(min(idle / 4, 1.0))
 
     async def _ready(self) -> tuple[bool, str]:
         transport = self._transport

@@ -119,6 +119,8 @@ class SidecarSettings:
     """Port of the probe server; 0 picks a free one; None (``off``) disables it."""
     max_frame_size: int = DEFAULT_MAX_FRAME_SIZE
     log_level: str = "INFO"
+    exit_when_idle: float | None = None
+    """Exit (status 0) after this many seconds with no message: for Job workloads."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> SidecarSettings:
@@ -155,6 +157,7 @@ class SidecarSettings:
                 env, "ASYA_MAX_FRAME_SIZE", DEFAULT_MAX_FRAME_SIZE, _integer(1024)
             ),
             log_level=level,
+            exit_when_idle=_parse(env, "ASYA_EXIT_WHEN_IDLE", None, _number(0.001)),
         )
 
 

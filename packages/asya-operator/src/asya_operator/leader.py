@@ -1,0 +1,141 @@
+"""Leader election with a coordination.k8s.io Lease, so two operator replicas never both act.
+
+The holder renews the lease every third of its duration. Another replica takes it over only once
+``renewTime + leaseDurationSeconds`` has passed; writes use the lease's resourceVersion, so two
+candidates cannot both win a takeover.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import logging
+from typing import Any
+
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from .kubeclient import KubeClient
+
+__all__ = ["LeaderElector"]
+
+log = logging.getLogger("asya_operator.leader")
+LEASE = "coordination.k8s.io/v1"
+
+
+def _micro(ts: datetime.datetime) -> str:
+    return ts.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _parse(raw: str) -> datetime.datetime:
+    return datetime.datetime.strptime(raw.replace("Z", "+0000"), "%Y-%m-%dT%H:%M:%S.%f%z")
+
+
+class LeaderElector:
+    def __init__(
+        self,
+        kube: KubeClient,
+        namespace: str,
+        identity: str,
+        *,
+        name: str = "asya-operator",
+        duration: int = 15,
+    ) -> None:
+        self.kube = kube
+        self.namespace = namespace
+        self.identity = identity
+        self.name = name
+        self.duration = duration
+
+    def _lease(self, *, transitions: int, acquired: str, rv: str | None) -> dict[str, Any]:
+        now = _micro(datetime.datetime.now(datetime.UTC))
+        meta: dict[str, Any] = {"name": self.name, "namespace": self.namespace}
+        if rv:
+            meta["resourceVersion"] = rv
+        return {
+            "apiVersion": LEASE,
+            "kind": "Lease",
+            "metadata": meta,
+            "spec": {
+                "holderIdentity": self.identity,
+                "leaseDurationSeconds": self.duration,
+                "acquireTime": acquired,
+                "renewTime": now,
+                "leaseTransitions": transitions,
+            },
+        }
+
+    async def try_acquire(self) -> bool:
+        """One attempt to take or renew the lease. True when we hold it."""
+        now = datetime.datetime.now(datetime.UTC)
+        try:
+            current = await self.kube.get(LEASE, "Lease", self.namespace, self.name)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+            try:
+                await self.kube.create(self._lease(transitions=0, acquired=_micro(now), rv=None))
+            except ApiException as create_exc:
+                if create_exc.status == 409:
+                    return False  # someone else created it first
+                raise
+            return True
+        spec = current.get("spec") or {}
+        holder = spec.get("holderIdentity")
+        renewed = spec.get("renewTime")
+        duration = int(spec.get("leaseDurationSeconds") or self.duration)
+        expired = renewed is None or _parse(renewed) + datetime.timedelta(seconds=duration) < now
+        if holder != self.identity and not expired:
+            return False
+        transitions = int(spec.get("leaseTransitions") or 0) + (0 if holder == self.identity else 1)
+        acquired = spec.get("acquireTime") if holder == self.identity else _micro(now)
+        try:
+            await self.kube.replace(
+                self._lease(
+                    transitions=transitions,
+                    acquired=acquired or _micro(now),
+                    rv=current["metadata"]["resourceVersion"],
+                )
+            )
+        except ApiException as exc:
+            if exc.status == 409:
+                return False  # lost a race: another replica wrote first
+            raise
+        if holder != self.identity:
+            log.info("%s acquired the lease (was %s)", self.identity, holder or "nobody")
+        return True
+
+    async def acquire(self) -> None:
+        """Wait until we hold the lease."""
+        while not await self.try_acquire():  # noqa: ASYNC110 - polls the API server
+            await asyncio.sleep(self.duration / 3)
+
+    async def hold(self) -> None:
+        """Renew until renewal fails for a whole lease duration; then return (leadership lost)."""
+        last_ok = asyncio.get_running_loop().time()
+        while True:
+            await asyncio.sleep(self.duration / 3)
+            try:
+                if await self.try_acquire():
+                    last_ok = asyncio.get_running_loop().time()
+                    continue
+                log.warning("%s lost the lease to another replica", self.identity)
+                return
+            except (ApiException, OSError) as exc:
+                log.warning("lease renewal failed: %s", exc)
+            if asyncio.get_running_loop().time() - last_ok > self.duration:
+                log.warning("%s could not renew the lease for %ss", self.identity, self.duration)
+                return
+
+    async def release(self) -> None:
+        """Give the lease up at shutdown so another replica takes over at once."""
+        try:
+            current = await self.kube.get(LEASE, "Lease", self.namespace, self.name)
+            if (current.get("spec") or {}).get("holderIdentity") != self.identity:
+                return
+            current["spec"]["renewTime"] = _micro(
+                datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
+            )
+            current["spec"]["holderIdentity"] = ""
+            await self.kube.replace(current)
+        except ApiException as exc:
+            log.warning("releasing the lease failed: %s", exc.status)

@@ -1,0 +1,266 @@
+"""The builders, one by one: spec in, manifests out."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+
+from asya_operator.builders import (
+    ACTOR_LABEL,
+    Actor,
+    desired_objects,
+    scaled_object,
+    sidecar_container,
+    trigger_authentication,
+    workload,
+)
+from asya_operator.conditions import Cond, merge_conditions, ready_condition
+
+BASE: dict[str, Any] = {
+    "metadata": {"name": "inference", "namespace": "ml", "uid": "u-1", "generation": 3},
+    "spec": {
+        "transport": {"urlSecretRef": {"name": "rabbitmq", "key": "url"}},
+        "handler": "pipeline.steps:inference",
+        "workload": {
+            "template": {
+                "metadata": {"labels": {"team": "nlp"}},
+                "spec": {
+                    "containers": [
+                        {
+                            "name": "asya-runtime",
+                            "image": "my/model:1",
+                            "env": [{"name": "MODEL", "value": "small"}],
+                        }
+                    ]
+                },
+            }
+        },
+    },
+}
+
+
+def actor(**spec: Any) -> Actor:
+    obj = copy.deepcopy(BASE)
+    obj["spec"].update(spec)
+    return Actor.from_resource(obj)
+
+
+def env_of(container: dict[str, Any]) -> dict[str, Any]:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
+
+
+def test_deployment_with_sidecar_injected() -> None:
+    a = actor()
+    dep = workload(a)
+    assert dep["apiVersion"] == "apps/v1"
+    assert dep["kind"] == "Deployment"
+    assert dep["metadata"]["ownerReferences"] == [
+        {
+            "apiVersion": "asya.sh/v1alpha1",
+            "kind": "Asya",
+            "name": "inference",
+            "uid": "u-1",
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+    ]
+    assert dep["spec"]["replicas"] == 1
+    assert dep["spec"]["selector"] == {"matchLabels": {ACTOR_LABEL: "inference"}}
+    pod = dep["spec"]["template"]
+    assert pod["metadata"]["labels"]["team"] == "nlp"
+    assert pod["metadata"]["labels"][ACTOR_LABEL] == "inference"
+    runtime, sidecar = pod["spec"]["containers"]
+    assert runtime["name"] == "asya-runtime"
+    assert sidecar["name"] == "asya-sidecar"
+    renv = env_of(runtime)
+    assert renv["MODEL"] == "small"
+    assert renv["ASYA_HANDLER"] == "pipeline.steps:inference"
+    assert renv["ASYA_SOCKET_PATH"] == "/var/run/asya/runtime.sock"
+    senv = env_of(sidecar)
+    assert senv["ASYA_ACTOR_NAME"] == "inference"
+    assert senv["ASYA_SOCKET_PATH"] == renv["ASYA_SOCKET_PATH"]
+    assert senv["ASYA_RABBITMQ_URL"] == {"secretKeyRef": {"name": "rabbitmq", "key": "url"}}
+    assert senv["ASYA_RABBITMQ_EXCHANGE"] == "asya"
+    assert senv["ASYA_HAPPY_END_QUEUE"] == "happy-end"
+    assert senv["ASYA_ERROR_END_QUEUE"] == "error-end"
+    mounts = {m["name"]: m["mountPath"] for m in runtime["volumeMounts"]}
+    assert mounts == {m["name"]: m["mountPath"] for m in sidecar["volumeMounts"]}
+    assert mounts == {"asya-socket": "/var/run/asya"}
+    assert {"name": "asya-socket", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}} in pod[
+        "spec"
+    ]["volumes"]
+    assert pod["spec"]["securityContext"]["fsGroup"] == 10001
+    assert pod["spec"]["terminationGracePeriodSeconds"] == 40
+
+
+def test_sidecar_is_locked_down_and_probed() -> None:
+    sidecar = sidecar_container(actor())
+    sc = sidecar["securityContext"]
+    assert sc["runAsNonRoot"] is True
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["readOnlyRootFilesystem"] is True
+    assert sc["capabilities"] == {"drop": ["ALL"]}
+    assert sidecar["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "asya-http"}
+    assert sidecar["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "asya-http"}
+    # Credentials only through secretKeyRef: no literal URL anywhere.
+    assert all("amqp://" not in str(e.get("value", "")) for e in sidecar["env"])
+
+
+def test_settings_flow_into_sidecar_env() -> None:
+    a = actor(
+        queue="classify",
+        runtime={"timeout": 12.5, "concurrency": 8, "shutdownGrace": 20},
+        retry={
+            "maxAttempts": 3,
+            "baseDelay": 0.5,
+            "maxDelay": 9,
+            "codes": ["timeout"],
+            "redeliveryLimit": 2,
+        },
+        sidecar={
+            "image": "reg/asya-sidecar:9",
+            "env": [{"name": "ASYA_LOG_LEVEL", "value": "DEBUG"}],
+            "resources": {"limits": {"memory": "128Mi"}},
+        },
+    )
+    sidecar = sidecar_container(a)
+    senv = env_of(sidecar)
+    assert senv["ASYA_ACTOR_NAME"] == "classify"
+    assert senv["ASYA_RUNTIME_TIMEOUT"] == "12.5"
+    assert senv["ASYA_CONCURRENCY"] == "8"
+    assert senv["ASYA_RETRY_MAX_ATTEMPTS"] == "3"
+    assert senv["ASYA_RETRY_BASE_DELAY"] == "0.5"
+    assert senv["ASYA_RETRY_CODES"] == "timeout"
+    assert senv["ASYA_REDELIVERY_LIMIT"] == "2"
+    assert senv["ASYA_SHUTDOWN_GRACE"] == "20"
+    assert senv["ASYA_LOG_LEVEL"] == "DEBUG"
+    assert sidecar["image"] == "reg/asya-sidecar:9"
+    assert sidecar["resources"] == {"limits": {"memory": "128Mi"}}
+    runtime = workload(a)["spec"]["template"]["spec"]["containers"][0]
+    assert env_of(runtime)["ASYA_RUNTIME_CONCURRENCY"] == "8"
+
+
+def test_handler_script_from_config_map() -> None:
+    a = actor(handler=None, handlerScript={"configMap": "handlers", "key": "classify.py"})
+    pod = workload(a)["spec"]["template"]["spec"]
+    runtime = pod["containers"][0]
+    renv = env_of(runtime)
+    assert renv["ASYA_HANDLER"] == "classify:handler"
+    assert renv["PYTHONPATH"] == "/opt/asya/handler"
+    assert {"name": "asya-handler", "mountPath": "/opt/asya/handler", "readOnly": True} in runtime[
+        "volumeMounts"
+    ]
+    assert {
+        "name": "asya-handler",
+        "configMap": {"name": "handlers", "items": [{"key": "classify.py", "path": "classify.py"}]},
+    } in pod["volumes"]
+
+
+def test_statefulset_has_headless_service() -> None:
+    a = actor(workload={**BASE["spec"]["workload"], "kind": "StatefulSet", "replicas": 2})
+    objs = desired_objects(a)
+    assert [o["kind"] for o in objs] == ["Service", "StatefulSet"]
+    svc, sts = objs
+    assert svc["metadata"]["name"] == "inference-headless"
+    assert svc["spec"]["clusterIP"] == "None"
+    assert sts["spec"]["serviceName"] == "inference-headless"
+    assert sts["spec"]["replicas"] == 2
+
+
+def test_job_runs_runtime_as_native_sidecar() -> None:
+    a = actor(workload={**BASE["spec"]["workload"], "kind": "Job", "replicas": 3})
+    [job] = desired_objects(a)
+    assert job["apiVersion"] == "batch/v1"
+    assert job["spec"]["parallelism"] == 3
+    pod = job["spec"]["template"]["spec"]
+    assert [c["name"] for c in pod["initContainers"]] == ["asya-runtime"]
+    assert pod["initContainers"][0]["restartPolicy"] == "Always"
+    assert [c["name"] for c in pod["containers"]] == ["asya-sidecar"]
+    assert env_of(pod["containers"][0])["ASYA_EXIT_WHEN_IDLE"] == "30"
+    assert pod["restartPolicy"] == "OnFailure"
+
+
+def test_scaling_builds_scaled_object_and_auth() -> None:
+    a = actor(
+        scaling={
+            "enabled": True,
+            "minReplicas": 0,
+            "maxReplicas": 7,
+            "queueLength": 4,
+            "activationQueueLength": 2,
+            "pollingInterval": 5,
+            "cooldownPeriod": 60,
+        }
+    )
+    kinds = [o["kind"] for o in desired_objects(a)]
+    assert kinds == ["Deployment", "TriggerAuthentication", "ScaledObject"]
+    assert "replicas" not in workload(a)["spec"]  # the HPA owns it
+    so = scaled_object(a)
+    assert so["spec"]["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": "inference",
+    }
+    assert (so["spec"]["minReplicaCount"], so["spec"]["maxReplicaCount"]) == (0, 7)
+    [trigger] = so["spec"]["triggers"]
+    assert trigger["type"] == "rabbitmq"
+    assert trigger["metadata"] == {
+        "protocol": "amqp",
+        "mode": "QueueLength",
+        "value": "4",
+        "activationValue": "2",
+        "queueName": "inference",
+    }
+    assert trigger["authenticationRef"] == {"name": "inference-rabbitmq"}
+    auth = trigger_authentication(a)
+    assert auth["spec"]["secretTargetRef"] == [
+        {"parameter": "host", "name": "rabbitmq", "key": "url"}
+    ]
+
+
+def test_management_url_counts_messages_in_flight() -> None:
+    a = actor(
+        transport={
+            "urlSecretRef": {"name": "rabbitmq", "key": "url"},
+            "managementUrlSecretRef": {"name": "rabbitmq", "key": "management"},
+        },
+        scaling={"enabled": True},
+    )
+    assert scaled_object(a)["spec"]["triggers"][0]["metadata"]["protocol"] == "http"
+    assert trigger_authentication(a)["spec"]["secretTargetRef"][0]["key"] == "management"
+
+
+def test_scaled_job_for_job_workloads() -> None:
+    a = actor(workload={**BASE["spec"]["workload"], "kind": "Job"}, scaling={"enabled": True})
+    objs = desired_objects(a)
+    assert [o["kind"] for o in objs] == ["TriggerAuthentication", "ScaledJob"]
+    sj = objs[1]
+    assert sj["spec"]["jobTargetRef"]["template"]["spec"]["containers"][0]["name"] == "asya-sidecar"
+
+
+def test_builders_are_deterministic() -> None:
+    assert desired_objects(actor()) == desired_objects(actor())
+
+
+def test_conditions_keep_transition_time_when_status_holds() -> None:
+    first = merge_conditions([], [Cond("QueueReady", True, "Declared")], generation=1, now="t1")
+    again = merge_conditions(
+        first, [Cond("QueueReady", True, "Declared", "x")], generation=2, now="t2"
+    )
+    assert again[0]["lastTransitionTime"] == "t1"
+    assert again[0]["observedGeneration"] == 2
+    flipped = merge_conditions(
+        again, [Cond("QueueReady", False, "BrokerUnavailable")], generation=2, now="t3"
+    )
+    assert flipped[0]["lastTransitionTime"] == "t3"
+    assert ready_condition([Cond("A", True, "ok"), Cond("B", False, "Bad", "m")]).reason == "Bad"
+
+
+@pytest.mark.parametrize("bad", [{"workload": {"kind": "Nope", "template": {}}}, {"queue": "a b"}])
+def test_invalid_spec_raises(bad: dict[str, Any]) -> None:
+    import msgspec
+
+    with pytest.raises(msgspec.ValidationError):
+        actor(**bad)
