@@ -444,13 +444,15 @@ class Controller:
             {"status": status},
             subresource="status",
         )
+        # Events for what a person should see: each failure as it appears, and Ready turning
+        # True (not every condition's first True: that would be four events per new resource).
         before = {c.get("type"): c.get("status") for c in current.get("conditions") or []}
         for cond in wanted:
-            if before.get(cond.type) != cond.status:
-                kind = "Normal" if cond.ok else "Warning"
-                await self._event(
-                    obj, kind, cond.reason, f"{cond.type}={cond.status}: {cond.message}"
-                )
+            if before.get(cond.type) == cond.status or (cond.ok and cond.type != "Ready"):
+                continue
+            kind = "Normal" if cond.ok else "Warning"
+            message = f"{cond.type}={cond.status}: {cond.message}"
+            await self._event(obj, kind, cond.reason, message)
 
     async def _event(self, obj: dict[str, Any], kind: str, reason: str, message: str) -> None:
         meta = obj["metadata"]

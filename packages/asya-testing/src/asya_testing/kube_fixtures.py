@@ -17,6 +17,7 @@ from .services import unavailable
 __all__ = [
     "Rejected",
     "crd_documents",
+    "install_crds",
     "kube_api",
     "kube_control_plane",
     "kube_namespace",
@@ -64,7 +65,7 @@ def kube_control_plane() -> Iterator[ControlPlane]:
 _installed: set[str] = set()
 
 
-async def _install_crds(api: Any, root: Path) -> None:
+async def install_crds(api: Any, root: Path) -> None:
     import asyncio  # noqa: PLC0415
 
     from kubernetes_asyncio import client  # noqa: PLC0415
@@ -119,7 +120,7 @@ async def kube_api(
     config.key_file = str(kube_control_plane.key_file)
     async with client.ApiClient(config) as api:
         if kube_control_plane.host not in _installed:
-            await _install_crds(api, Path(str(request.config.rootpath)))
+            await install_crds(api, Path(str(request.config.rootpath)))
             _installed.add(kube_control_plane.host)
         yield api
 
