@@ -4,8 +4,9 @@ Run: ``hatch run bench:operator`` with ``KUBEBUILDER_ASSETS`` (see ``scripts/env
 and ``ASYA_TEST_AMQP_URL`` set. (It runs ``python -P bench/operator.py``: ``-P`` keeps this file
 from shadowing the standard library's ``operator`` module.)
 
-Reports the wall time, the operator's API requests per resource (by method), and a baseline measured in the same run: applying the same objects directly (one
-server-side apply per object, no operator), the least any controller could do.
+Reports the wall time, the operator's API requests per resource (by method), and a baseline
+measured in the same run: applying the same objects directly (one server-side apply per object,
+no operator), the least any controller could do.
 
 Each Asya scales to zero (KEDA, ``minReplicas: 0``), so Ready needs no kubelet.
 """
