@@ -64,3 +64,15 @@ def test_settings_defaults() -> None:
     assert s.watch_namespaces == ("a", "b")
     assert s.leader_election is True
     assert s.identity
+
+
+def test_every_setting_is_documented() -> None:
+    import re
+    from pathlib import Path
+
+    package = Path(__file__).resolve().parents[1]
+    used = set(
+        re.findall(r'"(ASYA_[A-Z_]+)"', (package / "src/asya_operator/settings.py").read_text())
+    )
+    documented = set(re.findall(r"`(ASYA_[A-Z_]+)`", (package / "README.md").read_text()))
+    assert used == documented
