@@ -186,3 +186,13 @@ def test_keda_crds_source() -> None:
         schema = real[0]["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
         assert "scaleTargetRef" in yaml.safe_dump(schema)
     assert os.environ.get("KUBEBUILDER_ASSETS")
+
+
+async def test_operator_doc_example_is_accepted(kube_api: Any, kube_namespace: str) -> None:
+    import re
+
+    text = (ROOT / "docs/operator.md").read_text()
+    [example] = [yaml.safe_load(b) for b in re.findall(r"```yaml\n(.*?)```", text, re.DOTALL)]
+    example["metadata"]["namespace"] = kube_namespace
+    applied = await server_side_apply(kube_api, example)
+    assert applied["spec"]["scaling"]["queueLength"] == 5
