@@ -1,5 +1,18 @@
-"""asya-gateway (skeleton: the component is built by its own issue)."""
+"""asya-gateway: the MCP and HTTP front door of Asya pipelines."""
 
 from .__about__ import __version__
+from .app import GatewayApp, create_app
+from .settings import GatewaySettings, SettingsError
+from .tools import Tool, ToolsFileError, load_tools, parse_tools
 
-__all__ = ["__version__"]
+__all__ = [
+    "GatewayApp",
+    "GatewaySettings",
+    "SettingsError",
+    "Tool",
+    "ToolsFileError",
+    "__version__",
+    "create_app",
+    "load_tools",
+    "parse_tools",
+]

@@ -1,13 +1,53 @@
-"""Entry point of asya-gateway. The component is not built yet: it says so and exits 2."""
+"""``asya-gateway`` (serve) and ``asya-gateway migrate`` (apply database migrations)."""
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import logging
 import sys
 
+from .settings import GatewaySettings, SettingsError
+from .tools import ToolsFileError
 
-def main() -> int:
-    sys.stderr.write("asya-gateway: this component is not implemented yet in this release\n")
-    return 2
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="asya-gateway", description=__doc__)
+    sub = parser.add_subparsers(dest="command")
+    sub.add_parser("serve", help="serve HTTP (the default)")
+    sub.add_parser("migrate", help="apply database migrations to ASYA_DATABASE_URL and exit")
+    args = parser.parse_args(argv)
+    try:
+        settings = GatewaySettings.from_env()
+    except SettingsError as exc:
+        sys.stderr.write(f"asya-gateway: cannot start: {exc}\n")
+        return 2
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    if args.command == "migrate":
+        from .migrate import upgrade  # noqa: PLC0415
+
+        asyncio.run(upgrade(settings.database_url))
+        sys.stdout.write("migrations applied\n")
+        return 0
+    import uvicorn  # noqa: PLC0415
+
+    from .app import create_app  # noqa: PLC0415
+
+    try:
+        app = create_app(settings)
+    except ToolsFileError as exc:
+        sys.stderr.write(f"asya-gateway: cannot start: ASYA_GATEWAY_TOOLS: {exc}\n")
+        return 2
+    uvicorn.run(
+        app.asgi,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level.lower(),
+        access_log=False,
+    )
+    return 0
 
 
 if __name__ == "__main__":
