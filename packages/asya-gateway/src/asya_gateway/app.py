@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from mcp.server.streamable_http_manager import StreamableHTTPASGIApp, StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
 from prometheus_client import CollectorRegistry
+from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from .api import AuthAndLimits, build_api
@@ -72,7 +73,10 @@ def create_app(settings: GatewaySettings, tools: dict[str, Tool] | None = None) 
         security_settings=TransportSecuritySettings(enable_dns_rebinding_protection=False),
         max_request_body_size=settings.max_body,
     )
-    api.mount("/mcp", StreamableHTTPASGIApp(sessions))
+    # POST/GET/DELETE /mcp exactly (a Mount would redirect /mcp to /mcp/).
+    api.router.routes.append(
+        Route("/mcp", endpoint=StreamableHTTPASGIApp(sessions), methods=["GET", "POST", "DELETE"])
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Any) -> AsyncIterator[None]:

@@ -117,6 +117,14 @@ async def serve(settings: GatewaySettings, tools: dict[str, Any]) -> AsyncIterat
             yield Running(f"http://127.0.0.1:{port}", app, settings)
         finally:
             server.should_exit = True
+    # The SDK's SSE responses (sse-starlette) start one shutdown watcher per event loop that
+    # only ends when told the server stops; tell it, let it end, and reset the flag for the
+    # next server in this process.
+    from sse_starlette.sse import AppStatus
+
+    AppStatus.should_exit = True
+    await asyncio.sleep(0.6)
+    AppStatus.should_exit = False
 
 
 @pytest.fixture

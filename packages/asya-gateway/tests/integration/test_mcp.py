@@ -1,0 +1,192 @@
+"""MCP through the official SDK client (2.x), current and handshake-era revisions."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared._httpx_utils import create_mcp_http_client
+
+TOKEN = "test-token-123"  # noqa: S105 - a test credential
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@contextlib.asynccontextmanager
+async def client(url: str, mode: str) -> AsyncIterator[Client]:
+    # The SDK leaves a client it was given open: this one is ours to close.
+    async with (
+        create_mcp_http_client(headers=AUTH) as http,
+        Client(
+            streamable_http_client(f"{url}/mcp", http_client=http),  # type: ignore[arg-type]
+            mode=mode,  # type: ignore[arg-type]
+        ) as mcp,
+    ):
+        yield mcp
+
+
+@pytest.mark.parametrize("mode", ["2026-07-28", "legacy"])
+async def test_list_and_call_with_progress(gateway: Any, actors: None, mode: str) -> None:
+    progress: list[tuple[float, float | None, str | None]] = []
+
+    async def on_progress(value: float, total: float | None, message: str | None) -> None:
+        progress.append((value, total, message))
+
+    async with client(gateway.url, mode) as mcp:
+        tools = await mcp.list_tools()
+        by_name = {t.name: t for t in tools.tools}
+        assert by_name["classify_text"].input_schema["required"] == ["text"]
+        assert by_name["classify_text"].description == "Classify a text"
+        result = await mcp.call_tool(
+            "classify_text", {"text": "Hello world"}, progress_callback=on_progress
+        )
+    assert not result.is_error, result
+    body = json.loads(result.content[0].text)  # type: ignore[union-attr]
+    assert body["status"] == "succeeded"
+    assert body["result"] == {"result": "Classified as greeting"}
+    assert result.structured_content["result"] == {"result": "Classified as greeting"}
+    assert progress, "no notifications/progress arrived"
+    values = [p[0] for p in progress]
+    assert values == sorted(values)
+    assert all(0 <= v <= 1 for v in values)
+
+
+async def test_call_without_progress_token_returns_the_job_at_once(
+    gateway: Any, actors: None
+) -> None:
+    async with client(gateway.url, "2026-07-28") as mcp:
+        result = await mcp.call_tool("classify_text", {"text": "Hello world"})
+    body = json.loads(result.content[0].text)  # type: ignore[union-attr]
+    assert body["status"] == "running"
+    async with httpx.AsyncClient(base_url=gateway.url, headers=AUTH) as http:
+        job = (await http.get(f"/jobs/{body['job_id']}")).json()
+    assert job["tool"] == "classify_text"
+
+
+async def test_invalid_arguments_are_a_tool_error_naming_the_field(gateway: Any) -> None:
+    async with client(gateway.url, "2026-07-28") as mcp:
+        result = await mcp.call_tool("classify_text", {"text": 42})
+    assert result.is_error
+    assert "text: 42 is not of type 'string'" in result.content[0].text  # type: ignore[union-attr]
+
+
+async def test_failing_pipeline_is_a_tool_error(gateway: Any, actors: None) -> None:
+    async with client(gateway.url, "legacy") as mcp:
+        result = await mcp.call_tool("broken", {}, progress_callback=_ignore)
+    assert result.is_error
+    assert "the model is broken" in result.content[0].text  # type: ignore[union-attr]
+
+
+async def _ignore(*_: Any) -> None:
+    return None
+
+
+async def test_handshake_revision_2025_06_18(gateway: Any) -> None:
+    """The SDK client speaks 2025-11-25 in legacy mode; 2025-06-18 is checked on the wire."""
+    headers = {**AUTH, "Accept": "application/json, text/event-stream"}
+    async with httpx.AsyncClient(base_url=gateway.url, headers=headers) as http:
+        init = await http.post(
+            "/mcp",
+            json={
+                "jsonrpc": "2.0",
+                "id": 1,
+                "method": "initialize",
+                "params": {
+                    "protocolVersion": "2025-06-18",
+                    "capabilities": {},
+                    "clientInfo": {"name": "raw", "version": "0"},
+                },
+            },
+        )
+        assert init.status_code == 200, init.text
+        session = init.headers.get("mcp-session-id")
+        payload = _jsonrpc(init)
+        assert payload["result"]["protocolVersion"] == "2025-06-18"
+        more = {"mcp-session-id": session or "", "mcp-protocol-version": "2025-06-18"}
+        note = await http.post(
+            "/mcp", headers=more, json={"jsonrpc": "2.0", "method": "notifications/initialized"}
+        )
+        assert note.status_code == 202
+        listed = await http.post(
+            "/mcp", headers=more, json={"jsonrpc": "2.0", "id": 2, "method": "tools/list"}
+        )
+        names = [t["name"] for t in _jsonrpc(listed)["result"]["tools"]]
+        assert "classify_text" in names
+
+
+def _jsonrpc(response: httpx.Response) -> dict[str, Any]:
+    if response.headers["content-type"].startswith("text/event-stream"):
+        for line in response.text.splitlines():
+            if line.startswith("data:"):
+                return dict(json.loads(line[5:]))
+        raise AssertionError(f"no data in {response.text!r}")
+    return dict(response.json())
+
+
+async def _legacy_session(http: httpx.AsyncClient) -> dict[str, str]:
+    init = await http.post(
+        "/mcp",
+        json={
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "initialize",
+            "params": {
+                "protocolVersion": "2025-06-18",
+                "capabilities": {},
+                "clientInfo": {"name": "raw", "version": "0"},
+            },
+        },
+    )
+    headers = {
+        "mcp-session-id": init.headers.get("mcp-session-id", ""),
+        "mcp-protocol-version": "2025-06-18",
+    }
+    await http.post(
+        "/mcp", headers=headers, json={"jsonrpc": "2.0", "method": "notifications/initialized"}
+    )
+    return headers
+
+
+async def test_json_rpc_errors(gateway: Any) -> None:
+    headers = {**AUTH, "Accept": "application/json, text/event-stream"}
+    async with httpx.AsyncClient(base_url=gateway.url, headers=headers) as http:
+        parse = await http.post(
+            "/mcp", content=b"{not json", headers={"content-type": "application/json"}
+        )
+        assert _jsonrpc(parse)["error"]["code"] == -32700
+        session = await _legacy_session(http)
+        unknown = await http.post(
+            "/mcp", headers=session, json={"jsonrpc": "2.0", "id": 2, "method": "no/such/method"}
+        )
+        assert _jsonrpc(unknown)["error"]["code"] == -32601
+        bad = await http.post(
+            "/mcp",
+            headers=session,
+            json={"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": 5}},
+        )
+        assert _jsonrpc(bad)["error"]["code"] == -32602
+        unknown_tool = await http.post(
+            "/mcp",
+            headers=session,
+            json={
+                "jsonrpc": "2.0",
+                "id": 4,
+                "method": "tools/call",
+                "params": {"name": "no_such_tool", "arguments": {}},
+            },
+        )
+        assert _jsonrpc(unknown_tool)["error"]["code"] == -32602
+        await http.delete("/mcp", headers=session)
+        async with httpx.AsyncClient(base_url=gateway.url) as anonymous:
+            assert (await anonymous.post("/mcp", json={})).status_code == 401
+        evil = await http.post(
+            "/mcp",
+            headers={"Origin": "https://evil.example"},
+            json={"jsonrpc": "2.0", "id": 5, "method": "tools/list"},
+        )
+        assert evil.status_code == 403
