@@ -55,6 +55,12 @@ def tools_doc(names: AmqpNames) -> dict[str, Any]:
                 "timeout": 1,
                 "input_schema": {"type": "object", "properties": {"seconds": {"type": "number"}}},
             },
+            {
+                "name": "patient",
+                "steps": [q("slow")],
+                "timeout": 60,
+                "input_schema": {"type": "object", "properties": {"seconds": {"type": "number"}}},
+            },
             {"name": "nowhere", "steps": [q("not-deployed")], "input_schema": {"type": "object"}},
         ]
     }
@@ -73,7 +79,8 @@ ACTORS = {
 
 @pytest.fixture(params=["sqlite", "postgres"])
 async def database(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    if request.param == "sqlite":
+    kind = getattr(request, "param", "sqlite")
+    if kind == "sqlite":
         yield database_url(f"sqlite:///{tmp_path / 'gateway.db'}")
         return
     url = request.getfixturevalue("database_url")

@@ -35,6 +35,8 @@ async def test_seed_job_through_rest(gateway: Any, actors: None) -> None:
         assert done["progress"] == 1.0
         listed = (await client.get("/jobs", params={"tool": "classify_text"})).json()
         assert [j["id"] for j in listed["items"]] == [job["id"]]
+        metrics = (await client.get("/metrics")).text
+        assert 'asya_gateway_jobs_started_total{tool="classify_text",via="rest"} 1.0' in metrics
 
 
 async def test_sse_streams_progress_and_resumes(gateway: Any, actors: None) -> None:
