@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from asya_protocol import EventType, StepEvent
@@ -82,17 +82,19 @@ class JobStore:
         await self._write(go)
         return job, root
 
-    async def mark_running(self, job_id: str) -> None:
-        async def go(session: AsyncSession) -> None:
+    async def mark_running(self, job_id: str) -> bool:
+        async def go(session: AsyncSession) -> bool:
             result = await session.execute(
                 update(Job)
                 .where(Job.id == job_id, Job.status == "pending")
                 .values(status="running", updated_at=utcnow())
             )
-            if result.rowcount:  # type: ignore[attr-defined]
-                await self._event(session, job_id, "status", {"status": "running"})
+            if not result.rowcount:  # type: ignore[attr-defined]
+                return False  # already further along (its first step reported first)
+            await self._event(session, job_id, "status", {"status": "running"})
+            return True
 
-        await self._write(go)
+        return bool(await self._write(go))
 
     async def fail(self, job_id: str, error: dict[str, Any], status: str = "failed") -> bool:
         async def go(session: AsyncSession) -> bool:
@@ -151,7 +153,14 @@ class JobStore:
         await self._write(go)
 
     async def on_step(self, job_id: str, event: StepEvent) -> None:
+        if event.type is EventType.RECEIVED:
+            return  # "started" follows at once and says more: one write per step saved
+
         async def go(session: AsyncSession) -> None:
+            if not self._sqlite:
+                # Step events are advisory: do not wait for their commit to reach the disk.
+                # (A crash may lose the last few progress events, never a job's final state.)
+                await session.execute(text("SET LOCAL synchronous_commit = off"))
             job = await self._locked_job(session, job_id)
             if job is None:
                 return

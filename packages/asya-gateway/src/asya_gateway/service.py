@@ -77,8 +77,9 @@ class Gateway:
             await self.store.fail(job.id, {"error": "unroutable", "message": str(exc)})
             failed = await self.store.get(job.id)
             raise StartFailed(failed or job, str(exc)) from exc
-        await self.store.mark_running(job.id)
-        return await self.store.get(job.id) or job
+        if await self.store.mark_running(job.id):
+            job.status = "running"
+        return job
 
     async def follow(
         self,

@@ -1,0 +1,280 @@
+"""The gateway under load, against raw aiormq hops measured in the same run.
+
+Run: ``hatch run bench:gateway`` with ``ASYA_TEST_AMQP_URL`` and ``ASYA_TEST_DATABASE_URL`` set.
+
+1. Tool calls per second through ``POST /jobs`` (the call returns at once), PostgreSQL behind:
+   the gateway's own capacity, so the tool's first step has a queue but no actor consuming it
+   (with actors running, the two cores are shared by every process of the pipeline).
+2. p50/p99 latency of the seed's three-step pipeline end to end: gateway -> three sidecars and
+   runtimes -> result seen by the client (over SSE). Baseline: the same three hops done by a raw
+   aiormq loop (consume -> publish with confirm -> ack, three times) from publish to arrival.
+
+Every component runs as its own process, as in production.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+
+import aiormq
+import httpx
+from pamqp import commands as spec
+
+from asya_testing import fresh_database
+
+ROOT = Path(__file__).resolve().parents[1]
+TOKEN = "bench-token"  # noqa: S105 - a local benchmark credential
+STEPS = ("preprocess", "inference", "postprocess")
+
+RAW_HOPS = textwrap.dedent(
+    """
+    import asyncio, sys, aiormq
+    from pamqp import commands as spec
+    url, exchange, *queues = sys.argv[1:]
+    async def main():
+        conn = await aiormq.connect(url)
+        pub = await conn.channel(publisher_confirms=True)
+        for src, dst in zip(queues, queues[1:]):
+            ch = await conn.channel()
+            await ch.basic_qos(prefetch_count=16)
+            def make(ch, dst):
+                async def on_message(m):
+                    await pub.basic_publish(m.body, exchange=exchange, routing_key=dst,
+                        properties=spec.Basic.Properties(delivery_mode=2), mandatory=True)
+                    await ch.basic_ack(m.delivery_tag)
+                return on_message
+            await ch.basic_consume(src, make(ch, dst))
+        await asyncio.Event().wait()
+    asyncio.run(main())
+    """
+)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def process(argv: list[str], env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        yield proc
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+async def declare(url: str, exchange: str, queues: list[str]) -> None:
+    conn = await aiormq.connect(url)
+    ch = await conn.channel()
+    await ch.exchange_declare(exchange, exchange_type="topic", durable=True)
+    for q in queues:
+        await ch.queue_declare(q, durable=True)
+        await ch.queue_bind(q, exchange, routing_key=q)
+    await conn.close()
+
+
+async def delete(url: str, exchange: str, queues: list[str]) -> None:
+    conn = await aiormq.connect(url)
+    ch = await conn.channel()
+    for q in queues:
+        await ch.queue_delete(q)
+    await ch.exchange_delete(exchange)
+    await conn.close()
+
+
+async def raw_latency(url: str, tag: str, samples: int) -> list[float]:
+    exchange = f"bench-raw-{tag}"
+    queues = [f"bench-raw-{tag}-{i}" for i in range(4)]
+    await declare(url, exchange, queues)
+    try:
+        with process([sys.executable, "-c", RAW_HOPS, url, exchange, *queues], dict(os.environ)):
+            conn = await aiormq.connect(url)
+            pub = await conn.channel(publisher_confirms=True)
+            sub = await conn.channel()
+            arrived: asyncio.Queue[float] = asyncio.Queue()
+
+            async def on_message(m: aiormq.abc.DeliveredMessage) -> None:
+                await sub.basic_ack(m.delivery_tag)
+                arrived.put_nowait(time.perf_counter())
+
+            await sub.basic_consume(queues[-1], on_message)
+            body = json.dumps(
+                {"route": {"steps": list(STEPS)}, "payload": {"text": "Hello world"}}
+            ).encode()
+            out = []
+            for i in range(samples + 20):
+                t0 = time.perf_counter()
+                await pub.basic_publish(
+                    body,
+                    exchange=exchange,
+                    routing_key=queues[0],
+                    properties=spec.Basic.Properties(delivery_mode=2),
+                )
+                t1 = await asyncio.wait_for(arrived.get(), 30)
+                if i >= 20:
+                    out.append(t1 - t0)
+            await conn.close()
+            return out
+    finally:
+        await delete(url, exchange, queues)
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--calls", type=int, default=500)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--samples", type=int, default=100)
+    args = parser.parse_args()
+    amqp, pg = os.environ.get("ASYA_TEST_AMQP_URL"), os.environ.get("ASYA_TEST_DATABASE_URL")
+    if not amqp or not pg:
+        raise SystemExit(
+            'set ASYA_TEST_AMQP_URL and ASYA_TEST_DATABASE_URL (eval "$(bash .ci/services.sh)")'
+        )
+    tag = uuid.uuid4().hex[:6]
+    exchange, q = f"bench-{tag}", {s: f"bench-{tag}-{s}" for s in STEPS}
+    happy, error = f"bench-{tag}-happy", f"bench-{tag}-error"
+    events_exchange, events_queue = f"bench-{tag}-events", f"bench-{tag}-gw-events"
+    work = Path(tempfile.mkdtemp(prefix="asya-bench-gw-"))
+    parked = f"bench-{tag}-parked"
+    schema = {"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]}
+    tools = [
+        {"name": "classify_text", "steps": [q[s] for s in STEPS], "input_schema": schema},
+        {"name": "accept_only", "steps": [parked], "input_schema": schema},
+    ]
+    (work / "tools.yaml").write_text(json.dumps({"tools": tools}))
+    await declare(amqp, exchange, [parked])
+    port = free_port()
+    base = dict(os.environ)
+    async with fresh_database(pg) as database:
+        with ExitStack() as stack:
+            for step in STEPS:
+                sock = str(work / f"{step}.sock")
+                stack.enter_context(
+                    process(
+                        [sys.executable, "-m", "asya_runtime"],
+                        base
+                        | {
+                            "ASYA_HANDLER": f"handlers:{step}",
+                            "ASYA_SOCKET_PATH": sock,
+                            "ASYA_LOG_LEVEL": "WARNING",
+                            "PYTHONPATH": str(ROOT / "examples/seed"),
+                        },
+                    )
+                )
+                stack.enter_context(
+                    process(
+                        [sys.executable, "-m", "asya_sidecar"],
+                        base
+                        | {
+                            "ASYA_ACTOR_NAME": q[step],
+                            "ASYA_RABBITMQ_URL": amqp,
+                            "ASYA_RABBITMQ_EXCHANGE": exchange,
+                            "ASYA_SOCKET_PATH": sock,
+                            "ASYA_HAPPY_END_QUEUE": happy,
+                            "ASYA_ERROR_END_QUEUE": error,
+                            "ASYA_EVENTS_EXCHANGE": events_exchange,
+                            "ASYA_HTTP_PORT": "off",
+                            "ASYA_CONCURRENCY": "8",
+                            "ASYA_LOG_LEVEL": "WARNING",
+                        },
+                    )
+                )
+            stack.enter_context(
+                process(
+                    [sys.executable, "-m", "asya_gateway"],
+                    base
+                    | {
+                        "ASYA_DATABASE_URL": database,
+                        "ASYA_RABBITMQ_URL": amqp,
+                        "ASYA_RABBITMQ_EXCHANGE": exchange,
+                        "ASYA_EVENTS_EXCHANGE": events_exchange,
+                        "ASYA_GATEWAY_EVENTS_QUEUE": events_queue,
+                        "ASYA_HAPPY_END_QUEUE": happy,
+                        "ASYA_ERROR_END_QUEUE": error,
+                        "ASYA_GATEWAY_TOOLS": str(work / "tools.yaml"),
+                        "ASYA_GATEWAY_TOKENS": TOKEN,
+                        "ASYA_GATEWAY_PORT": str(port),
+                        "ASYA_LOG_LEVEL": "WARNING",
+                    },
+                )
+            )
+            headers = {"Authorization": f"Bearer {TOKEN}"}
+            async with httpx.AsyncClient(
+                base_url=f"http://127.0.0.1:{port}", headers=headers, timeout=60
+            ) as client:
+                async with asyncio.timeout(60):
+                    while True:
+                        try:
+                            if (await client.get("/healthz")).status_code == 200:
+                                break
+                        except httpx.TransportError:
+                            pass
+                        await asyncio.sleep(0.2)
+                body = {"tool": "classify_text", "arguments": {"text": "Hello world"}}
+
+                async def latency_one() -> float:
+                    t0 = time.perf_counter()
+                    job = (await client.post("/jobs", json=body)).json()
+                    async with client.stream("GET", f"/jobs/{job['id']}/events") as response:
+                        async for line in response.aiter_lines():
+                            if line.startswith("data:") and '"succeeded"' in line:
+                                return time.perf_counter() - t0
+                    raise RuntimeError(f"job {job['id']} did not succeed")
+
+                for _ in range(10):
+                    await latency_one()  # warm up every process
+                gateway_samples = [await latency_one() for _ in range(args.samples)]
+
+                sem = asyncio.Semaphore(args.concurrency)
+
+                accept = {"tool": "accept_only", "arguments": {"text": "Hello world"}}
+
+                async def call() -> None:
+                    async with sem:
+                        response = await client.post("/jobs", json=accept)
+                        response.raise_for_status()
+
+                t0 = time.perf_counter()
+                async with asyncio.TaskGroup() as tg:
+                    for _ in range(args.calls):
+                        tg.create_task(call())
+                rate = args.calls / (time.perf_counter() - t0)
+        await delete(amqp, exchange, [*q.values(), happy, error, events_queue, parked])
+    raw_samples = await raw_latency(amqp, tag, args.samples)
+
+    def q50_99(xs: list[float]) -> tuple[float, float]:
+        qs = statistics.quantiles(xs, n=100)
+        return qs[49] * 1000, qs[98] * 1000
+
+    g50, g99 = q50_99(gateway_samples)
+    r50, r99 = q50_99(raw_samples)
+    print(
+        f"tool calls (return at once, PostgreSQL): {rate:.0f}/s at concurrency {args.concurrency}"
+    )
+    print(f"seed pipeline via gateway+sidecars+runtimes: p50 {g50:.1f} ms, p99 {g99:.1f} ms")
+    print(f"same three hops with raw aiormq:             p50 {r50:.1f} ms, p99 {r99:.1f} ms")
+    print(f"ratio gateway/raw: p50 {g50 / r50:.1f}x, p99 {g99 / r99:.1f}x")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
