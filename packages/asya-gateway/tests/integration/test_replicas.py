@@ -34,20 +34,21 @@ async def test_two_gateways_share_jobs_and_events(
     amqp_names: Any,
 ) -> None:
     second = settings_with(gateway_settings, events_queue=amqp_names.queue("gateway-events"))
-    async with serve_gateway(gateway_settings, tools) as a, serve_gateway(second, tools) as b:
-        async with (
-            httpx.AsyncClient(base_url=a.url, headers=AUTH, timeout=30) as ca,
-            httpx.AsyncClient(base_url=b.url, headers=AUTH, timeout=30) as cb,
-        ):
-            job = (
-                await ca.post("/jobs", json={"tool": "patient", "arguments": {"seconds": 0.5}})
-            ).json()
-            # Both replicas follow the same job live (PostgreSQL LISTEN/NOTIFY between them).
-            seen_a, seen_b = await asyncio.gather(
-                sse_statuses(ca, job["id"]), sse_statuses(cb, job["id"])
-            )
-            assert seen_a[-1] == seen_b[-1] == "succeeded"
-            assert (await cb.get(f"/jobs/{job['id']}")).json()["status"] == "succeeded"
+    async with (
+        serve_gateway(gateway_settings, tools) as a,
+        serve_gateway(second, tools) as b,
+        httpx.AsyncClient(base_url=a.url, headers=AUTH, timeout=30) as ca,
+        httpx.AsyncClient(base_url=b.url, headers=AUTH, timeout=30) as cb,
+    ):
+        job = (
+            await ca.post("/jobs", json={"tool": "patient", "arguments": {"seconds": 0.5}})
+        ).json()
+        # Both replicas follow the same job live (PostgreSQL LISTEN/NOTIFY between them).
+        seen_a, seen_b = await asyncio.gather(
+            sse_statuses(ca, job["id"]), sse_statuses(cb, job["id"])
+        )
+        assert seen_a[-1] == seen_b[-1] == "succeeded"
+        assert (await cb.get(f"/jobs/{job['id']}")).json()["status"] == "succeeded"
 
 
 async def test_restart_in_the_middle_of_a_job_loses_nothing(
@@ -70,7 +71,7 @@ async def test_restart_in_the_middle_of_a_job_loses_nothing(
         httpx.AsyncClient(base_url=second.url, headers=AUTH) as client,
     ):
         async with asyncio.timeout(30):
-            while (done := (await client.get(f"/jobs/{job['id']}")).json())["status"] == "running":
+            while (done := (await client.get(f"/jobs/{job['id']}")).json())["status"] == "running":  # noqa: ASYNC110
                 await asyncio.sleep(0.05)
     assert done["status"] == "succeeded"
     assert done["result"] == {"seconds": 0.8}
