@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from asya_protocol import decode_event
-from asya_sidecar import MemoryBroker, MemoryTransport, Sidecar, SidecarSettings
+from asya_sidecar import MemoryBroker, SidecarSettings, memory_sidecar
 
 HERE = Path(__file__).resolve().parent
 STEPS = ("preprocess", "inference", "postprocess")
@@ -51,18 +51,13 @@ async def run(text: str) -> dict[str, object]:
     workdir = tempfile.mkdtemp(prefix="asya-demo-")
     runtimes = {s: start_runtime(s, os.path.join(workdir, f"{s}.sock")) for s in STEPS}
     sidecars = [
-        Sidecar(
-            settings := SidecarSettings(
+        memory_sidecar(
+            broker,
+            SidecarSettings(
                 actor=step,
                 socket_path=os.path.join(workdir, f"{step}.sock"),
                 http_port=None,
                 runtime_wait=30,
-            ),
-            lambda settings=settings: MemoryTransport(
-                broker,
-                queue=settings.actor,
-                terminal=(settings.happy_end, settings.error_end),
-                prefetch=settings.concurrency,
             ),
         )
         for step in STEPS

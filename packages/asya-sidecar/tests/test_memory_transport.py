@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from asya_sidecar import MemoryBroker, MemoryTransport, RetryPolicy, Sidecar, SidecarSettings
+from asya_sidecar import MemoryBroker, RetryPolicy, Sidecar, SidecarSettings
+from asya_sidecar import memory_sidecar as make_memory_sidecar
 from asya_testing.processes import runtime_process
 
 HERE = str(Path(__file__).resolve().parent)
@@ -35,15 +36,7 @@ def runtime_paths(tmp_path: Path) -> Iterator[Any]:
 
 def memory_sidecar(broker: MemoryBroker, actor: str, path: str, **kw: Any) -> Sidecar:
     settings = SidecarSettings(actor=actor, socket_path=path, http_port=None, runtime_wait=20, **kw)
-    return Sidecar(
-        settings,
-        lambda: MemoryTransport(
-            broker,
-            queue=actor,
-            terminal=(settings.happy_end, settings.error_end),
-            prefetch=settings.concurrency,
-        ),
-    )
+    return make_memory_sidecar(broker, settings)
 
 
 async def run_all(sidecars: list[Sidecar], body: Any) -> None:

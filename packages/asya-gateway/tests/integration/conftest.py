@@ -15,8 +15,7 @@ import uvicorn
 from asya_gateway import GatewaySettings, create_app, parse_tools
 from asya_gateway.app import GatewayApp
 from asya_gateway.settings import database_url
-from asya_sidecar import Sidecar, SidecarSettings
-from asya_sidecar.transport.amqp import AmqpTransport
+from asya_sidecar import SidecarSettings, amqp_sidecar
 from asya_testing import AmqpNames
 from asya_testing.processes import runtime_process
 
@@ -189,19 +188,7 @@ async def actors(
             runtime_wait=20,
             shutdown_grace=2,
         )
-        sidecars.append(
-            Sidecar(
-                s,
-                lambda s=s: AmqpTransport(
-                    s.rabbitmq_url,
-                    exchange=s.exchange,
-                    queue=s.actor,
-                    terminal=(s.happy_end, s.error_end),
-                    prefetch=s.concurrency,
-                    events_exchange=s.events_exchange,
-                ),
-            )
-        )
+        sidecars.append(amqp_sidecar(s))
     async with asyncio.TaskGroup() as tg:
         for sidecar in sidecars:
             tg.create_task(sidecar.run(stop))

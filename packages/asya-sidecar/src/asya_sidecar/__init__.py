@@ -4,6 +4,7 @@ from .__about__ import __version__
 from .consumer import Sidecar
 from .decision import Decision, Outcome, Outgoing, Process, RoutingContext, after_runtime, inspect
 from .errors import RuntimeUnavailable, SettingsError, SidecarError, TransportError, Unroutable
+from .factory import amqp_sidecar, memory_sidecar
 from .settings import RetryPolicy, SidecarSettings
 from .transport import MemoryBroker, MemoryTransport
 
@@ -25,5 +26,7 @@ __all__ = [
     "Unroutable",
     "__version__",
     "after_runtime",
+    "amqp_sidecar",
     "inspect",
+    "memory_sidecar",
 ]

@@ -7,24 +7,9 @@ import logging
 import signal
 import sys
 
-from .consumer import Sidecar
 from .errors import RuntimeUnavailable, SettingsError
+from .factory import amqp_sidecar
 from .settings import SidecarSettings
-from .transport.amqp import AmqpTransport
-
-
-def build(settings: SidecarSettings) -> Sidecar:
-    def transport() -> AmqpTransport:
-        return AmqpTransport(
-            settings.rabbitmq_url,
-            exchange=settings.exchange,
-            queue=settings.actor,
-            terminal=(settings.happy_end, settings.error_end),
-            prefetch=settings.concurrency,
-            events_exchange=settings.events_exchange,
-        )
-
-    return Sidecar(settings, transport)
 
 
 async def _run(settings: SidecarSettings) -> None:
@@ -32,7 +17,7 @@ async def _run(settings: SidecarSettings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await build(settings).run(stop)
+    await amqp_sidecar(settings).run(stop)
 
 
 def main() -> int:

@@ -10,8 +10,7 @@ from typing import Any
 
 import pytest
 
-from asya_sidecar import Sidecar, SidecarSettings
-from asya_sidecar.transport.amqp import AmqpTransport
+from asya_sidecar import Sidecar, SidecarSettings, amqp_sidecar
 from asya_testing import AmqpNames
 from asya_testing.processes import ManagedProcess, runtime_process
 
@@ -47,20 +46,6 @@ def settings_for(
     return replace(base, **kw)
 
 
-def transport_factory(settings: SidecarSettings) -> Any:
-    def make() -> AmqpTransport:
-        return AmqpTransport(
-            settings.rabbitmq_url,
-            exchange=settings.exchange,
-            queue=settings.actor,
-            terminal=(settings.happy_end, settings.error_end),
-            prefetch=settings.concurrency,
-            events_exchange=settings.events_exchange,
-        )
-
-    return make
-
-
 @pytest.fixture
 def run_sidecars() -> Any:
     return running_sidecars
@@ -76,7 +61,7 @@ def make_sidecars(amqp_url: str, amqp_names: AmqpNames, runtimes: Any) -> Any:
         for base, handler in specs:
             _, path = runtimes(handler, env=runtime_env)
             settings = settings_for(amqp_url, amqp_names, amqp_names.queue(base), path, **kw)
-            sidecars.append(Sidecar(settings, transport_factory(settings)))
+            sidecars.append(amqp_sidecar(settings))
         return sidecars
 
     return make

@@ -7,7 +7,7 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from asya_sidecar import Sidecar
+from asya_sidecar import Sidecar, amqp_sidecar
 from asya_testing import AmqpClient, AmqpNames
 
 
@@ -25,9 +25,7 @@ async def test_probes_and_metrics(
     proc, path = runtimes("echo")
     queue = amqp_names.queue("echo")
     settings = sidecar_settings(queue, path, http_port=0)
-    from asya_sidecar.__main__ import build
-
-    sidecar: Sidecar = build(settings)
+    sidecar: Sidecar = amqp_sidecar(settings)
     async with AmqpClient(amqp_url, amqp_names) as client, run_sidecars([sidecar]):
         port = sidecar.http_port
         assert port

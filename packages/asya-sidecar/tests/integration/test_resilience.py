@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from asya_sidecar import Sidecar
+from asya_sidecar import amqp_sidecar
 from asya_testing import AmqpClient, AmqpNames
 from asya_testing.processes import short_socket_path, sidecar_process
 from asya_testing.proxy import TcpProxy
@@ -106,7 +106,7 @@ async def test_kill_9_runtime_mid_request(
         runtimes, "pipeline_handlers:slow", path, {"ASYA_RUNTIME_CONCURRENCY": "2"}
     ) as sup:
         settings = sidecar_settings(queue, path, concurrency=2)
-        sidecar = Sidecar(settings, _factory(settings))
+        sidecar = amqp_sidecar(settings)
         async with AmqpClient(amqp_url, amqp_names) as client, run_sidecars([sidecar]):
             expected = await publish_many(client, queue, 60, seconds=0.03)
             await wait_for_depth(client, amqp_names.happy_end, 10, timeout=60)
@@ -131,7 +131,7 @@ async def test_broker_connection_cut(
         netloc = f"{parts.username}:{parts.password}@127.0.0.1:{proxy.port}"
         via_proxy = urlunsplit(parts._replace(netloc=netloc))
         settings = sidecar_settings(queue, path, concurrency=4, rabbitmq_url=via_proxy)
-        sidecar = Sidecar(settings, _factory(settings))
+        sidecar = amqp_sidecar(settings)
         async with AmqpClient(amqp_url, amqp_names) as client, run_sidecars([sidecar]):
             expected = await publish_many(client, queue, 120, seconds=0.02)
             for cut in range(2):
@@ -155,7 +155,7 @@ async def test_poison_message_hits_the_redelivery_limit(
     queue = amqp_names.queue("work")
     with supervisor(runtimes, "pipeline_handlers:crash_on_poison", path, {}) as sup:
         settings = sidecar_settings(queue, path, redelivery_limit=2)
-        sidecar = Sidecar(settings, _factory(settings))
+        sidecar = amqp_sidecar(settings)
         async with AmqpClient(amqp_url, amqp_names) as client, run_sidecars([sidecar]):
             await client.publish(
                 queue, {"id": "poison", "route": {"steps": [queue]}, "payload": {"poison": True}}
@@ -192,16 +192,3 @@ async def test_sigterm_finishes_in_flight_and_leaves_the_rest(
     assert len({d["id"] for d in done}) == len(done)  # graceful: no duplicates
     assert len(done) + left == len(expected)
     assert left > 0
-
-
-def _factory(settings: Any) -> Any:
-    from asya_sidecar.transport.amqp import AmqpTransport
-
-    return lambda: AmqpTransport(
-        settings.rabbitmq_url,
-        exchange=settings.exchange,
-        queue=settings.actor,
-        terminal=(settings.happy_end, settings.error_end),
-        prefetch=settings.concurrency,
-        events_exchange=settings.events_exchange,
-    )

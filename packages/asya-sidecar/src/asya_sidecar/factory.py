@@ -1,0 +1,40 @@
+"""Build a :class:`Sidecar` on RabbitMQ or on the in-process broker from its settings."""
+
+from __future__ import annotations
+
+from .consumer import Sidecar
+from .settings import SidecarSettings
+from .transport.amqp import AmqpTransport
+from .transport.memory import MemoryBroker, MemoryTransport
+
+__all__ = ["amqp_sidecar", "memory_sidecar"]
+
+
+def amqp_sidecar(settings: SidecarSettings) -> Sidecar:
+    """A sidecar on RabbitMQ (a new connection per session, so it reconnects)."""
+
+    def transport() -> AmqpTransport:
+        return AmqpTransport(
+            settings.rabbitmq_url,
+            exchange=settings.exchange,
+            queue=settings.actor,
+            terminal=(settings.happy_end, settings.error_end),
+            prefetch=settings.concurrency,
+            events_exchange=settings.events_exchange,
+        )
+
+    return Sidecar(settings, transport)
+
+
+def memory_sidecar(broker: MemoryBroker, settings: SidecarSettings) -> Sidecar:
+    """A sidecar on the in-process broker (single-process development runs)."""
+
+    def transport() -> MemoryTransport:
+        return MemoryTransport(
+            broker,
+            queue=settings.actor,
+            terminal=(settings.happy_end, settings.error_end),
+            prefetch=settings.concurrency,
+        )
+
+    return Sidecar(settings, transport)
