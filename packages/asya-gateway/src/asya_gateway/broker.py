@@ -24,6 +24,7 @@ __all__ = ["Broker", "PublishFailed"]
 
 log = logging.getLogger("asya_gateway.broker")
 _BROKER_ERRORS = (AMQPError, ConnectionError, OSError, ChannelInvalidStateError)
+EVENT_BATCH_WINDOW = 0.01
 
 
 class PublishFailed(Exception):
@@ -53,6 +54,8 @@ class Broker:
         self._publish: Any = None
         self._lock = asyncio.Lock()
         self.connected = asyncio.Event()
+        self._batch: list[aiormq.abc.DeliveredMessage] = []
+        self._batch_ready = asyncio.Event()
 
     async def _channel(self) -> Any:
         async with self._lock:
@@ -117,28 +120,71 @@ class Broker:
 
             await channel.basic_consume(self.happy_end, handler("ok"))
             await channel.basic_consume(self.error_end, handler("error"))
-            await channel.basic_consume(self.events_queue, handler("event"))
+            await channel.basic_consume(self.events_queue, self._collect_event)
             self.connected.set()
-            await connection.closing
+            async with asyncio.TaskGroup() as tg:
+                flusher = tg.create_task(self._flush_events(channel), name="event-batches")
+                await connection.closing
+                flusher.cancel()
         finally:
             self.connected.clear()
+            self._batch.clear()
             with contextlib.suppress(*_BROKER_ERRORS):
                 await connection.close()
+
+    async def _collect_event(self, message: aiormq.abc.DeliveredMessage) -> None:
+        """Step events are applied in batches (one transaction per job per batch), acked after."""
+        self._batch.append(message)
+        self._batch_ready.set()
+
+    async def _flush_events(self, channel: Any) -> None:
+        while True:
+            await self._batch_ready.wait()
+            await asyncio.sleep(EVENT_BATCH_WINDOW)  # let a step's few events arrive together
+            self._batch_ready.clear()
+            batch, self._batch = self._batch, []
+            by_job: dict[str, list[tuple[Any, int]]] = {}
+            for message in batch:
+                tag = message.delivery_tag or 0
+                try:
+                    event = decode_event(message.body)
+                except (ValueError, msgspec.DecodeError) as exc:
+                    log.warning("ignoring an unreadable step event: %s", exc)
+                    await self._settle(channel, tag, ack=True)
+                    continue
+                job_id = event.headers.get(JOB_HEADER)
+                if not job_id:
+                    await self._settle(channel, tag, ack=True)  # not a gateway job
+                    continue
+                by_job.setdefault(job_id, []).append((event, tag))
+            for job_id, items in by_job.items():
+                try:
+                    await self.store.on_steps(job_id, [event for event, _ in items])
+                except Exception:
+                    log.exception("applying step events of job %s failed; they come back", job_id)
+                    for _, tag in items:
+                        await self._settle(channel, tag, ack=False)
+                    continue
+                for _, tag in items:
+                    await self._settle(channel, tag, ack=True)
+
+    @staticmethod
+    async def _settle(channel: Any, tag: int, *, ack: bool) -> None:
+        # A lost channel means the broker redelivers these; the store ignores duplicates.
+        with contextlib.suppress(*_BROKER_ERRORS):
+            if ack:
+                await channel.basic_ack(tag)
+            else:
+                await channel.basic_nack(tag, requeue=True)
 
     async def _handle(self, kind: str, message: aiormq.abc.DeliveredMessage) -> None:
         channel = message.channel
         tag = message.delivery_tag or 0
         try:
-            if kind == "event":
-                event = decode_event(message.body)
-                job_id = event.headers.get(JOB_HEADER)
-                if job_id:
-                    await self.store.on_step(job_id, event)
-            else:
-                envelope = json.loads(message.body)
-                job_id = (envelope.get("headers") or {}).get(JOB_HEADER)
-                if job_id:
-                    await self.store.on_terminal(job_id, envelope, ok=kind == "ok")
+            envelope = json.loads(message.body)
+            job_id = (envelope.get("headers") or {}).get(JOB_HEADER)
+            if job_id:
+                await self.store.on_terminal(job_id, envelope, ok=kind == "ok")
         except (ValueError, TypeError, KeyError, msgspec.DecodeError) as exc:
             # Not ours to understand (another client's message, or malformed): leave a log line
             # and ack it; terminal queues are shared, and a bad body would otherwise loop.

@@ -153,8 +153,13 @@ class JobStore:
         await self._write(go)
 
     async def on_step(self, job_id: str, event: StepEvent) -> None:
-        if event.type is EventType.RECEIVED:
-            return  # "started" follows at once and says more: one write per step saved
+        await self.on_steps(job_id, [event])
+
+    async def on_steps(self, job_id: str, events: list[StepEvent]) -> None:
+        """Apply a job's step events, in order, in one transaction."""
+        events = [e for e in events if e.type is not EventType.RECEIVED]  # "started" says more
+        if not events:
+            return
 
         async def go(session: AsyncSession) -> None:
             if not self._sqlite:
@@ -164,60 +169,65 @@ class JobStore:
             job = await self._locked_job(session, job_id)
             if job is None:
                 return
-            if job.status in TERMINAL:
-                # Step events travel apart from results and may come after the job finished:
-                # keep them in the history, change nothing else.
-                await self._event(
-                    session,
-                    job_id,
-                    "progress",
-                    {
-                        "type": event.type.value,
-                        "actor": event.actor,
-                        "step": event.current or 0,
-                        "steps": list(event.steps),
-                        "late": True,
-                    },
-                )
-                return
-            now = utcnow()
-            if job.status == "pending":
-                job.status = "running"
-            steps = max(len(event.steps), 1)
-            current = event.current or 0
-            if event.type is EventType.PROGRESS:
-                overall = (current + (event.progress or 0.0)) / steps
-            elif event.type is EventType.DONE:
-                overall = (current + 1) / steps
-            else:
-                overall = current / steps
-            if job.progress is None or overall > job.progress:
-                job.progress = min(overall, 1.0)
-            if event.message:
-                job.message = event.message
-            job.updated_at = now
-            branches = Branches(copy.deepcopy(job.branches))
-            if event.type is EventType.DONE and event.id:
-                if event.child_ids:
-                    branches.fanned_out(event.id, list(event.child_ids))
-                elif event.children == 0:
-                    branches.ended(event.id, {"ok": True, "result": None, "dropped": True})
-                job.branches = copy.deepcopy(branches.state)  # a new value: the ORM sees it
-            data = {
-                "type": event.type.value,
-                "actor": event.actor,
-                "step": current,
-                "steps": list(event.steps),
-                "progress": job.progress,
-            }
-            if event.message:
-                data["message"] = event.message
-            if event.error:
-                data["error"] = event.error
-            await self._event(session, job_id, "progress", data)
-            await self._maybe_finish(session, job, branches)
+            for event in events:
+                await self._apply_step(session, job, event)
 
         await self._write(go)
+
+    async def _apply_step(self, session: AsyncSession, job: Job, event: StepEvent) -> None:
+        job_id = job.id
+        if job.status in TERMINAL:
+            # Step events travel apart from results and may come after the job finished:
+            # keep them in the history, change nothing else.
+            await self._event(
+                session,
+                job_id,
+                "progress",
+                {
+                    "type": event.type.value,
+                    "actor": event.actor,
+                    "step": event.current or 0,
+                    "steps": list(event.steps),
+                    "late": True,
+                },
+            )
+            return
+        now = utcnow()
+        if job.status == "pending":
+            job.status = "running"
+        steps = max(len(event.steps), 1)
+        current = event.current or 0
+        if event.type is EventType.PROGRESS:
+            overall = (current + (event.progress or 0.0)) / steps
+        elif event.type is EventType.DONE:
+            overall = (current + 1) / steps
+        else:
+            overall = current / steps
+        if job.progress is None or overall > job.progress:
+            job.progress = min(overall, 1.0)
+        if event.message:
+            job.message = event.message
+        job.updated_at = now
+        branches = Branches(copy.deepcopy(job.branches))
+        if event.type is EventType.DONE and event.id:
+            if event.child_ids:
+                branches.fanned_out(event.id, list(event.child_ids))
+            elif event.children == 0:
+                branches.ended(event.id, {"ok": True, "result": None, "dropped": True})
+            job.branches = copy.deepcopy(branches.state)  # a new value: the ORM sees it
+        data = {
+            "type": event.type.value,
+            "actor": event.actor,
+            "step": current,
+            "steps": list(event.steps),
+            "progress": job.progress,
+        }
+        if event.message:
+            data["message"] = event.message
+        if event.error:
+            data["error"] = event.error
+        await self._event(session, job_id, "progress", data)
+        await self._maybe_finish(session, job, branches)
 
     async def _maybe_finish(self, session: AsyncSession, job: Job, branches: Branches) -> None:
         if not branches.complete(job.root_id):
