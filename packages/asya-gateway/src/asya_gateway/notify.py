@@ -38,7 +38,10 @@ class Notifier:
 
     async def stop(self) -> None:
         if self._listener is not None:
-            with contextlib.suppress(Exception):  # closing at shutdown; nothing left to notify
+            import asyncpg  # noqa: PLC0415 - PostgreSQL only
+
+            # Closing at shutdown: a connection already broken has nothing left to deliver.
+            with contextlib.suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
                 await self._listener.close()
             self._listener = None
 

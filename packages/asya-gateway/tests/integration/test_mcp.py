@@ -90,33 +90,14 @@ async def test_handshake_revision_2025_06_18(gateway: Any) -> None:
     """The SDK client speaks 2025-11-25 in legacy mode; 2025-06-18 is checked on the wire."""
     headers = {**AUTH, "Accept": "application/json, text/event-stream"}
     async with httpx.AsyncClient(base_url=gateway.url, headers=headers) as http:
-        init = await http.post(
-            "/mcp",
-            json={
-                "jsonrpc": "2.0",
-                "id": 1,
-                "method": "initialize",
-                "params": {
-                    "protocolVersion": "2025-06-18",
-                    "capabilities": {},
-                    "clientInfo": {"name": "raw", "version": "0"},
-                },
-            },
-        )
-        assert init.status_code == 200, init.text
-        session = init.headers.get("mcp-session-id")
-        payload = _jsonrpc(init)
-        assert payload["result"]["protocolVersion"] == "2025-06-18"
-        more = {"mcp-session-id": session or "", "mcp-protocol-version": "2025-06-18"}
-        note = await http.post(
-            "/mcp", headers=more, json={"jsonrpc": "2.0", "method": "notifications/initialized"}
-        )
-        assert note.status_code == 202
+        session, init = await _legacy_session(http)
+        assert init["result"]["protocolVersion"] == "2025-06-18"
         listed = await http.post(
-            "/mcp", headers=more, json={"jsonrpc": "2.0", "id": 2, "method": "tools/list"}
+            "/mcp", headers=session, json={"jsonrpc": "2.0", "id": 2, "method": "tools/list"}
         )
         names = [t["name"] for t in _jsonrpc(listed)["result"]["tools"]]
         assert "classify_text" in names
+        await http.delete("/mcp", headers=session)
 
 
 def _jsonrpc(response: httpx.Response) -> dict[str, Any]:
@@ -128,7 +109,8 @@ def _jsonrpc(response: httpx.Response) -> dict[str, Any]:
     return dict(response.json())
 
 
-async def _legacy_session(http: httpx.AsyncClient) -> dict[str, str]:
+async def _legacy_session(http: httpx.AsyncClient) -> tuple[dict[str, str], dict[str, Any]]:
+    """An initialized 2025-06-18 session: its headers, and the initialize response."""
     init = await http.post(
         "/mcp",
         json={
@@ -142,14 +124,16 @@ async def _legacy_session(http: httpx.AsyncClient) -> dict[str, str]:
             },
         },
     )
+    assert init.status_code == 200, init.text
     headers = {
         "mcp-session-id": init.headers.get("mcp-session-id", ""),
         "mcp-protocol-version": "2025-06-18",
     }
-    await http.post(
+    note = await http.post(
         "/mcp", headers=headers, json={"jsonrpc": "2.0", "method": "notifications/initialized"}
     )
-    return headers
+    assert note.status_code == 202
+    return headers, _jsonrpc(init)
 
 
 async def test_json_rpc_errors(gateway: Any) -> None:
@@ -159,7 +143,7 @@ async def test_json_rpc_errors(gateway: Any) -> None:
             "/mcp", content=b"{not json", headers={"content-type": "application/json"}
         )
         assert _jsonrpc(parse)["error"]["code"] == -32700
-        session = await _legacy_session(http)
+        session, _ = await _legacy_session(http)
         unknown = await http.post(
             "/mcp", headers=session, json={"jsonrpc": "2.0", "id": 2, "method": "no/such/method"}
         )
