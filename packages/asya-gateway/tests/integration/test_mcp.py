@@ -174,3 +174,79 @@ async def test_json_rpc_errors(gateway: Any) -> None:
             json={"jsonrpc": "2.0", "id": 5, "method": "tools/list"},
         )
         assert evil.status_code == 403
+
+
+async def _task_session(http: httpx.AsyncClient) -> dict[str, str]:
+    init = await http.post(
+        "/mcp",
+        json={
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "initialize",
+            "params": {
+                "protocolVersion": "2025-11-25",
+                "capabilities": {},
+                "clientInfo": {"name": "raw", "version": "0"},
+            },
+        },
+    )
+    caps = _jsonrpc(init)["result"]["capabilities"]
+    assert caps["tasks"] == {"list": {}, "cancel": {}}
+    headers = {
+        "mcp-session-id": init.headers.get("mcp-session-id", ""),
+        "mcp-protocol-version": "2025-11-25",
+    }
+    await http.post(
+        "/mcp", headers=headers, json={"jsonrpc": "2.0", "method": "notifications/initialized"}
+    )
+    return headers
+
+
+async def _rpc(
+    http: httpx.AsyncClient, session: dict[str, str], rid: int, method: str, params: dict[str, Any]
+) -> dict[str, Any]:
+    response = await http.post(
+        "/mcp",
+        headers=session,
+        json={"jsonrpc": "2.0", "id": rid, "method": method, "params": params},
+    )
+    return _jsonrpc(response)
+
+
+async def test_tasks_map_onto_jobs(gateway: Any, actors: None) -> None:
+    """2025-11-25 tasks over jobs. The SDK client has no task API, so this speaks JSON-RPC."""
+    headers = {**AUTH, "Accept": "application/json, text/event-stream"}
+    async with httpx.AsyncClient(base_url=gateway.url, headers=headers, timeout=30) as http:
+        session = await _task_session(http)
+        started = await _rpc(
+            http,
+            session,
+            2,
+            "tools/call",
+            {"name": "classify_text", "arguments": {"text": "Hello world"}},
+        )
+        task_id = started["result"]["structuredContent"]["job_id"]
+        working = (await _rpc(http, session, 3, "tasks/get", {"taskId": task_id}))["result"]
+        assert working["taskId"] == task_id
+        assert working["status"] in ("working", "completed")
+        # tasks/result waits for the job, then gives the tool result.
+        result = (await _rpc(http, session, 4, "tasks/result", {"taskId": task_id}))["result"]
+        assert result["structuredContent"]["result"] == {"result": "Classified as greeting"}
+        assert result["_meta"]["io.modelcontextprotocol/related-task"] == {"taskId": task_id}
+        got = (await _rpc(http, session, 5, "tasks/get", {"taskId": task_id}))["result"]
+        assert got["status"] == "completed"
+        listed = (await _rpc(http, session, 6, "tasks/list", {}))["result"]["tasks"]
+        assert task_id in [t["taskId"] for t in listed]
+        # A finished task cannot be cancelled; a running one can.
+        late = await _rpc(http, session, 7, "tasks/cancel", {"taskId": task_id})
+        assert late["error"]["code"] == -32602
+        slow = await _rpc(
+            http, session, 8, "tools/call", {"name": "patient", "arguments": {"seconds": 1}}
+        )
+        slow_id = slow["result"]["structuredContent"]["job_id"]
+        cancelled = (await _rpc(http, session, 9, "tasks/cancel", {"taskId": slow_id}))["result"]
+        assert cancelled["status"] == "cancelled"
+        assert (await http.get(f"/jobs/{slow_id}")).json()["status"] == "cancelled"
+        unknown = await _rpc(http, session, 10, "tasks/get", {"taskId": "nope"})
+        assert unknown["error"]["code"] == -32602
+        await http.delete("/mcp", headers=session)
