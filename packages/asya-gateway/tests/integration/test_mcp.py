@@ -30,14 +30,24 @@ async def client(url: str, mode: str) -> AsyncIterator[Client]:
         yield mcp
 
 
-@pytest.mark.parametrize("mode", ["2026-07-28", "legacy"])
-async def test_list_and_call_with_progress(gateway: Any, actors: None, mode: str) -> None:
+@pytest.mark.parametrize("revision", ["2026-07-28", "2025-11-25", "2025-06-18"])
+async def test_list_and_call_with_progress(
+    gateway: Any, actors: None, revision: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mode = revision if revision == "2026-07-28" else "legacy"
+    if revision == "2025-06-18":
+        # The SDK client's handshake asks for its newest handshake revision; ask for the older
+        # one the way a client of that era would, and let the server agree to it.
+        import mcp.client.session
+
+        monkeypatch.setattr(mcp.client.session, "LATEST_HANDSHAKE_VERSION", revision)
     progress: list[tuple[float, float | None, str | None]] = []
 
     async def on_progress(value: float, total: float | None, message: str | None) -> None:
         progress.append((value, total, message))
 
     async with client(gateway.url, mode) as mcp:
+        assert mcp.protocol_version == revision
         tools = await mcp.list_tools()
         by_name = {t.name: t for t in tools.tools}
         assert by_name["classify_text"].input_schema["required"] == ["text"]

@@ -200,3 +200,52 @@ async def test_cancel(gateway: Any, actors: None) -> None:
         assert (await client.post(f"/jobs/{job['id']}/cancel")).status_code == 409
         await asyncio.sleep(1.0)  # the pipeline finishes anyway: its result must not land
         assert (await client.get(f"/jobs/{job['id']}")).json()["status"] == "cancelled"
+
+
+async def test_duplicate_and_late_terminal_messages_change_nothing(
+    gateway: Any, actors: None, amqp_url: str, amqp_names: Any
+) -> None:
+    from asya_testing import AmqpClient
+
+    async with httpx.AsyncClient(base_url=gateway.url, headers=AUTH) as client:
+        job = (
+            await client.post(
+                "/jobs", json={"tool": "classify_text", "arguments": {"text": "Hello world"}}
+            )
+        ).json()
+        done = await wait_job(client, job["id"])
+        assert done["status"] == "succeeded"
+        events_before = (await client.get(f"/jobs/{job['id']}")).json()
+        # At-least-once delivery: the same result again, and a contradicting late failure.
+        async with AmqpClient(amqp_url, amqp_names) as amqp:
+            headers = {"asya-job-id": job["id"]}
+            await amqp.publish(
+                amqp_names.happy_end,
+                {
+                    "id": "dup",
+                    "route": {"steps": ["x"], "current": 1},
+                    "payload": {"result": "something else"},
+                    "headers": headers,
+                },
+            )
+            await amqp.publish(
+                amqp_names.error_end,
+                {
+                    "id": "late",
+                    "route": {"steps": ["x"], "current": 0},
+                    "payload": {"error": "handler_error", "message": "late", "step": "x"},
+                    "headers": headers,
+                },
+            )
+        # A later job through the same queues: once it is done, the gateway has been handed
+        # the two messages above (they were queued first); give their handling a moment.
+        other = (
+            await client.post("/jobs", json={"tool": "classify_text", "arguments": {"text": "x"}})
+        ).json()
+        assert (await wait_job(client, other["id"]))["status"] == "succeeded"
+        await asyncio.sleep(0.5)
+        after = (await client.get(f"/jobs/{job['id']}")).json()
+    assert after["status"] == "succeeded"
+    assert after["result"] == {"result": "Classified as greeting"}
+    assert after["error"] is None
+    assert after["finished_at"] == events_before["finished_at"]
