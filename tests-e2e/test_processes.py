@@ -208,3 +208,34 @@ async def test_kill_9_runtime_mid_run_loses_no_job(system: System) -> None:
 
     jobs = await run_jobs(system, 80, chaos)
     assert {j["status"] for j in jobs} == {"succeeded"}
+
+
+def _run(*argv: str) -> None:
+    import subprocess
+
+    subprocess.run(list(argv), check=True, capture_output=True, timeout=120)
+
+
+@pytest.mark.skipif(
+    not os.path.exists("/usr/sbin/rabbitmqctl"), reason="needs the local broker's rabbitmqctl"
+)
+async def test_rabbitmq_restart_mid_run_loses_no_job(system: System) -> None:
+    async def chaos() -> None:
+        await asyncio.to_thread(_run, "rabbitmqctl", "-q", "stop_app")
+        await asyncio.sleep(1.0)
+        await asyncio.to_thread(_run, "rabbitmqctl", "-q", "start_app")
+
+    jobs = await run_jobs(system, 60, chaos)
+    assert {j["status"] for j in jobs} == {"succeeded"}
+
+
+@pytest.mark.skipif(
+    not os.path.exists("/usr/bin/pg_ctlcluster"), reason="needs the local PostgreSQL cluster tools"
+)
+async def test_postgres_restart_mid_run_loses_no_job(system: System) -> None:
+    async def chaos() -> None:
+        version = sorted(os.listdir("/usr/lib/postgresql"))[-1]
+        await asyncio.to_thread(_run, "pg_ctlcluster", version, "main", "restart")
+
+    jobs = await run_jobs(system, 60, chaos)
+    assert {j["status"] for j in jobs} == {"succeeded"}

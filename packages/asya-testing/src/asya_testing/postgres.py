@@ -17,12 +17,18 @@ async def fresh_database(admin_url: str) -> AsyncIterator[str]:
 
     name = f"asya_t_{uuid.uuid4().hex[:12]}"
     parts = urlsplit(admin_url)
-    admin = await asyncpg.connect(urlunsplit(parts._replace(scheme="postgresql")))
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
+    admin_dsn = urlunsplit(parts._replace(scheme="postgresql"))
+
+    async def admin(statement: str) -> None:
+        # A short connection each time: a test may restart the server in between.
+        connection = await asyncpg.connect(admin_dsn)
         try:
-            yield urlunsplit(parts._replace(path=f"/{name}"))
+            await connection.execute(statement)
         finally:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            await connection.close()
+
+    await admin(f'CREATE DATABASE "{name}"')
+    try:
+        yield urlunsplit(parts._replace(path=f"/{name}"))
     finally:
-        await admin.close()
+        await admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
