@@ -42,6 +42,7 @@ class System:
     names: AmqpNames
     log_dir: Path
     sidecar_env: dict[str, dict[str, str]]
+    gateway_env: dict[str, str] = field(default_factory=dict)
     runtimes: dict[str, tuple[ManagedProcess, str]] = field(default_factory=dict)
     sidecars: dict[str, ManagedProcess] = field(default_factory=dict)
     stack: ExitStack = field(default_factory=ExitStack)
@@ -120,19 +121,55 @@ async def system(
                 "ASYA_GATEWAY_TOKENS": TOKEN,
                 "ASYA_GATEWAY_PORT": str(port),
             }
-            gateway = system.stack.enter_context(
-                managed_process(
-                    [sys.executable, "-m", "asya_gateway"], env, log_dir=tmp_path, name="gateway"
-                )
-            )
-            async with httpx.AsyncClient(base_url=system.url) as client, asyncio.timeout(60):
-                while True:
-                    with contextlib.suppress(httpx.TransportError):
-                        if (await client.get("/healthz")).status_code == 200:
-                            break
-                    assert gateway.alive(), gateway.log()
-                    await asyncio.sleep(0.1)
+            system.gateway_env = env
+            await start_gateway(system, port)
             yield system
+
+
+async def start_gateway(system: System, port: int) -> str:
+    env = {**system.gateway_env, "ASYA_GATEWAY_PORT": str(port)}
+    gateway = system.stack.enter_context(
+        managed_process(
+            [sys.executable, "-m", "asya_gateway"],
+            env,
+            log_dir=system.log_dir,
+            name=f"gateway-{port}",
+        )
+    )
+    url = f"http://127.0.0.1:{port}"
+    async with httpx.AsyncClient(base_url=url) as client, asyncio.timeout(60):
+        while True:
+            with contextlib.suppress(httpx.TransportError):
+                if (await client.get("/healthz")).status_code == 200:
+                    return url
+            assert gateway.alive(), gateway.log()
+            await asyncio.sleep(0.1)
+
+
+async def statuses(url: str, job_id: str) -> list[str]:
+    seen = []
+    async with (
+        httpx.AsyncClient(base_url=url, headers=AUTH, timeout=60) as client,
+        client.stream("GET", f"/jobs/{job_id}/events") as response,
+    ):
+        async for line in response.aiter_lines():
+            if line.startswith("data:") and json.loads(line[5:])["type"] == "status":
+                seen.append(json.loads(line[5:])["status"])
+    return seen
+
+
+async def test_two_gateway_processes_share_jobs_and_stream_events(system: System) -> None:
+    second = await start_gateway(system, free_port())
+    async with httpx.AsyncClient(base_url=system.url, headers=AUTH) as client:
+        job = (
+            await client.post(
+                "/jobs", json={"tool": "classify_text", "arguments": {"text": "Hello world"}}
+            )
+        ).json()
+    seen_first, seen_second = await asyncio.gather(
+        statuses(system.url, job["id"]), statuses(second, job["id"])
+    )
+    assert seen_first[-1] == seen_second[-1] == "succeeded"
 
 
 async def test_mcp_client_gets_the_seed_result(system: System) -> None:

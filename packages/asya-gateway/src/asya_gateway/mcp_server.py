@@ -111,6 +111,9 @@ def build_mcp_server(gateway: Gateway) -> Server[Any]:
                 )
 
         finished = await gateway.follow(job.id, on_event=forward)
+        if finished is not None and finished.status == "succeeded":
+            # Step events may land after the result (they travel apart): always close at 100 %.
+            await ctx.session.report_progress(1.0, 1.0, "done")
         return job_result_content(finished or job)
 
     async def find(task_id: str) -> Job:
