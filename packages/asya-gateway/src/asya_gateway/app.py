@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +17,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from .api import AuthAndLimits, build_api
-from .broker import Broker
+from .broker import Broker, GatewayBroker
 from .db import make_engine
 from .jobs import JobStore
 from .mcp_server import build_mcp_server
@@ -39,21 +39,34 @@ class GatewayApp:
     fastapi: FastAPI
 
 
-def create_app(settings: GatewaySettings, tools: dict[str, Tool] | None = None) -> GatewayApp:
-    """Build the ASGI app. Raises ``ToolsFileError`` for a bad tools file (checked at start)."""
+def create_app(
+    settings: GatewaySettings,
+    tools: dict[str, Tool] | None = None,
+    *,
+    broker_factory: Callable[[JobStore], GatewayBroker] | None = None,
+) -> GatewayApp:
+    """Build the ASGI app. Raises ``ToolsFileError`` for a bad tools file (checked at start).
+
+    ``broker_factory`` replaces RabbitMQ (the single-process development run passes one for the
+    in-process broker).
+    """
     tools = tools if tools is not None else load_tools(settings.tools_path)
     engine = make_engine(settings.database_url)
     notifier = Notifier(settings.database_url)
     store = JobStore(engine, notifier.notify)
-    broker = Broker(
-        settings.rabbitmq_url,
-        exchange=settings.exchange,
-        events_exchange=settings.events_exchange,
-        happy_end=settings.happy_end,
-        error_end=settings.error_end,
-        events_queue=settings.events_queue,
-        store=store,
-    )
+    broker: GatewayBroker
+    if broker_factory is not None:
+        broker = broker_factory(store)
+    else:
+        broker = Broker(
+            settings.rabbitmq_url,
+            exchange=settings.exchange,
+            events_exchange=settings.events_exchange,
+            happy_end=settings.happy_end,
+            error_end=settings.error_end,
+            events_queue=settings.events_queue,
+            store=store,
+        )
     gateway = Gateway(
         tools=tools,
         store=store,

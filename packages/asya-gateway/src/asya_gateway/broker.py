@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from typing import Any
+from typing import Any, Protocol
 
 import aiormq
 import aiormq.abc
@@ -20,7 +20,7 @@ from asya_protocol import decode_event
 
 from .jobs import JOB_HEADER, JobStore
 
-__all__ = ["Broker", "PublishFailed"]
+__all__ = ["Broker", "GatewayBroker", "PublishFailed"]
 
 log = logging.getLogger("asya_gateway.broker")
 _BROKER_ERRORS = (AMQPError, ConnectionError, OSError, ChannelInvalidStateError)
@@ -29,6 +29,18 @@ EVENT_BATCH_WINDOW = 0.01
 
 class PublishFailed(Exception):
     """The first envelope could not be delivered (no queue for the first step, broker down)."""
+
+
+class GatewayBroker(Protocol):
+    """What the gateway needs of a broker: RabbitMQ (:class:`Broker`) or an in-process one."""
+
+    connected: asyncio.Event
+
+    async def publish_job(self, envelope: dict[str, Any]) -> None: ...
+
+    async def consume(self) -> None: ...
+
+    async def close(self) -> None: ...
 
 
 class Broker:

@@ -8,7 +8,7 @@ import os
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from .broker import Broker, PublishFailed
+from .broker import GatewayBroker, PublishFailed
 from .db import TERMINAL, Job, JobEvent
 from .jobs import JOB_HEADER, JobStore
 from .notify import Notifier
@@ -45,7 +45,7 @@ class Gateway:
         *,
         tools: dict[str, Tool],
         store: JobStore,
-        broker: Broker,
+        broker: GatewayBroker,
         notifier: Notifier,
         default_timeout: float,
     ) -> None:

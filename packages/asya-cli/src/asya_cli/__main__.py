@@ -1,0 +1,141 @@
+"""The ``asya`` command."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn
+from rich.table import Table
+
+from .client import ClientError, call_tool, list_jobs
+from .dev import DevError, Options, run_dev
+from .pipeline import PipelineError, load_pipeline
+
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, help="Asya: asynchronous actors for AI pipelines."
+)
+out = Console()
+err = Console(stderr=True)
+DEFAULT_URL = "http://127.0.0.1:8000"
+
+
+def _fail(message: str, hint: str) -> None:
+    err.print(f"[bold red]error:[/] {message}\n[dim]hint:[/] {hint}", highlight=False)
+    raise typer.Exit(1)
+
+
+@app.command()
+def dev(
+    pipeline: Annotated[Path, typer.Argument(help="the pipeline file (actors and tools)")],
+    port: Annotated[int, typer.Option(help="the gateway's port on 127.0.0.1")] = 8000,
+    rabbitmq_url: Annotated[
+        str | None, typer.Option(help="use this RabbitMQ instead of the in-process broker")
+    ] = None,
+    database_url: Annotated[
+        str | None, typer.Option(help="use this database instead of SQLite")
+    ] = None,
+) -> None:
+    """Run a pipeline on this machine: runtimes, sidecars and the gateway."""
+    try:
+        loaded = load_pipeline(pipeline)
+    except PipelineError as exc:
+        _fail(str(exc), "see the pipeline file format in docs/quickstart.md")
+    try:
+        asyncio.run(
+            run_dev(
+                loaded,
+                Options(port=port, rabbitmq_url=rabbitmq_url, database_url=database_url),
+                lambda line: out.print(line, highlight=False),
+            )
+        )
+    except DevError as exc:
+        _fail(str(exc), exc.hint)
+
+
+@app.command()
+def call(
+    tool: Annotated[str, typer.Argument(help="the tool to call")],
+    arguments: Annotated[str, typer.Argument(help="its arguments, as JSON")] = "{}",
+    url: Annotated[str, typer.Option(envvar="ASYA_URL", help="the gateway")] = DEFAULT_URL,
+    token: Annotated[str | None, typer.Option(envvar="ASYA_TOKEN", help="a bearer token")] = None,
+) -> None:
+    """Start a job, show its progress, print its result."""
+    try:
+        parsed = json.loads(arguments)
+    except ValueError as exc:
+        _fail(
+            f"arguments are not JSON: {exc}",
+            'quote them: asya call tool \'{"text": "Hello world"}\'',
+        )
+    try:
+        if sys.stdout.isatty():
+            with Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                TextColumn("{task.percentage:>3.0f}%"),
+                console=out,
+                transient=True,
+            ) as progress:
+                task = progress.add_task(tool, total=1.0)
+
+                def show(value: float, what: str) -> None:
+                    progress.update(task, completed=value, description=f"{tool}: {what}")
+
+                job = call_tool(url, token, tool, parsed, show)
+        else:
+
+            def plain(value: float, what: str) -> None:
+                print(f"progress {value:4.0%} {what}", flush=True)
+
+            job = call_tool(url, token, tool, parsed, plain)
+    except ClientError as exc:
+        _fail(str(exc), exc.hint)
+    if job["status"] == "succeeded":
+        out.print_json(data=job["result"])
+        return
+    err.print(
+        f"[bold red]job {job['id']} {job['status']}:[/] {json.dumps(job.get('error'))}",
+        highlight=False,
+    )
+    raise typer.Exit(1)
+
+
+@app.command()
+def jobs(
+    status: Annotated[str | None, typer.Option(help="only jobs in this status")] = None,
+    tool: Annotated[str | None, typer.Option(help="only jobs of this tool")] = None,
+    limit: Annotated[int, typer.Option(help="how many, newest first")] = 20,
+    url: Annotated[str, typer.Option(envvar="ASYA_URL", help="the gateway")] = DEFAULT_URL,
+    token: Annotated[str | None, typer.Option(envvar="ASYA_TOKEN", help="a bearer token")] = None,
+) -> None:
+    """List jobs."""
+    try:
+        items = list_jobs(url, token, status, tool, limit)
+    except ClientError as exc:
+        _fail(str(exc), exc.hint)
+    table = Table("id", "tool", "status", "progress", "created")
+    for job in items:
+        table.add_row(
+            job["id"],
+            job["tool"],
+            job["status"],
+            f"{(job.get('progress') or 0):.0%}",
+            job["created_at"][:19],
+        )
+    out.print(table)
+
+
+def main() -> None:
+    os.environ.setdefault("ASYA_LOG_LEVEL", "WARNING")
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,152 @@
+"""The asya command as a new user runs it: real processes, the seed pipeline."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from asya_cli import PipelineError, load_pipeline
+
+ROOT = Path(__file__).resolve().parents[3]
+SEED = ROOT / "examples/seed/pipeline.yaml"
+ASYA = [sys.executable, "-m", "asya_cli"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*ASYA, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+
+
+@pytest.fixture
+def dev(tmp_path: Path) -> Iterator[str]:
+    port = free_port()
+    log = tmp_path / "dev.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [*ASYA, "dev", str(SEED), "--port", str(port)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while "ready; Ctrl-C stops" not in log.read_text():
+            assert proc.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        yield f"http://127.0.0.1:{port}"
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 0, log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+def test_dev_call_and_jobs(dev: str) -> None:
+    called = run("call", "classify_text", '{"text": "Hello world"}', "--url", dev)
+    assert called.returncode == 0, called.stderr
+    assert '"result": "Classified as greeting"' in called.stdout
+    listed = run("jobs", "--url", dev)
+    assert listed.returncode == 0
+    assert "classify_text" in listed.stdout
+    assert "succeeded" in listed.stdout
+
+
+def test_call_errors_have_hints(dev: str) -> None:
+    bad = run("call", "classify_text", '{"text": 5}', "--url", dev)
+    assert bad.returncode == 1
+    assert "invalid arguments" in bad.stderr
+    assert "hint:" in bad.stderr
+    unknown = run("call", "nope", "{}", "--url", dev)
+    assert unknown.returncode == 1
+    assert "unknown tool 'nope'" in unknown.stderr
+    not_json = run("call", "classify_text", "{text", "--url", dev)
+    assert not_json.returncode == 1
+    assert "arguments are not JSON" in not_json.stderr
+
+
+def test_no_gateway() -> None:
+    proc = run("call", "classify_text", "{}", "--url", f"http://127.0.0.1:{free_port()}")
+    assert proc.returncode == 1
+    assert "no gateway answers" in proc.stderr
+    assert "asya dev" in proc.stderr
+
+
+def test_handler_not_importable(tmp_path: Path) -> None:
+    pipeline = tmp_path / "pipeline.yaml"
+    pipeline.write_text(
+        "actors:\n  broken: no_such_module:run\ntools:\n  - name: t\n    steps: [broken]\n"
+    )
+    proc = run("dev", str(pipeline), "--port", str(free_port()))
+    assert proc.returncode == 1
+    assert "the runtime of 'broken' stopped" in proc.stderr
+    assert "no_such_module" in proc.stderr
+    assert "hint:" in proc.stderr
+
+
+def test_port_taken() -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        proc = run("dev", str(SEED), "--port", str(port))
+    assert proc.returncode == 1
+    assert f"port {port} on 127.0.0.1 is taken" in proc.stderr
+    assert "--port" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("actors: {}\n", "actors: expected a mapping"),
+        (
+            "actors: {a: 'nocolon'}\ntools: [{name: t, steps: [a]}]\n",
+            "actors.a: expected module:function",
+        ),
+        (
+            "actors: {a: 'm:f'}\ntools: [{name: t, steps: [b]}]\n",
+            "tool 't'.steps: no actor named 'b'",
+        ),
+        ("actors: {a: 'm:f'}\n", "tools: expected a non-empty list"),
+    ],
+)
+def test_bad_pipeline_files(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_text(text)
+    with pytest.raises(PipelineError) as info:
+        load_pipeline(path)
+    assert message in str(info.value)
+
+
+def test_quickstart_pipeline_is_the_example() -> None:
+    import re
+
+    import yaml
+
+    text = (ROOT / "docs/quickstart.md").read_text()
+    [block] = re.findall(r"```yaml\n(.*?)```", text, re.DOTALL)
+    documented = yaml.safe_load(block)
+    example = yaml.safe_load(SEED.read_text())
+    assert documented["actors"] == example["actors"]
+    assert documented["tools"][0]["steps"] == example["tools"][0]["steps"]
