@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -150,3 +151,44 @@ def test_quickstart_pipeline_is_the_example() -> None:
     example = yaml.safe_load(SEED.read_text())
     assert documented["actors"] == example["actors"]
     assert documented["tools"][0]["steps"] == example["tools"][0]["steps"]
+
+
+@contextlib.contextmanager
+def running(pipeline: Path, tmp_path: Path) -> Iterator[str]:
+    port = free_port()
+    log = tmp_path / f"{pipeline.parent.name}.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [*ASYA, "dev", str(pipeline), "--port", str(port)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while "ready; Ctrl-C stops" not in log.read_text():
+            assert proc.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
+
+
+def test_fanout_and_failing_examples(tmp_path: Path) -> None:
+    import json
+
+    with running(ROOT / "examples/fanout/pipeline.yaml", tmp_path) as url:
+        fan = run("call", "shout_words", '{"text": "Hello big world"}', "--url", url)
+    assert fan.returncode == 0, fan.stderr
+    branches = json.loads(fan.stdout[fan.stdout.index("{") :])["branches"]
+    assert sorted(b["result"]["text"] for b in branches) == ["BIG", "HELLO", "WORLD"]
+    with running(ROOT / "examples/failing/pipeline.yaml", tmp_path) as url:
+        doomed = run("call", "doomed", '{"text": "anything"}', "--url", url)
+        empty = run("call", "doomed", "{}", "--url", url)
+    assert doomed.returncode == 1
+    assert "failed" in doomed.stderr
+    assert "the model file is missing" in doomed.stderr
+    assert empty.returncode == 1
+    assert "empty_input" in empty.stderr
