@@ -227,7 +227,7 @@ async def test_kill_9_sidecar_mid_run_loses_no_job(system: System) -> None:
         system.sidecars["inference"].kill()
         system.start_sidecar("inference")
 
-    jobs = await run_jobs(system, 80, chaos)
+    jobs = await run_jobs(system, 200, chaos)
     assert {j["status"] for j in jobs} == {"succeeded"}
     assert {j["result"]["result"] for j in jobs} == {
         "Classified as greeting",
@@ -243,7 +243,7 @@ async def test_kill_9_runtime_mid_run_loses_no_job(system: System) -> None:
         await asyncio.sleep(0.5)  # the sidecar notices; its messages wait, unacked
         system.start_runtime("inference", socket_path=path)
 
-    jobs = await run_jobs(system, 80, chaos)
+    jobs = await run_jobs(system, 200, chaos)
     assert {j["status"] for j in jobs} == {"succeeded"}
 
 
@@ -262,7 +262,7 @@ async def test_rabbitmq_restart_mid_run_loses_no_job(system: System) -> None:
         await asyncio.sleep(1.0)
         await asyncio.to_thread(_run, "rabbitmqctl", "-q", "start_app")
 
-    jobs = await run_jobs(system, 60, chaos)
+    jobs = await run_jobs(system, 200, chaos)
     assert {j["status"] for j in jobs} == {"succeeded"}
 
 
@@ -274,5 +274,5 @@ async def test_postgres_restart_mid_run_loses_no_job(system: System) -> None:
         version = sorted(os.listdir("/usr/lib/postgresql"))[-1]
         await asyncio.to_thread(_run, "pg_ctlcluster", version, "main", "restart")
 
-    jobs = await run_jobs(system, 60, chaos)
+    jobs = await run_jobs(system, 200, chaos)
     assert {j["status"] for j in jobs} == {"succeeded"}
