@@ -196,3 +196,19 @@ async def test_operator_doc_example_is_accepted(kube_api: Any, kube_namespace: s
     example["metadata"]["namespace"] = kube_namespace
     applied = await server_side_apply(kube_api, example)
     assert applied["spec"]["scaling"]["queueLength"] == 5
+
+
+async def test_kind_harness_actors_are_accepted(kube_api: Any, kube_namespace: str) -> None:
+    path = ROOT / "tests-e2e/kind/manifests/seed-actors.yaml"
+    for doc in yaml.safe_load_all(path.read_text()):
+        doc["metadata"]["namespace"] = kube_namespace
+        applied = await server_side_apply(kube_api, doc)
+        assert applied["spec"]["scaling"]["minReplicas"] == 0
+
+
+async def test_chart_with_the_kind_values_passes_dry_run(
+    kube_api: Any, kube_namespace: str
+) -> None:
+    docs = render(kube_namespace, "-f", str(ROOT / "tests-e2e/kind/values.yaml"))
+    for doc in docs:
+        await server_side_apply(kube_api, doc)
