@@ -38,13 +38,14 @@ def run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     )
 
 
-@pytest.fixture
-def dev(tmp_path: Path) -> Iterator[str]:
+@contextlib.contextmanager
+def running(pipeline: Path, tmp_path: Path) -> Iterator[str]:
+    """``asya dev`` on a free port until the block ends; Ctrl-C must stop it cleanly."""
     port = free_port()
-    log = tmp_path / "dev.log"
+    log = tmp_path / f"{pipeline.parent.name}.log"
     with open(log, "w") as out:
         proc = subprocess.Popen(
-            [*ASYA, "dev", str(SEED), "--port", str(port)],
+            [*ASYA, "dev", str(pipeline), "--port", str(port)],
             stdout=out,
             stderr=subprocess.STDOUT,
             text=True,
@@ -62,6 +63,12 @@ def dev(tmp_path: Path) -> Iterator[str]:
         if proc.poll() is None:
             proc.kill()
             proc.wait(timeout=10)
+
+
+@pytest.fixture
+def dev(tmp_path: Path) -> Iterator[str]:
+    with running(SEED, tmp_path) as url:
+        yield url
 
 
 def test_dev_call_and_jobs(dev: str) -> None:
@@ -151,29 +158,6 @@ def test_quickstart_pipeline_is_the_example() -> None:
     example = yaml.safe_load(SEED.read_text())
     assert documented["actors"] == example["actors"]
     assert documented["tools"][0]["steps"] == example["tools"][0]["steps"]
-
-
-@contextlib.contextmanager
-def running(pipeline: Path, tmp_path: Path) -> Iterator[str]:
-    port = free_port()
-    log = tmp_path / f"{pipeline.parent.name}.log"
-    with open(log, "w") as out:
-        proc = subprocess.Popen(
-            [*ASYA, "dev", str(pipeline), "--port", str(port)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-    try:
-        deadline = time.monotonic() + 60
-        while "ready; Ctrl-C stops" not in log.read_text():
-            assert proc.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.1)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=30)
 
 
 def test_fanout_and_failing_examples(tmp_path: Path) -> None:

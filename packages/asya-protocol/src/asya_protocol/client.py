@@ -6,6 +6,7 @@ import json
 import socket
 from typing import Any
 
+from .errors import ProtocolError
 from .framing import DEFAULT_MAX_FRAME_SIZE, read_frame_blocking, write_frame_blocking
 from .messages import (
     ControlRequest,
@@ -57,7 +58,7 @@ class BlockingRuntimeClient:
             raise ReplyError("runtime closed the connection instead of replying")
         try:
             return decode_reply(frame)
-        except Exception as exc:
+        except ProtocolError as exc:
             raise ReplyError(str(exc)) from exc
 
     def final(self, body: bytes) -> tuple[Reply, list[ProgressReply]]:
