@@ -225,42 +225,58 @@ async def test_mcp_call_through_the_container_pipeline(cluster: Cluster) -> None
 
 
 async def test_stopping_a_runtime_container_mid_run_loses_nothing(cluster: Cluster) -> None:
-    """SIGTERM the inference runtime container while 80 jobs run, start it again (as the
-    kubelet restarts a container): every job ends, each with the right result."""
+    """While jobs keep arriving, SIGTERM the inference runtime container, leave it down for two
+    seconds (work piles up in front of it), start it again as the kubelet restarts a container:
+    every one of the 120 jobs succeeds, each with the right result."""
     pod = cluster.pods["inference"]
+    texts = ["Hello world" if i % 2 == 0 else f"sentence number {i} is longer" for i in range(120)]
+    ids: list[str] = []
+
     async with httpx.AsyncClient(base_url=cluster.url, headers=AUTH, timeout=30) as client:
-        texts = [
-            "Hello world" if i % 2 == 0 else f"sentence number {i} is longer" for i in range(80)
-        ]
-        ids = []
-        for text in texts:
-            response = await client.post(
-                "/jobs", json={"tool": "classify_text", "arguments": {"text": text}}
-            )
-            assert response.status_code in (200, 201, 202), response.text
-            ids.append(response.json()["id"])
-        stopped = False
-        async with asyncio.timeout(240):
-            while True:
-                jobs = [(await client.get(f"/jobs/{i}")).json() for i in ids]
-                done = [j for j in jobs if j["status"] not in ("pending", "running")]
-                if not stopped and len(done) >= 10:
-                    await asyncio.to_thread(pod.stop, "asya-runtime", 30)
-                    assert not await asyncio.to_thread(pod.running, "asya-runtime")
-                    stop_code = await asyncio.to_thread(pod.exit_code, "asya-runtime")
-                    await asyncio.sleep(2)  # the sidecar sees no runtime; its messages wait
-                    await asyncio.to_thread(pod.start, "asya-runtime")
-                    stopped = True
-                if stopped and len(done) == len(ids):
-                    break
-                await asyncio.sleep(0.3)
-    assert stopped
-    assert [j["status"] for j in jobs] == ["succeeded"] * len(ids), pod.all_logs()
+
+        async def post_all() -> None:
+            for text in texts:
+                response = await client.post(
+                    "/jobs", json={"tool": "classify_text", "arguments": {"text": text}}
+                )
+                assert response.status_code in (200, 201, 202), response.text
+                ids.append(response.json()["id"])
+                await asyncio.sleep(0.02)
+
+        async def finished() -> list[dict[str, Any]]:
+            jobs = [(await client.get(f"/jobs/{i}")).json() for i in list(ids)]
+            return [j for j in jobs if j["status"] not in ("pending", "running")]
+
+        poster = asyncio.create_task(post_all())
+        try:
+            async with asyncio.timeout(240):
+                while True:  # poll until ten jobs have ended
+                    if len(await finished()) >= 10:
+                        break
+                    await asyncio.sleep(0.1)
+                assert not poster.done(), "every job was posted before the stop: raise the count"
+                await asyncio.to_thread(pod.stop, "asya-runtime", 30)
+                stop_code = await asyncio.to_thread(pod.exit_code, "asya-runtime")
+                await asyncio.sleep(2)
+                waiting = len(ids) - len(await finished())
+                await asyncio.to_thread(pod.start, "asya-runtime")
+                await poster
+                while True:  # poll until every job has ended
+                    if len(await finished()) == len(texts):
+                        break
+                    await asyncio.sleep(0.3)
+        finally:
+            poster.cancel()
+            await asyncio.gather(poster, return_exceptions=True)
+        jobs = [(await client.get(f"/jobs/{i}")).json() for i in ids]
+
+    assert stop_code == 0, "the runtime container did not exit cleanly on SIGTERM"
+    assert waiting > 0, "no job waited for the stopped runtime: nothing was tested"
+    assert [j["status"] for j in jobs] == ["succeeded"] * len(texts), pod.all_logs()
     expected = [
         "Classified as greeting" if t == "Hello world" else "Classified as statement" for t in texts
     ]
     assert [j["result"]["result"] for j in jobs] == expected
-    assert stop_code == 0, "the runtime container did not exit cleanly on SIGTERM"
 
 
 @pytest.fixture(scope="module")
