@@ -13,6 +13,7 @@
 #    (localhost/asya-runtime:0.1.0, ...), the seed example's runtime image, and the RabbitMQ and
 #    PostgreSQL images the testcontainers tests use (tests-e2e/images/).
 # 5. A table of image sizes and build times.
+# Images whose inputs have not changed are kept, or loaded from ~/.cache (see step 4).
 #
 # podman runs with CONTAINERS_CONF=scripts/podman/containers.conf (runc, capped limits, host CA
 # bundle mounted into builds). Builds use the host network (pip reaches PyPI, apt reaches the
@@ -94,30 +95,65 @@ fi
 log "hadolint (threshold warning): ${DOCKERFILES[*]}"
 "$hadolint" --failure-threshold warning "${DOCKERFILES[@]}" >&2
 
-# --- 4. images ----------------------------------------------------------------------------------
+# --- 4. images ---------------------------------------------------------------------------------
+# Each image is labelled with a hash of everything that goes into it (base image, Dockerfile,
+# build args, the files it copies). An image already carrying that hash is kept; else a
+# `podman save` archive with that hash in ~/.cache is loaded; else it is built and archived.
+base_id=$(podman image inspect -f '{{.Id}}' "$BASE_IMAGE")
+inputs() { # inputs <dockerfile> <build args> <source dirs...>: a hash of what the image is made of
+  local file=$1 args=$2 f
+  shift 2
+  {
+    printf '%s\n' "$base_id" "$args"
+    cat "$file"
+    git ls-files -co --exclude-standard -- "$@" | LC_ALL=C sort | while read -r f; do
+      [ -f "$f" ] && printf '%s %s\n' "$f" "$(sha256sum < "$f" | cut -c1-64)"
+    done
+  } | sha256sum | cut -c1-16
+}
 report=()
-build() { # build <tag> <dockerfile> <context> [build args...]
-  local tag=$1 file=$2 context=$3 start
-  shift 3
+declare -A keys=()
+build() { # build <tag> <dockerfile> <context> "<source dirs>" [build args...]
+  local tag=$1 file=$2 context=$3 sources=$4 start key archive name how
+  shift 4
+  # shellcheck disable=SC2086 # source dirs are space separated on purpose
+  key=$(inputs "$file" "$* ${AFTER:-}" $sources)
+  keys[$tag]=$key
+  name=${tag#localhost/}
+  archive="$CACHE/${name//[:\/]/-}-$key.tar.zst"
   start=$(date +%s)
-  log "building $tag"
-  podman build -q --network host --build-arg "BASE_IMAGE=$BASE_IMAGE" "$@" \
-    -f "$file" -t "$tag" "$context" >/dev/null
-  report+=("$tag $(( $(date +%s) - start ))")
+  if [ "$(podman image inspect -f '{{index .Labels "sh.asya.inputs"}}' "$tag" 2>/dev/null)" = "$key" ]; then
+    how=current
+  elif [ -s "$archive" ]; then
+    log "loading $tag from $archive"
+    zstd -dc "$archive" | podman load -q >/dev/null
+    how=loaded
+  else
+    log "building $tag"
+    podman build -q --network host --label "sh.asya.inputs=$key" \
+      --build-arg "BASE_IMAGE=$BASE_IMAGE" "$@" -f "$file" -t "$tag" "$context" >/dev/null
+    rm -f "$CACHE/${name//[:\/]/-}"-*.tar.zst
+    mkdir -p "$CACHE"
+    podman save -q "$tag" | zstd -q -T0 -o "$archive.tmp" && mv "$archive.tmp" "$archive"
+    how=built
+  fi
+  report+=("$tag $how $(( $(date +%s) - start ))")
 }
 for c in "${COMPONENTS[@]}"; do
-  build "localhost/$c:$(version "$c")" "packages/$c/Dockerfile" .
+  build "localhost/$c:$(version "$c")" "packages/$c/Dockerfile" . "packages/asya-protocol packages/$c"
 done
-build "$SEED_IMAGE" examples/seed/Dockerfile examples/seed \
-  --build-arg "RUNTIME_IMAGE=localhost/asya-runtime:$(version asya-runtime)"
-build "$RABBITMQ_IMAGE" tests-e2e/images/rabbitmq/Dockerfile tests-e2e/images/rabbitmq
-build "$POSTGRES_IMAGE" tests-e2e/images/postgres/Dockerfile tests-e2e/images/postgres
+runtime_tag="localhost/asya-runtime:$(version asya-runtime)"
+# AFTER: the seed image is made from the runtime image, so its key includes the runtime's.
+AFTER=${keys[$runtime_tag]} build "$SEED_IMAGE" examples/seed/Dockerfile examples/seed examples/seed \
+  --build-arg "RUNTIME_IMAGE=$runtime_tag"
+build "$RABBITMQ_IMAGE" tests-e2e/images/rabbitmq/Dockerfile tests-e2e/images/rabbitmq tests-e2e/images/rabbitmq
+build "$POSTGRES_IMAGE" tests-e2e/images/postgres/Dockerfile tests-e2e/images/postgres tests-e2e/images/postgres
 podman image prune -f >/dev/null  # the build stages' dangling layers
 
 # --- 5. report ----------------------------------------------------------------------------------
-printf '%-42s %8s %7s\n' IMAGE SIZE BUILD >&2
-printf '%-42s %8s %7s\n' "$BASE_IMAGE" "$(( $(podman image inspect -f '{{.Size}}' "$BASE_IMAGE") / 1000000 )) MB" - >&2
+printf '%-40s %8s %8s %5s\n' IMAGE SIZE HOW TIME >&2
+printf '%-40s %8s %8s %5s\n' "$BASE_IMAGE" "$(( $(podman image inspect -f '{{.Size}}' "$BASE_IMAGE") / 1000000 )) MB" base - >&2
 for line in "${report[@]}"; do
-  set -- $line
-  printf '%-42s %8s %6ss\n' "$1" "$(( $(podman image inspect -f '{{.Size}}' "$1") / 1000000 )) MB" "$2" >&2
+  read -r tag how secs <<< "$line"
+  printf '%-40s %8s %8s %4ss\n' "$tag" "$(( $(podman image inspect -f '{{.Size}}' "$tag") / 1000000 )) MB" "$how" "$secs" >&2
 done

@@ -10,7 +10,13 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-DOCKERFILES = sorted([*ROOT.glob("packages/*/Dockerfile"), *ROOT.glob("examples/*/Dockerfile")])
+DOCKERFILES = sorted(
+    [
+        *ROOT.glob("packages/*/Dockerfile"),
+        *ROOT.glob("examples/*/Dockerfile"),
+        *ROOT.glob("tests-e2e/images/*/Dockerfile"),
+    ]
+)
 HADOLINT = Path(sys.executable).parent / "hadolint"
 
 

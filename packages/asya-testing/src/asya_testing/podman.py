@@ -240,6 +240,32 @@ def _size_blocks(limit: str | None) -> str:
     return f",nr_blocks={max(1, -(-size // 4096))}"
 
 
+def _check(
+    pod_spec: dict[str, Any],
+    secrets: Mapping[tuple[str, str], str],
+    config_maps: Mapping[str, Mapping[str, str]],
+) -> None:
+    """Refuse what cannot be reproduced, before anything is created."""
+    if pod_spec.get("initContainers"):
+        raise UnsupportedPodSpec("initContainers are not supported")
+    volumes = set()
+    for volume in pod_spec.get("volumes", []):
+        vname = volume["name"]
+        if "configMap" in volume:
+            if volume["configMap"]["name"] not in config_maps:
+                raise UnsupportedPodSpec(
+                    f"volume {vname}: no ConfigMap {volume['configMap']['name']} given"
+                )
+        elif "emptyDir" not in volume:
+            raise UnsupportedPodSpec(f"volume {vname}: only emptyDir and configMap")
+        volumes.add(vname)
+    for c in pod_spec["containers"]:
+        _env(c, secrets)
+        for m in c.get("volumeMounts", []):
+            if m["name"] not in volumes:
+                raise UnsupportedPodSpec(f"{c['name']}: mounts undeclared volume {m['name']}")
+
+
 def run_pod(
     name: str,
     pod_spec: dict[str, Any],
@@ -260,8 +286,7 @@ def run_pod(
     secrets = secrets or {}
     config_maps = config_maps or {}
     env_overrides = env_overrides or {}
-    if pod_spec.get("initContainers"):
-        raise UnsupportedPodSpec("initContainers are not supported")
+    _check(pod_spec, secrets, config_maps)
     pod = Pod(name=name)
     try:
         publish = []
@@ -292,10 +317,8 @@ def run_pod(
                 podman(*create, source)
                 pod.volumes.append(source)
                 mounts[vname] = (source, False)
-            elif "configMap" in volume:
+            else:  # a configMap (checked above)
                 ref = volume["configMap"]
-                if ref["name"] not in config_maps:
-                    raise UnsupportedPodSpec(f"volume {vname}: no ConfigMap {ref['name']} given")
                 data = config_maps[ref["name"]]
                 folder = Path(tempfile.mkdtemp(prefix=f"{name}-{vname}-"))
                 pod.files.append(folder)
@@ -307,8 +330,6 @@ def run_pod(
                     target.chmod(0o644)
                 folder.chmod(0o755)
                 mounts[vname] = (str(folder), True)
-            else:
-                raise UnsupportedPodSpec(f"volume {vname}: only emptyDir and configMap")
 
         for c in pod_spec["containers"]:
             image = images.get(c["image"], c["image"])
