@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -92,6 +93,7 @@ async def run(text: str) -> dict[str, object]:
             proc.terminate()
         for proc in runtimes.values():
             proc.wait(timeout=30)
+        shutil.rmtree(workdir, ignore_errors=True)
     return result
 
 

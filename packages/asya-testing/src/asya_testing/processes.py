@@ -6,7 +6,9 @@ components; the environment under test must have them installed.
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -96,9 +98,21 @@ def managed_process(
         managed.stop()
 
 
+_socket_dirs: list[str] = []
+
+
+@atexit.register
+def _remove_socket_dirs() -> None:
+    for directory in _socket_dirs:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
 def short_socket_path(name: str = "runtime.sock") -> str:
-    """A Unix socket path well under the 107-byte limit (pytest's tmp_path can exceed it)."""
-    return os.path.join(tempfile.mkdtemp(prefix="asya-"), name)
+    """A Unix socket path well under the 107-byte limit (pytest's tmp_path can exceed it).
+    Its directory is removed when the test process exits."""
+    directory = tempfile.mkdtemp(prefix="asya-")
+    _socket_dirs.append(directory)
+    return os.path.join(directory, name)
 
 
 def ping(path: str, timeout: float = 2.0) -> bool:
