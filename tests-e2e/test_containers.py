@@ -26,9 +26,8 @@ import httpx
 import pytest
 import yaml
 
-from asya_operator.builders import Actor, workload
 from asya_testing import AmqpNames, fresh_database
-from asya_testing.kube import assets_dir
+from asya_testing.kube import ControlPlane, assets_dir
 from asya_testing.podman import HOST_LOOPBACK, Pod, podman, require_images, run_pod
 from asya_testing.services import unavailable
 
@@ -94,18 +93,87 @@ def render_chart(values: dict[str, Any], tmp_path: Path) -> list[dict[str, Any]]
     return [d for d in yaml.safe_load_all(out) if d]
 
 
-def actor_pod_spec(doc: dict[str, Any], names: AmqpNames) -> dict[str, Any]:
-    """The operator's pod spec for one seed Asya, on this test's queue and exchange names."""
+def asya_resource(doc: dict[str, Any], names: AmqpNames) -> dict[str, Any]:
+    """One seed Asya resource, on this test's queue and exchange names."""
     doc = copy.deepcopy(doc)
-    doc["metadata"].update(namespace="default", uid="0", generation=1)
     spec = doc["spec"]
     spec["queue"] = names.queue(doc["metadata"]["name"])
     spec["transport"].update(
         exchange=names.exchange, happyEnd=names.happy_end, errorEnd=names.error_end
     )
     spec["sidecar"]["env"] = [{"name": "ASYA_EVENTS_EXCHANGE", "value": names.events_exchange}]
-    pod_spec: dict[str, Any] = workload(Actor.from_resource(doc))["spec"]["template"]["spec"]
-    return pod_spec
+    return doc
+
+
+KUBE_DIR = "/etc/asya-kube"  # where the operator's pod finds the kubeconfig below
+
+
+def operator_kubeconfig(plane: ControlPlane, directory: Path) -> Path:
+    """A directory with a kubeconfig for the test API server and the files it names, as the
+    operator's pod sees them under ``KUBE_DIR``: what a service account's mounted credentials
+    are to an operator in a cluster. Readable by the image's non-root user."""
+    directory.mkdir(mode=0o755, exist_ok=True)
+    for source, target in (
+        (plane.ca_file, "ca.crt"),
+        (plane.cert_file, "client.crt"),
+        (plane.key_file, "client.key"),
+    ):
+        (directory / target).write_bytes(source.read_bytes())
+        (directory / target).chmod(0o644)  # a throw-away test credential
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {
+                "name": "envtest",
+                "cluster": {"server": plane.host, "certificate-authority": f"{KUBE_DIR}/ca.crt"},
+            }
+        ],
+        "users": [
+            {
+                "name": "admin",
+                "user": {
+                    "client-certificate": f"{KUBE_DIR}/client.crt",
+                    "client-key": f"{KUBE_DIR}/client.key",
+                },
+            }
+        ],
+        "contexts": [{"name": "envtest", "context": {"cluster": "envtest", "user": "admin"}}],
+        "current-context": "envtest",
+    }
+    (directory / "kubeconfig").write_text(yaml.safe_dump(config))
+    (directory / "kubeconfig").chmod(0o644)
+    return directory
+
+
+async def stored_pod_specs(
+    api: Any, namespace: str, names: list[str], operator: Pod
+) -> dict[str, dict[str, Any]]:
+    """The pod templates of the Deployments the operator made, as the API server stored them."""
+    from kubernetes_asyncio import client
+    from kubernetes_asyncio.client.exceptions import ApiException
+
+    apps = client.AppsV1Api(api)
+    specs: dict[str, dict[str, Any]] = {}
+    try:
+        async with asyncio.timeout(90):
+            while len(specs) < len(names):
+                for name in names:
+                    try:
+                        dep = await apps.read_namespaced_deployment(name, namespace)
+                    except ApiException as exc:
+                        if exc.status != 404:
+                            raise
+                        continue
+                    specs[name] = api.sanitize_for_serialization(dep)["spec"]["template"]["spec"]
+                if not await asyncio.to_thread(operator.running, "operator"):
+                    logs = await asyncio.to_thread(operator.all_logs)
+                    pytest.fail(f"the operator container exited; its log:\n{logs}")
+                await asyncio.sleep(0.2)
+    except TimeoutError:
+        logs = await asyncio.to_thread(operator.all_logs)
+        pytest.fail(f"the operator made {sorted(specs)} of {names}; its log:\n{logs}")
+    return specs
 
 
 @dataclass
@@ -116,8 +184,19 @@ class Cluster:
 
 @pytest.fixture
 async def cluster(
-    images: None, amqp_url: str, amqp_names: AmqpNames, database_url: str, tmp_path: Path
+    images: None,
+    amqp_url: str,
+    amqp_names: AmqpNames,
+    database_url: str,
+    kube_control_plane: ControlPlane,
+    kube_api: Any,
+    kube_namespace: str,
+    tmp_path: Path,
 ) -> AsyncIterator[Cluster]:
+    """The operator image reconciles the seed's Asya resources on the test API server; the
+    Deployments it stored run as podman pods, with the chart's gateway beside them."""
+    from kubernetes_asyncio import client
+
     seed = list(yaml.safe_load_all(SEED_ACTORS.read_text()))
     assert [d["metadata"]["name"] for d in seed] == list(STEPS)
     suffix = amqp_names.suffix
@@ -125,44 +204,53 @@ async def cluster(
         seed[0]["spec"]["workload"]["template"]["spec"]["containers"][0]["image"]: SEED_IMAGE,
         seed[0]["spec"]["sidecar"]["image"]: IMAGES["asya-sidecar"],
     }
-    async with fresh_database(database_url) as database:
-        rendered = render_chart(
-            {
-                "gateway": {
-                    "image": IMAGES["asya-gateway"],
-                    "tools": {
-                        "tools": [
-                            {
-                                "name": "classify_text",
-                                "description": "Classify a text",
-                                "steps": [amqp_names.queue(s) for s in STEPS],
-                                "timeout": 120,
-                                "input_schema": {
-                                    "type": "object",
-                                    "properties": {"text": {"type": "string"}},
-                                    "required": ["text"],
-                                },
-                            }
-                        ]
-                    },
-                    "env": [
-                        {"name": "ASYA_RABBITMQ_EXCHANGE", "value": amqp_names.exchange},
-                        {"name": "ASYA_HAPPY_END_QUEUE", "value": amqp_names.happy_end},
-                        {"name": "ASYA_ERROR_END_QUEUE", "value": amqp_names.error_end},
-                        {"name": "ASYA_EVENTS_EXCHANGE", "value": amqp_names.events_exchange},
+    rendered = render_chart(
+        {
+            "operator": {"image": OPERATOR_IMAGE, "watchNamespaces": [kube_namespace]},
+            "gateway": {
+                "image": IMAGES["asya-gateway"],
+                "tools": {
+                    "tools": [
                         {
-                            "name": "ASYA_GATEWAY_EVENTS_QUEUE",
-                            "value": amqp_names.queue("gateway-events"),
-                        },
-                    ],
-                }
+                            "name": "classify_text",
+                            "description": "Classify a text",
+                            "steps": [amqp_names.queue(s) for s in STEPS],
+                            "timeout": 120,
+                            "input_schema": {
+                                "type": "object",
+                                "properties": {"text": {"type": "string"}},
+                                "required": ["text"],
+                            },
+                        }
+                    ]
+                },
+                "env": [
+                    {"name": "ASYA_RABBITMQ_EXCHANGE", "value": amqp_names.exchange},
+                    {"name": "ASYA_HAPPY_END_QUEUE", "value": amqp_names.happy_end},
+                    {"name": "ASYA_ERROR_END_QUEUE", "value": amqp_names.error_end},
+                    {"name": "ASYA_EVENTS_EXCHANGE", "value": amqp_names.events_exchange},
+                    {
+                        "name": "ASYA_GATEWAY_EVENTS_QUEUE",
+                        "value": amqp_names.queue("gateway-events"),
+                    },
+                ],
             },
-            tmp_path,
+        },
+        tmp_path,
+    )
+    by_kind = {(d["kind"], d["metadata"]["name"]): d for d in rendered}
+    gateway = by_kind[("Deployment", "asya-gateway")]["spec"]["template"]["spec"]
+    tools = by_kind[("ConfigMap", "asya-gateway-tools")]["data"]
+    operator = by_kind[("Deployment", "asya-operator")]["spec"]["template"]["spec"]
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+
+    custom = client.CustomObjectsApi(kube_api)
+    for doc in seed:
+        await custom.create_namespaced_custom_object(
+            "asya.sh", "v1alpha1", kube_namespace, "asyas", asya_resource(doc, amqp_names)
         )
-        by_kind = {(d["kind"], d["metadata"]["name"]): d for d in rendered}
-        gateway = by_kind[("Deployment", "asya-gateway")]["spec"]["template"]["spec"]
-        tools = by_kind[("ConfigMap", "asya-gateway-tools")]["data"]
-        values = yaml.safe_load((CHART / "values.yaml").read_text())
+    kube_dir = operator_kubeconfig(kube_control_plane, tmp_path / "kube")
+    async with fresh_database(database_url) as database:
         secrets = {
             ("rabbitmq", "url"): from_pod(amqp_url),  # the kind manifests' Secret
             tuple(values["rabbitmq"]["urlSecret"].values()): from_pod(amqp_url),
@@ -171,12 +259,25 @@ async def cluster(
         }
         cluster = Cluster(url="")
         try:
-            for doc in seed:
-                name = doc["metadata"]["name"]
+            # The chart's operator pod; host network: the API server listens on 127.0.0.1.
+            cluster.pods["operator"] = await asyncio.to_thread(
+                run_pod,
+                f"asya-e2e-{suffix}-operator",
+                operator,
+                secrets={**secrets, ("asya-rabbitmq", "url"): amqp_url},
+                env_overrides={"operator": {"KUBECONFIG": f"{KUBE_DIR}/kubeconfig"}},
+                host_mounts={"operator": [(kube_dir, KUBE_DIR)]},
+                namespace=kube_namespace,
+                network="host",
+            )
+            specs = await stored_pod_specs(
+                kube_api, kube_namespace, list(STEPS), cluster.pods["operator"]
+            )
+            for name, pod_spec in specs.items():
                 cluster.pods[name] = await asyncio.to_thread(
                     run_pod,
                     f"asya-e2e-{suffix}-{name}",
-                    actor_pod_spec(doc, amqp_names),
+                    pod_spec,
                     images=rename,
                     secrets=secrets,
                 )
@@ -195,6 +296,27 @@ async def cluster(
         finally:
             for pod in cluster.pods.values():
                 await asyncio.to_thread(pod.remove)
+
+
+async def test_the_operator_image_made_every_actor(
+    cluster: Cluster, kube_api: Any, kube_namespace: str
+) -> None:
+    from kubernetes_asyncio import client
+
+    custom = client.CustomObjectsApi(kube_api)
+    scaled = await custom.list_namespaced_custom_object(
+        "keda.sh", "v1alpha1", kube_namespace, "scaledobjects"
+    )
+    queues = {
+        o["metadata"]["name"]: o["spec"]["triggers"][0]["metadata"]["queueName"]
+        for o in scaled["items"]
+    }
+    assert set(queues) == set(STEPS)
+    assert all(queue.startswith(f"{step}-") for step, queue in queues.items())
+    apps = client.AppsV1Api(kube_api)
+    for step in STEPS:
+        dep = await apps.read_namespaced_deployment(step, kube_namespace)
+        assert dep.metadata.owner_references[0].kind == "Asya"
 
 
 async def test_mcp_call_through_the_container_pipeline(cluster: Cluster) -> None:

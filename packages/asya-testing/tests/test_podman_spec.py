@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from asya_testing.podman import UnsupportedPodSpec, _env, _size_blocks, _user_args, run_pod
+from asya_testing.podman import UnsupportedPodSpec, _env, _size_blocks, run_pod, security_args
 
 
 def test_env_values_and_secrets() -> None:
@@ -14,10 +14,11 @@ def test_env_values_and_secrets() -> None:
         "name": "c",
         "env": [
             {"name": "PLAIN", "value": "1"},
+            {"name": "EMPTY"},  # as the API server stores value: ""
             {"name": "URL", "valueFrom": {"secretKeyRef": {"name": "s", "key": "url"}}},
         ],
     }
-    assert _env(container, {("s", "url"): "amqp://x"}) == ["PLAIN=1", "URL=amqp://x"]
+    assert _env(container, {("s", "url"): "amqp://x"}) == ["PLAIN=1", "EMPTY=", "URL=amqp://x"]
 
 
 def test_a_missing_secret_is_named() -> None:
@@ -27,6 +28,18 @@ def test_a_missing_secret_is_named() -> None:
     }
     with pytest.raises(UnsupportedPodSpec, match="env URL: no secret s/k"):
         _env(container, {})
+
+
+def test_field_refs_to_the_pods_name_and_namespace() -> None:
+    container = {
+        "name": "c",
+        "env": [
+            {"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+            {"name": "NS", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+        ],
+    }
+    fields = {"metadata.name": "p-1", "metadata.namespace": "ns"}
+    assert _env(container, {}, fields) == ["POD=p-1", "NS=ns"]
 
 
 def test_other_env_sources_are_refused() -> None:
@@ -64,7 +77,7 @@ def test_security_context_maps_to_podman_flags() -> None:
             "capabilities": {"drop": ["ALL"]},
         },
     }
-    args = _user_args(container, {"fsGroup": 10001}, "unused:image")
+    args = security_args(container, {"fsGroup": 10001}, "unused:image")
     assert args == [
         "--user", "10001:10001",
         "--group-add", "10001",
@@ -77,7 +90,7 @@ def test_security_context_maps_to_podman_flags() -> None:
 def test_run_as_non_root_refuses_root() -> None:
     container = {"name": "c", "securityContext": {"runAsNonRoot": True, "runAsUser": 0}}
     with pytest.raises(UnsupportedPodSpec, match="runs as root"):
-        _user_args(container, {}, "unused:image")
+        security_args(container, {}, "unused:image")
 
 
 @pytest.mark.parametrize(

@@ -25,7 +25,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,10 +42,12 @@ __all__ = [
     "podman_service",
     "require_images",
     "run_pod",
+    "security_args",
 ]
 
 HOST_LOOPBACK = "10.0.2.2"
 NETWORK = "slirp4netns:allow_host_loopback=true"
+_FIELDS = {"metadata.name": "", "metadata.namespace": ""}  # what fieldRef may name
 CONF_ENV = "CONTAINERS_CONF"
 
 
@@ -180,16 +182,29 @@ class Pod:
             shutil.rmtree(path, ignore_errors=True)
 
 
-def _env(container: dict[str, Any], secrets: Mapping[tuple[str, str], str]) -> list[str]:
+def _env(
+    container: dict[str, Any],
+    secrets: Mapping[tuple[str, str], str],
+    fields: Mapping[str, str] | None = None,
+) -> list[str]:
+    """``NAME=value`` items: plain values, ``secretKeyRef`` from ``secrets``, ``fieldRef`` from
+    ``fields`` (the pod's ``metadata.name`` and ``metadata.namespace``)."""
+    fields = fields or {}
     out = []
     for item in container.get("env", []):
         name = item["name"]
-        if "value" in item:
-            out.append(f"{name}={item['value']}")
+        if "valueFrom" not in item:  # the API server omits an empty value
+            out.append(f"{name}={item.get('value', '')}")
             continue
-        ref = item.get("valueFrom", {}).get("secretKeyRef")
+        source = item["valueFrom"]
+        if "fieldRef" in source and source["fieldRef"].get("fieldPath") in fields:
+            out.append(f"{name}={fields[source['fieldRef']['fieldPath']]}")
+            continue
+        ref = source.get("secretKeyRef")
         if ref is None:
-            raise UnsupportedPodSpec(f"env {name}: only value and secretKeyRef are supported")
+            raise UnsupportedPodSpec(
+                f"env {name}: only value, secretKeyRef and fieldRef to {sorted(fields)}"
+            )
         key = (ref["name"], ref["key"])
         if key not in secrets:
             raise UnsupportedPodSpec(f"env {name}: no secret {ref['name']}/{ref['key']} given")
@@ -197,7 +212,9 @@ def _env(container: dict[str, Any], secrets: Mapping[tuple[str, str], str]) -> l
     return out
 
 
-def _user_args(container: dict[str, Any], pod_security: dict[str, Any], image: str) -> list[str]:
+def security_args(container: dict[str, Any], pod_security: dict[str, Any], image: str) -> list[str]:
+    """podman flags for a container's (and its pod's) security context; refuses what the
+    kubelet would refuse under ``runAsNonRoot``."""
     security = {**pod_security, **container.get("securityContext", {})}
     args: list[str] = []
     uid = security.get("runAsUser")
@@ -240,6 +257,16 @@ def _size_blocks(limit: str | None) -> str:
     return f",nr_blocks={max(1, -(-size // 4096))}"
 
 
+def _container_ports(pod_spec: dict[str, Any]) -> dict[tuple[str, int | str], int]:
+    ports: dict[tuple[str, int | str], int] = {}
+    for c in pod_spec["containers"]:
+        for p in c.get("ports", []):
+            ports[(c["name"], p["containerPort"])] = p["containerPort"]
+            if "name" in p:
+                ports[(c["name"], p["name"])] = p["containerPort"]
+    return ports
+
+
 def _check(
     pod_spec: dict[str, Any],
     secrets: Mapping[tuple[str, str], str],
@@ -260,7 +287,7 @@ def _check(
             raise UnsupportedPodSpec(f"volume {vname}: only emptyDir and configMap")
         volumes.add(vname)
     for c in pod_spec["containers"]:
-        _env(c, secrets)
+        _env(c, secrets, _FIELDS)
         for m in c.get("volumeMounts", []):
             if m["name"] not in volumes:
                 raise UnsupportedPodSpec(f"{c['name']}: mounts undeclared volume {m['name']}")
@@ -274,12 +301,18 @@ def run_pod(
     secrets: Mapping[tuple[str, str], str] | None = None,
     config_maps: Mapping[str, Mapping[str, str]] | None = None,
     env_overrides: Mapping[str, Mapping[str, str]] | None = None,
+    host_mounts: Mapping[str, Sequence[tuple[Path, str]]] | None = None,
+    namespace: str = "default",
+    network: str = NETWORK,
 ) -> Pod:
     """Create and start a pod from ``pod_spec`` (a pod template's ``spec``).
 
     ``images`` renames images (as a registry mirror would), ``secrets`` maps (secret, key) to a
-    value, ``config_maps`` maps a ConfigMap's name to its data. ``env_overrides`` (container ->
-    name -> value) exists for what a single host cannot give each pod, and nothing else.
+    value, ``config_maps`` maps a ConfigMap's name to its data; ``fieldRef`` env gets the pod's
+    name and ``namespace``. ``env_overrides`` (container -> name -> value) and ``host_mounts``
+    (container -> read-only (host directory, path)) stand in for what a kubelet would inject,
+    such as a service account's credentials, and nothing else. ``network="host"`` shares the
+    host's network (ports are then not published: they are the host's own).
     On failure everything created so far is removed.
     """
     images = images or {}
@@ -289,15 +322,18 @@ def run_pod(
     _check(pod_spec, secrets, config_maps)
     pod = Pod(name=name)
     try:
-        publish = []
-        for c in pod_spec["containers"]:
-            for p in c.get("ports", []):
-                host = _free_port()
-                pod.ports[(c["name"], p["containerPort"])] = host
-                if "name" in p:
-                    pod.ports[(c["name"], p["name"])] = host
-                publish += ["--publish", f"127.0.0.1:{host}:{p['containerPort']}"]
-        podman("pod", "create", "--name", name, "--network", NETWORK, *publish)
+        publish: list[str] = []
+        if network == "host":
+            pod.ports = _container_ports(pod_spec)
+        else:
+            for (container, port), number in _container_ports(pod_spec).items():
+                if isinstance(port, int):
+                    host = pod.ports[(container, port)] = _free_port()
+                    publish += ["--publish", f"127.0.0.1:{host}:{number}"]
+            for (container, port), number in _container_ports(pod_spec).items():
+                if isinstance(port, str):  # a port's name: the same host port as its number
+                    pod.ports[(container, port)] = pod.ports[(container, number)]
+        podman("pod", "create", "--name", name, "--network", network, *publish)
 
         pod_security = pod_spec.get("securityContext", {})
         fs_group = pod_security.get("fsGroup")
@@ -335,15 +371,17 @@ def run_pod(
             image = images.get(c["image"], c["image"])
             cname = f"{name}-{c['name']}"
             args = ["--pod", name, "--name", cname, "--pull", "never"]
-            env = _env(c, secrets)
+            env = _env(c, secrets, {"metadata.name": name, "metadata.namespace": namespace})
             env += [f"{k}={v}" for k, v in env_overrides.get(c["name"], {}).items()]
+            for host_dir, path in (host_mounts or {}).get(c["name"], []):
+                args += ["--volume", f"{host_dir}:{path}:ro"]
             for item in env:
                 args += ["--env", item]
             for m in c.get("volumeMounts", []):
                 source, _bind = mounts[m["name"]]
                 mode = "ro" if m.get("readOnly") else "rw"
                 args += ["--volume", f"{source}:{m['mountPath']}:{mode}"]
-            args += _user_args(c, pod_security, image)
+            args += security_args(c, pod_security, image)
             if "command" in c:
                 args += ["--entrypoint", json.dumps(c["command"])]
             args += [image, *c.get("args", [])]
