@@ -4,7 +4,8 @@
 #   bash scripts/images.sh            base image (cached), hadolint, every image, sizes
 #   bash scripts/images.sh --list     print the image names this would build, one per line
 #
-# 1. podman, buildah, runc, debootstrap and zstd from Debian packages (when missing).
+# 1. podman and what it needs here (runc, slirp4netns, ...), debootstrap and zstd, from Debian
+#    packages, when missing.
 # 2. The base image $BASE_IMAGE: Debian bookworm (minbase + python3, python3-venv,
 #    ca-certificates) made with debootstrap and imported. A `podman save` archive of it is cached
 #    under ~/.cache/asya/images/, so a fresh machine loads it in seconds instead of bootstrapping.
@@ -46,9 +47,11 @@ fi
 [ "$(id -u)" = 0 ] || { log "rootful podman is needed: run as root"; exit 2; }
 
 # --- 1. tools -----------------------------------------------------------------------------------
+# Named explicitly, not left to podman's Recommends: slirp4netns (pods reach the host's
+# loopback), catatonit (the pods' infra process), netavark/aardvark-dns/iptables (published ports).
 need=()
-for tool in podman buildah runc debootstrap zstd; do
-  command -v "$tool" >/dev/null 2>&1 || need+=("$tool")
+for pkg in podman buildah runc debootstrap zstd slirp4netns catatonit netavark aardvark-dns iptables; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then
   log "installing ${need[*]}"
