@@ -124,19 +124,23 @@ class Supervisor:
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
     def __enter__(self) -> Supervisor:
-        self.current = self._launch()
+        self.current = self._launch(wait_ready=True)
         self._thread.start()
         return self
 
-    def _launch(self) -> ManagedProcess:
-        proc, _ = self._start(self.handler, socket_path=self.socket_path, env=self.env)
+    def _launch(self, *, wait_ready: bool) -> ManagedProcess:
+        proc, _ = self._start(
+            self.handler, socket_path=self.socket_path, env=self.env, wait_ready=wait_ready
+        )
         return proc
 
     def _loop(self) -> None:
+        # A restarted runtime is not waited on: the sidecar may hand it a message (the poison
+        # again) that kills it before a readiness ping would answer; this loop sees that exit.
         while not self._stop.wait(0.05):
             if self.current is not None and not self.current.alive() and self.restarts < 50:
                 self.restarts += 1
-                self.current = self._launch()
+                self.current = self._launch(wait_ready=False)
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
