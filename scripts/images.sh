@@ -100,7 +100,7 @@ log "hadolint (threshold warning): ${DOCKERFILES[*]}"
 
 # --- 4. images ---------------------------------------------------------------------------------
 # Each image is labelled with a hash of everything that goes into it (base image, Dockerfile,
-# build args, the files it copies). An image already carrying that hash is kept; else a
+# build args, the files its COPY lines take). An image already carrying that hash is kept; else a
 # `podman save` archive with that hash in ~/.cache is loaded; else it is built and archived.
 base_id=$(podman image inspect -f '{{.Id}}' "$BASE_IMAGE")
 inputs() { # inputs <dockerfile> <build args> <source dirs...>: a hash of what the image is made of
@@ -116,11 +116,20 @@ inputs() { # inputs <dockerfile> <build args> <source dirs...>: a hash of what t
 }
 report=()
 declare -A keys=()
-build() { # build <tag> <dockerfile> <context> "<source dirs>" [build args...]
-  local tag=$1 file=$2 context=$3 sources=$4 start key archive name how
-  shift 4
-  # shellcheck disable=SC2086 # source dirs are space separated on purpose
-  key=$(inputs "$file" "$* ${AFTER:-}" $sources)
+copied() { # copied <dockerfile> <context>: the paths its COPY lines take from the context
+  local file=$1 context=$2 src
+  sed -n -e '/^COPY --from=/d' -e 's/^COPY \(--[a-z]*=[^ ]* \)*//p' "$file" \
+    | while read -r -a words; do
+        for src in "${words[@]:0:${#words[@]}-1}"; do
+          [ "$context" = . ] && echo "$src" || echo "$context/$src"
+        done
+      done
+}
+build() { # build <tag> <dockerfile> <context> [build args...]
+  local tag=$1 file=$2 context=$3 start key archive name how
+  shift 3
+  mapfile -t sources < <(copied "$file" "$context")
+  key=$(inputs "$file" "$* ${AFTER:-}" "${sources[@]}")
   keys[$tag]=$key
   name=${tag#localhost/}
   archive="$CACHE/${name//[:\/]/-}-$key.tar.zst"
@@ -143,14 +152,14 @@ build() { # build <tag> <dockerfile> <context> "<source dirs>" [build args...]
   report+=("$tag $how $(( $(date +%s) - start ))")
 }
 for c in "${COMPONENTS[@]}"; do
-  build "localhost/$c:$(version "$c")" "packages/$c/Dockerfile" . "packages/asya-protocol packages/$c"
+  build "localhost/$c:$(version "$c")" "packages/$c/Dockerfile" .
 done
 runtime_tag="localhost/asya-runtime:$(version asya-runtime)"
 # AFTER: the seed image is made from the runtime image, so its key includes the runtime's.
-AFTER=${keys[$runtime_tag]} build "$SEED_IMAGE" examples/seed/Dockerfile examples/seed examples/seed \
+AFTER=${keys[$runtime_tag]} build "$SEED_IMAGE" examples/seed/Dockerfile examples/seed \
   --build-arg "RUNTIME_IMAGE=$runtime_tag"
-build "$RABBITMQ_IMAGE" tests-e2e/images/rabbitmq/Dockerfile tests-e2e/images/rabbitmq tests-e2e/images/rabbitmq
-build "$POSTGRES_IMAGE" tests-e2e/images/postgres/Dockerfile tests-e2e/images/postgres tests-e2e/images/postgres
+build "$RABBITMQ_IMAGE" tests-e2e/images/rabbitmq/Dockerfile tests-e2e/images/rabbitmq
+build "$POSTGRES_IMAGE" tests-e2e/images/postgres/Dockerfile tests-e2e/images/postgres
 podman image prune -f >/dev/null  # the build stages' dangling layers
 
 # --- 5. report ----------------------------------------------------------------------------------

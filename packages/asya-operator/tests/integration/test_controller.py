@@ -298,12 +298,16 @@ async def test_apply_failure_and_broker_failure_become_conditions(
         return True
 
     await eventually(reported)
-    events = await client.CoreV1Api(kube_api).list_namespaced_event(kube_namespace)
-    assert {e.reason for e in events.items} >= {"ApplyFailed", "BrokerUnavailable"}
+
+    async def events_recorded() -> list[Any]:
+        # Events are written after the status, so they may trail it a little.
+        events = await client.CoreV1Api(kube_api).list_namespaced_event(kube_namespace)
+        assert {e.reason for e in events.items} >= {"ApplyFailed", "BrokerUnavailable"}
+        return list(events.items)
+
+    events = await eventually(events_recorded)
     assert all(
-        e.type == "Warning"
-        for e in events.items
-        if e.reason in ("ApplyFailed", "BrokerUnavailable")
+        e.type == "Warning" for e in events if e.reason in ("ApplyFailed", "BrokerUnavailable")
     )
 
 
