@@ -1,12 +1,13 @@
 """The seed pipeline as containers: the images scripts/images.sh builds, run as podman pods wired
 exactly as Kubernetes would run them.
 
-Each actor's pod spec is the operator's own output (``asya_operator.builders.workload``) for the
-Asya resources of the kind e2e (tests-e2e/kind/manifests/seed-actors.yaml); the gateway's is the
-Helm chart's rendered Deployment, with its ConfigMap. ``asya_testing.podman.run_pod`` runs them:
-same images, env names, paths, socket volume, users and security settings. RabbitMQ and
-PostgreSQL are the test services on the host's 127.0.0.1, reached from the pods' own network
-namespaces through slirp4netns.
+The operator image runs as the Helm chart's operator pod against the test API server and
+reconciles the seed's Asya resources (tests-e2e/kind/manifests/seed-actors.yaml); the Deployments
+it stored there are read back and run as pods. The gateway's pod is the chart's rendered
+Deployment, with its ConfigMap. ``asya_testing.podman.run_pod`` runs each pod spec: same images,
+env names, paths, socket volume, users and security settings. RabbitMQ and PostgreSQL are the
+test services on the host's 127.0.0.1, reached from the pods' own network namespaces through
+slirp4netns.
 """
 
 from __future__ import annotations
