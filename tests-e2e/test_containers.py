@@ -412,7 +412,7 @@ def test_operator_image_generates_the_committed_crd(operator_crd: str) -> None:
     assert operator_crd == committed
 
 
-@pytest.mark.parametrize("image", [*IMAGES.values(), RUNTIME_IMAGE, OPERATOR_IMAGE])
+@pytest.mark.parametrize("image", [*IMAGES.values(), RUNTIME_IMAGE, OPERATOR_IMAGE, SEED_IMAGE])
 def test_image_runs_as_numeric_non_root_user(images: None, image: str) -> None:
     user = json.loads(podman("image", "inspect", "--format", "{{json .Config.User}}", image))
     uid = user.split(":")[0]
