@@ -79,6 +79,10 @@ class Gateway:
             raise StartFailed(failed or job, str(exc)) from exc
         if await self.store.mark_running(job.id):
             job.status = "running"
+        else:
+            # The pipeline's events or its result got there first (a fast pipeline, or a slow
+            # publisher confirm): answer with what the job is now, never a stale "pending".
+            job = await self.store.get(job.id) or job
         return job
 
     async def follow(

@@ -28,7 +28,8 @@ async def test_seed_job_through_rest(gateway: Any, actors: None) -> None:
         )
         assert created.status_code == 201, created.text
         job = created.json()
-        assert job["status"] == "running"
+        # "running", or already "succeeded" when the pipeline beat the publisher confirm.
+        assert job["status"] in ("running", "succeeded")
         done = await wait_job(client, job["id"])
         assert done["status"] == "succeeded"
         assert done["result"] == {"result": "Classified as greeting"}
