@@ -72,7 +72,7 @@ async def test_call_without_progress_token_returns_the_job_at_once(
     async with client(gateway.url, "2026-07-28") as mcp:
         result = await mcp.call_tool("classify_text", {"text": "Hello world"})
     body = json.loads(result.content[0].text)  # type: ignore[union-attr]
-    assert body["status"] == "running"
+    assert body["status"] in ("running", "succeeded")  # never a stale "pending"
     async with httpx.AsyncClient(base_url=gateway.url, headers=AUTH) as http:
         job = (await http.get(f"/jobs/{body['job_id']}")).json()
     assert job["tool"] == "classify_text"
