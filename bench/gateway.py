@@ -34,6 +34,7 @@ import httpx
 from pamqp import commands as spec
 
 from asya_testing import fresh_database
+from asya_testing.processes import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "bench-token"  # noqa: S105 - a local benchmark credential
@@ -61,14 +62,6 @@ RAW_HOPS = textwrap.dedent(
     asyncio.run(main())
     """
 )
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextmanager

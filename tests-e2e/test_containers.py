@@ -16,7 +16,6 @@ import asyncio
 import copy
 import json
 import re
-import subprocess
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,9 +27,8 @@ import pytest
 import yaml
 
 from asya_testing import AmqpNames, fresh_database
-from asya_testing.kube import ControlPlane, assets_dir
+from asya_testing.kube import ControlPlane, helm_template
 from asya_testing.podman import HOST_LOOPBACK, Pod, podman, require_images, run_pod
-from asya_testing.services import unavailable
 
 ROOT = Path(__file__).resolve().parents[1]
 SEED_ACTORS = ROOT / "tests-e2e/kind/manifests/seed-actors.yaml"
@@ -69,29 +67,9 @@ def from_pod(url: str) -> str:
 
 
 def render_chart(values: dict[str, Any], tmp_path: Path) -> list[dict[str, Any]]:
-    assets = assets_dir()
-    if assets is None or not (assets / "helm").is_file():
-        unavailable("KUBEBUILDER_ASSETS with helm is not set (bash scripts/envtest-assets.sh)")
-        raise AssertionError  # unreachable: unavailable() skips or fails
     values_file = tmp_path / "values.yaml"
     values_file.write_text(yaml.safe_dump(values))
-    out = subprocess.run(
-        [
-            str(assets / "helm"),
-            "template",
-            "asya",
-            str(CHART),
-            "--kube-version",
-            "1.36.3",
-            "--values",
-            str(values_file),
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    ).stdout
-    return [d for d in yaml.safe_load_all(out) if d]
+    return helm_template(CHART, "--values", str(values_file))
 
 
 def asya_resource(doc: dict[str, Any], names: AmqpNames) -> dict[str, Any]:

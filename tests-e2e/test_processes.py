@@ -19,21 +19,20 @@ import httpx
 import pytest
 
 from asya_testing import AmqpNames, fresh_database
-from asya_testing.processes import ManagedProcess, managed_process, runtime_process, sidecar_process
+from asya_testing.processes import (
+    ManagedProcess,
+    free_port,
+    managed_process,
+    runtime_process,
+    sidecar_process,
+)
+from asya_testing.services import unavailable
 
 ROOT = Path(__file__).resolve().parents[1]
 SEED = str(ROOT / "examples/seed")
 STEPS = ("preprocess", "inference", "postprocess")
 TOKEN = "e2e-token"  # noqa: S105 - a test credential
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -253,10 +252,16 @@ def _run(*argv: str) -> None:
     subprocess.run(list(argv), check=True, capture_output=True, timeout=120)
 
 
-@pytest.mark.skipif(
-    not os.path.exists("/usr/sbin/rabbitmqctl"), reason="needs the local broker's rabbitmqctl"
-)
+def need_tool(path: str, what: str) -> None:
+    """These tests restart the local services with their Debian tools (.ci/services.sh); without
+    them the test skips, or fails under CI."""
+    if not os.path.exists(path):
+        unavailable(f"needs {what} ({path}) to restart the local service")
+
+
 async def test_rabbitmq_restart_mid_run_loses_no_job(system: System) -> None:
+    need_tool("/usr/sbin/rabbitmqctl", "the local broker's rabbitmqctl")
+
     async def chaos() -> None:
         await asyncio.to_thread(_run, "rabbitmqctl", "-q", "stop_app")
         await asyncio.sleep(1.0)
@@ -266,10 +271,9 @@ async def test_rabbitmq_restart_mid_run_loses_no_job(system: System) -> None:
     assert {j["status"] for j in jobs} == {"succeeded"}
 
 
-@pytest.mark.skipif(
-    not os.path.exists("/usr/bin/pg_ctlcluster"), reason="needs the local PostgreSQL cluster tools"
-)
 async def test_postgres_restart_mid_run_loses_no_job(system: System) -> None:
+    need_tool("/usr/bin/pg_ctlcluster", "the local PostgreSQL cluster tools")
+
     async def chaos() -> None:
         version = sorted(os.listdir("/usr/lib/postgresql"))[-1]
         await asyncio.to_thread(_run, "pg_ctlcluster", version, "main", "restart")

@@ -15,16 +15,11 @@ from pathlib import Path
 import pytest
 
 from asya_cli import PipelineError, load_pipeline
+from asya_testing.processes import free_port
 
 ROOT = Path(__file__).resolve().parents[3]
 SEED = ROOT / "examples/seed/pipeline.yaml"
 ASYA = [sys.executable, "-m", "asya_cli"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 from collections.abc import AsyncIterator, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, replace
@@ -17,7 +16,7 @@ from asya_gateway.app import GatewayApp
 from asya_gateway.settings import database_url
 from asya_sidecar import SidecarSettings, amqp_sidecar
 from asya_testing import AmqpNames
-from asya_testing.processes import runtime_process
+from asya_testing.processes import free_port, runtime_process
 
 HERE = str(Path(__file__).resolve().parents[1])
 TOKEN = "test-token-123"  # noqa: S105 - a test credential
@@ -87,12 +86,6 @@ async def database(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncItera
 
     async with fresh_database(url) as fresh:
         yield database_url(fresh)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

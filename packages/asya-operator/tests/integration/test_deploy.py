@@ -6,7 +6,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,7 @@ import yaml
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from asya_testing.kube import assets_dir
+from asya_testing.kube import helm_template
 from asya_testing.kube_fixtures import Rejected, server_side_apply
 
 ROOT = Path(__file__).resolve().parents[4]
@@ -37,26 +36,7 @@ VALID = {
 
 
 def render(namespace: str, *extra: str) -> list[dict[str, Any]]:
-    assets = assets_dir()
-    assert assets is not None
-    out = subprocess.run(
-        [
-            str(assets / "helm"),
-            "template",
-            "asya",
-            str(CHART),
-            "--namespace",
-            namespace,
-            "--kube-version",
-            "1.36.3",
-            *extra,
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    ).stdout
-    return [d for d in yaml.safe_load_all(out) if d]
+    return helm_template(CHART, *extra, namespace=namespace)
 
 
 async def create_asya(api: Any, namespace: str, body: dict[str, Any]) -> Any:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import datetime
 import os
 import shutil
-import socket
 import ssl
 import subprocess
 import tempfile
@@ -22,8 +21,11 @@ from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-__all__ = ["ControlPlane", "assets_dir", "control_plane", "free_port"]
+from .processes import free_port
+
+__all__ = ["ControlPlane", "assets_dir", "control_plane", "free_port", "helm_template"]
 
 ASSETS_ENV = "KUBEBUILDER_ASSETS"
 
@@ -39,11 +41,36 @@ def assets_dir() -> Path | None:
     return None
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+def helm_template(
+    chart: Path, *extra: str, namespace: str = "default", kube_version: str = "1.36.3"
+) -> list[dict[str, Any]]:
+    """``helm template`` of ``chart`` with the helm from the envtest assets, as documents.
+    Skips (fails under CI) when the assets have no helm."""
+    import yaml  # noqa: PLC0415 - optional dependency (extra "kube")
+
+    from .services import unavailable  # noqa: PLC0415
+
+    assets = assets_dir()
+    if assets is None or not (assets / "helm").is_file():
+        unavailable(f"{ASSETS_ENV} with helm is not set (bash scripts/envtest-assets.sh)")
+    out = subprocess.run(  # noqa: S603 - our helm, our chart
+        [
+            str(assets / "helm"),
+            "template",
+            "asya",
+            str(chart),
+            "--namespace",
+            namespace,
+            "--kube-version",
+            kube_version,
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    return [d for d in yaml.safe_load_all(out) if d]
 
 
 @dataclass(frozen=True)

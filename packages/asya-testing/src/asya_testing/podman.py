@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -31,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .processes import free_port
 from .services import unavailable
 
 __all__ = [
@@ -48,7 +48,6 @@ __all__ = [
 HOST_LOOPBACK = "10.0.2.2"
 NETWORK = "slirp4netns:allow_host_loopback=true"
 _FIELDS = {"metadata.name": "", "metadata.namespace": ""}  # what fieldRef may name
-CONF_ENV = "CONTAINERS_CONF"
 
 
 class PodmanError(RuntimeError):
@@ -98,13 +97,6 @@ def _exists(image: str) -> bool:
     )
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def _image_user(image: str) -> str:
     raw = podman("image", "inspect", "--format", "{{json .Config.User}}", image)
     user: str = json.loads(raw) or ""
@@ -129,9 +121,6 @@ class Pod:
     def stop(self, container: str, timeout: int = 30) -> None:
         """SIGTERM, then SIGKILL after ``timeout`` s: what the kubelet does to a container."""
         podman("stop", "--time", str(timeout), self.containers[container], timeout=timeout + 30)
-
-    def kill(self, container: str) -> None:
-        podman("kill", "--signal", "KILL", self.containers[container])
 
     def start(self, container: str) -> None:
         """Start a stopped container again (the kubelet's restart)."""
@@ -328,7 +317,7 @@ def run_pod(
         else:
             for (container, port), number in _container_ports(pod_spec).items():
                 if isinstance(port, int):
-                    host = pod.ports[(container, port)] = _free_port()
+                    host = pod.ports[(container, port)] = free_port()
                     publish += ["--publish", f"127.0.0.1:{host}:{number}"]
             for (container, port), number in _container_ports(pod_spec).items():
                 if isinstance(port, str):  # a port's name: the same host port as its number
@@ -337,7 +326,7 @@ def run_pod(
 
         pod_security = pod_spec.get("securityContext", {})
         fs_group = pod_security.get("fsGroup")
-        mounts: dict[str, tuple[str, bool]] = {}  # volume name -> (podman source, is_bind)
+        mounts: dict[str, str] = {}  # volume name -> podman volume or host directory
         for volume in pod_spec.get("volumes", []):
             vname = volume["name"]
             if "emptyDir" in volume:
@@ -352,7 +341,7 @@ def run_pod(
                     create += ["--opt", "type=tmpfs", "--opt", "device=tmpfs", "--opt", f"o={o}"]
                 podman(*create, source)
                 pod.volumes.append(source)
-                mounts[vname] = (source, False)
+                mounts[vname] = source
             else:  # a configMap (checked above)
                 ref = volume["configMap"]
                 data = config_maps[ref["name"]]
@@ -365,7 +354,7 @@ def run_pod(
                     target.write_text(data[item["key"]])
                     target.chmod(0o644)
                 folder.chmod(0o755)
-                mounts[vname] = (str(folder), True)
+                mounts[vname] = str(folder)
 
         for c in pod_spec["containers"]:
             image = images.get(c["image"], c["image"])
@@ -378,9 +367,8 @@ def run_pod(
             for item in env:
                 args += ["--env", item]
             for m in c.get("volumeMounts", []):
-                source, _bind = mounts[m["name"]]
                 mode = "ro" if m.get("readOnly") else "rw"
-                args += ["--volume", f"{source}:{m['mountPath']}:{mode}"]
+                args += ["--volume", f"{mounts[m['name']]}:{m['mountPath']}:{mode}"]
             args += security_args(c, pod_security, image)
             if "command" in c:
                 args += ["--entrypoint", json.dumps(c["command"])]

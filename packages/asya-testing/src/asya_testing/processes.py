@@ -24,6 +24,7 @@ from asya_protocol import ControlRequest, encode_control, read_frame_blocking, w
 
 __all__ = [
     "ManagedProcess",
+    "free_port",
     "managed_process",
     "ping",
     "runtime_process",
@@ -31,6 +32,14 @@ __all__ = [
     "sidecar_process",
     "wait_until",
 ]
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
 
 
 def wait_until(
