@@ -399,3 +399,29 @@ def test_image_runs_as_numeric_non_root_user(images: None, image: str) -> None:
     assert (
         podman("run", "--rm", "--network", "none", "--entrypoint", "id", image, "-u").strip() == uid
     )
+
+
+_LISTED = (
+    "import importlib.metadata as m, json; "
+    "print(json.dumps({d.metadata['Name']: d.version for d in m.distributions()}))"
+)
+_PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[^\]]*\])?==([^\s;]+)", re.MULTILINE)
+
+
+def _normal(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+@pytest.mark.parametrize("image", [*IMAGES.values(), RUNTIME_IMAGE, OPERATOR_IMAGE, SEED_IMAGE])
+def test_image_installs_exactly_the_locked_versions(images: None, image: str) -> None:
+    """Every third-party distribution in the image is at a version requirements/lock.txt pins."""
+    pins: dict[str, set[str]] = {}
+    for name, pinned in _PIN.findall((ROOT / "requirements/lock.txt").read_text()):
+        pins.setdefault(_normal(name), set()).add(pinned)
+    installed = json.loads(
+        podman("run", "--rm", "--network", "none", "--entrypoint", "python3", image, "-c", _LISTED)
+    )
+    third_party = {_normal(n): v for n, v in installed.items() if not _normal(n).startswith("asya-")}
+    assert third_party, "no third-party distribution found: nothing was checked"
+    unlocked = {n: v for n, v in third_party.items() if v not in pins.get(n, set())}
+    assert not unlocked, f"{image} has versions the lock does not pin: {unlocked}"
