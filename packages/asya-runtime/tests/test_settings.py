@@ -105,3 +105,19 @@ def test_process_refuses_to_start(env: dict[str, str], expected: str) -> None:
     )
     assert proc.returncode == 2
     assert f"asya-runtime: cannot start: {expected}" in proc.stderr
+
+
+def test_help_needs_no_settings_and_arguments_are_refused() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ASYA_")}
+    shown = subprocess.run(
+        [sys.executable, "-m", "asya_runtime", "--help"],
+        capture_output=True, text=True, env=env, timeout=60, check=False,
+    )  # fmt: skip
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.startswith("usage: asya-runtime")
+    refused = subprocess.run(
+        [sys.executable, "-m", "asya_runtime", "serve"],
+        capture_output=True, text=True, env=env, timeout=60, check=False,
+    )  # fmt: skip
+    assert refused.returncode == 2
+    assert "unexpected argument 'serve'" in refused.stderr

@@ -115,3 +115,19 @@ def test_process_without_runtime_exits_with_a_hint() -> None:
     assert proc.returncode == 3
     assert "no runtime answered on /tmp/asya-no-runtime-here/rt.sock" in proc.stderr
     assert "ASYA_RUNTIME_WAIT" in proc.stderr
+
+
+def test_help_needs_no_settings_and_arguments_are_refused() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ASYA_")}
+    shown = subprocess.run(
+        [sys.executable, "-m", "asya_sidecar", "--help"],
+        capture_output=True, text=True, env=env, timeout=60, check=False,
+    )  # fmt: skip
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.startswith("usage: asya-sidecar")
+    refused = subprocess.run(
+        [sys.executable, "-m", "asya_sidecar", "serve"],
+        capture_output=True, text=True, env=env, timeout=60, check=False,
+    )  # fmt: skip
+    assert refused.returncode == 2
+    assert "unexpected argument 'serve'" in refused.stderr

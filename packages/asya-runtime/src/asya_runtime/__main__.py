@@ -15,6 +15,13 @@ from .settings import RuntimeSettings
 
 log = logging.getLogger("asya_runtime")
 
+USAGE = """usage: asya-runtime [-h]
+
+asya-runtime serves the handler named by ASYA_HANDLER on the runtime socket.
+It takes no arguments: every setting is an environment variable (ASYA_*), listed in the
+package README (asya-runtime). A bad or missing setting stops it at start, naming the variable.
+"""
+
 
 async def _run(settings: RuntimeSettings) -> bool:
     # The handler is imported inside the loop so that a module creating asyncio objects at
@@ -27,7 +34,14 @@ async def _run(settings: RuntimeSettings) -> bool:
     return await RuntimeServer(settings, handler).serve(stop)
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if args in (["-h"], ["--help"]):
+        sys.stdout.write(USAGE)
+        return 0
+    if args:
+        sys.stderr.write(f"asya-runtime: unexpected argument {args[0]!r}\n{USAGE}")
+        return 2
     try:
         settings = RuntimeSettings.from_env()
     except RuntimeStartError as exc:

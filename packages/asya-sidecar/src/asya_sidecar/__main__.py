@@ -11,6 +11,13 @@ from .errors import RuntimeUnavailable, SettingsError
 from .factory import amqp_sidecar
 from .settings import SidecarSettings
 
+USAGE = """usage: asya-sidecar [-h]
+
+asya-sidecar consumes ASYA_ACTOR_NAME's queue and hands each message to the runtime.
+It takes no arguments: every setting is an environment variable (ASYA_*), listed in the
+package README (asya-sidecar). A bad or missing setting stops it at start, naming the variable.
+"""
+
 
 async def _run(settings: SidecarSettings) -> None:
     stop = asyncio.Event()
@@ -20,7 +27,14 @@ async def _run(settings: SidecarSettings) -> None:
     await amqp_sidecar(settings).run(stop)
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if args in (["-h"], ["--help"]):
+        sys.stdout.write(USAGE)
+        return 0
+    if args:
+        sys.stderr.write(f"asya-sidecar: unexpected argument {args[0]!r}\n{USAGE}")
+        return 2
     try:
         settings = SidecarSettings.from_env()
     except SettingsError as exc:
