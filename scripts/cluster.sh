@@ -42,25 +42,33 @@ log() { printf 'cluster: %s\n' "$*" >&2; }
 die() { log "$*"; exit 1; }
 
 # --- processes ----------------------------------------------------------------------------------
-alive() { [ -s "$PIDS/$1" ] && kill -0 "$(cat "$PIDS/$1")" 2>/dev/null; }
+# A pid file counts only while its pid is still the process it names (pids are reused once a
+# machine's processes were ended without this script).
+alive() {
+  local pid
+  [ -s "$PIDS/$1" ] || return 1
+  pid=$(cat "$PIDS/$1")
+  kill -0 "$pid" 2>/dev/null && tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q "$(cat "$PIDS/$1.cmd")"
+}
 start() { # start <name> <command...>: in the background, logged, its pid recorded
   local name=$1
   shift
   if alive "$name"; then log "$name already running (pid $(cat "$PIDS/$name"))"; return; fi
   "$@" >"$LOGS/$name.log" 2>&1 &
   echo $! >"$PIDS/$name"
+  printf '%s' "$1" >"$PIDS/$name.cmd"
 }
 stop() { # stop <name>: TERM, then KILL after 15 s; waits until the pid is gone
   local name=$1 pid i
   [ -s "$PIDS/$name" ] || return 0
   pid=$(cat "$PIDS/$name")
-  if kill -0 "$pid" 2>/dev/null; then
+  if alive "$name"; then
     kill "$pid" 2>/dev/null || true
     for i in $(seq 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
     kill -0 "$pid" 2>/dev/null && { log "$name did not stop on TERM; killing it"; kill -9 "$pid" 2>/dev/null || true; }
     for i in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
   fi
-  rm -f "$PIDS/$name"
+  rm -f "$PIDS/$name" "$PIDS/$name.cmd"
 }
 wait_for() { # wait_for <what> <seconds> <command...>: until the command succeeds, or fail
   local what=$1 limit=$2 t0=$SECONDS
@@ -277,8 +285,12 @@ import_images() { # podman image names -> containerd's k8s.io namespace
   for image in "$@"; do
     archive=$(mktemp "${TMPDIR:-/tmp}/asya-image.XXXXXX")
     CONTAINERS_CONF="$ROOT/scripts/podman/containers.conf" podman save -q -o "$archive" "$image"
-    ctr_ images import -q "$archive" >/dev/null 2>&1 || ctr_ images import "$archive" >&2
+    ctr_ images import "$archive" >/dev/null
     rm -f "$archive"
+    # Manifests that name an image without a registry (asya-sidecar:0.1.0) mean docker.io/library/.
+    case "$image" in
+      localhost/*) ctr_ images tag --force "$image" "docker.io/library/${image#localhost/}" >/dev/null ;;
+    esac
     log "imported $image"
   done
 }
@@ -351,7 +363,8 @@ up() {
 
 down() {
   local wipe=${1:-}
-  if alive kubelet && [ -s "$KUBECONFIG_FILE" ]; then
+  K8S=$(bash "$ROOT/scripts/k8s-build.sh" 2>/dev/null) || K8S=""
+  if [ -n "$K8S" ] && alive kubelet && [ -s "$KUBECONFIG_FILE" ]; then
     # Pods first, while the kubelet can still stop them (their shims outlive containerd).
     kube delete pods --all --all-namespaces --grace-period=5 --wait=false >/dev/null 2>&1 || true
   fi
@@ -368,7 +381,7 @@ down() {
   done
   # The shims this cluster's containerd started (found by its socket), if any outlived it.
   pkill -f "containerd-shim-runc-v2 .*-address $RUN/containerd.sock" 2>/dev/null || true
-  if [ -n "${K8S:-}" ] || K8S=$(bash "$ROOT/scripts/k8s-build.sh" 2>/dev/null); then
+  if [ -n "$K8S" ]; then
     "$K8S/kube-proxy" --cleanup >/dev/null 2>&1 || true
   fi
   if [ "$wipe" = --wipe ]; then
@@ -392,9 +405,11 @@ case "${1:-}" in
   down) down "${2:-}" ;;
   import) shift; binaries; import_images "$@" ;;
   env)
+    binaries >/dev/null 2>&1 || die "binaries missing: run up first"
     echo "export KUBECONFIG=$KUBECONFIG_FILE"
     echo "export ASYA_CLUSTER_GATEWAY=$GATEWAY"
-    echo "export ASYA_CLUSTER_KUBECTL=$(bash "$ROOT/scripts/k8s-build.sh")/kubectl"
+    echo "export ASYA_CLUSTER_KUBECTL=$K8S/kubectl"
+    echo "export ASYA_CLUSTER_HELM=$ENVTEST/helm"
     ;;
   status) status ;;
   *) sed -n '2,8p' "$0" >&2; exit 2 ;;
