@@ -30,6 +30,8 @@ from .queues import BrokerUnavailable, QueueManager
 
 __all__ = ["FINALIZER", "Controller"]
 
+# The field manager that owns an autoscaled workload's spec.replicas once it exists.
+REPLICAS_MANAGER = "asya-operator-replicas"
 log = logging.getLogger("asya_operator")
 
 FINALIZER = "asya.sh/queue-cleanup"
@@ -276,10 +278,12 @@ class Controller:
         requeue: float | None = None
         applied: dict[str, dict[str, Any]] = {}
         managed: list[str] = []
+        before = set((obj.get("status") or {}).get("managedObjects") or [])
         try:
             for desired in desired_objects(actor):
                 key = f"{desired['kind']}/{desired['metadata']['name']}"
-                applied[desired["kind"]] = await self.kube.apply(desired)
+                created = None if key in before else await self._create_at_min(actor, desired)
+                applied[desired["kind"]] = created or await self.kube.apply(desired)
                 managed.append(key)
             workload = self._workload_condition(actor, applied)
             await self._prune(obj, managed)
@@ -343,6 +347,41 @@ class Controller:
         if ready >= want:
             return Cond("WorkloadReady", True, "ReplicasReady", f"{ready}/{want} replicas ready")
         return Cond("WorkloadReady", False, "Progressing", f"{ready}/{want} replicas ready")
+
+    async def _create_at_min(self, actor: Actor, desired: dict[str, Any]) -> dict[str, Any] | None:
+        """Create an autoscaled Deployment or StatefulSet at ``minReplicas``, then leave the count
+        to the HPA. Returns the applied workload, or None when there was nothing to create.
+
+        The operator's own applies omit ``spec.replicas`` when KEDA scales, so the API server would
+        default a new workload to 1 and start a pod before KEDA's first poll, even at
+        ``minReplicas: 0``. Instead the first apply carries ``replicas: minReplicas``, and a second
+        field manager that owns nothing else takes ``spec.replicas`` over (server-side apply's
+        documented hand-over). The operator's later applies without the field leave it alone;
+        the HPA changes it through the scale subresource.
+        """
+        if not actor.spec.scaling.enabled or desired["kind"] not in ("Deployment", "StatefulSet"):
+            return None
+        meta = desired["metadata"]
+        try:
+            await self.kube.get(
+                desired["apiVersion"], desired["kind"], meta["namespace"], meta["name"]
+            )
+            return None
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+        replicas = actor.spec.scaling.min_replicas
+        await self.kube.apply({**desired, "spec": {**desired["spec"], "replicas": replicas}})
+        await self.kube.apply(
+            {
+                "apiVersion": desired["apiVersion"],
+                "kind": desired["kind"],
+                "metadata": {"name": meta["name"], "namespace": meta["namespace"]},
+                "spec": {"replicas": replicas},
+            },
+            field_manager=REPLICAS_MANAGER,
+        )
+        return await self.kube.apply(desired)  # the operator lets go of spec.replicas
 
     @staticmethod
     def _replicas(applied: dict[str, dict[str, Any]]) -> dict[str, int]:

@@ -75,7 +75,10 @@ async def test_deployment_actor_end_to_end(
     assert sidecar_env["ASYA_ACTOR_NAME"].value == amqp_names.queue("inference")
     assert sidecar_env["ASYA_RABBITMQ_URL"].value_from.secret_key_ref.name == "rabbitmq"
     assert dep.metadata.owner_references[0].uid == obj["metadata"]["uid"]
-    assert dep.spec.replicas == 1  # KEDA's HPA takes over; the API server defaults it
+    # Created at minReplicas (no pod before work arrives), then spec.replicas is the HPA's.
+    assert dep.spec.replicas == 0
+    owners = {f.manager for f in dep.metadata.managed_fields if "f:replicas" in str(f.fields_v1)}
+    assert owners == {"asya-operator-replicas"}, owners
     keda = await custom.get_namespaced_custom_object(
         "keda.sh", "v1alpha1", kube_namespace, "scaledobjects", "inference"
     )
@@ -95,6 +98,37 @@ async def test_deployment_actor_end_to_end(
     assert any(
         e.reason == "Reconciled" and e.involved_object.name == "inference" for e in events.items
     )
+
+
+async def test_autoscaled_replicas_stay_the_hpas_across_spec_changes(
+    kube_api: Any,
+    kube_namespace: str,
+    custom: Any,
+    asya_body: Any,
+    run_controller: Any,
+    eventually: Any,
+) -> None:
+    """The HPA's count (written through the scale subresource) survives the operator's applies."""
+    run_controller()
+    body = asya_body("scaled", scaling={"enabled": True, "minReplicas": 0, "maxReplicas": 5})
+    await custom.create_namespaced_custom_object(G, V, kube_namespace, P, body)
+    await eventually(lambda: _ready(custom, kube_namespace, "scaled"))
+    apps = client.AppsV1Api(kube_api)
+    assert (await apps.read_namespaced_deployment("scaled", kube_namespace)).spec.replicas == 0
+    # What KEDA's HPA does on work arriving.
+    await apps.patch_namespaced_deployment_scale(
+        "scaled", kube_namespace, {"spec": {"replicas": 3}}
+    )
+    await merge_patch(custom, kube_namespace, "scaled", {"spec": {"runtime": {"timeout": 42}}})
+
+    async def applied() -> Any:
+        dep = await apps.read_namespaced_deployment("scaled", kube_namespace)
+        sidecar = next(c for c in dep.spec.template.spec.containers if c.name == "asya-sidecar")
+        assert any(e.name == "ASYA_RUNTIME_TIMEOUT" and e.value == "42" for e in sidecar.env)
+        return dep
+
+    dep = await eventually(applied)
+    assert dep.spec.replicas == 3, "the operator's apply reset the HPA's replica count"
 
 
 async def test_statefulset_and_job(
