@@ -8,10 +8,11 @@
 #   sudo bash scripts/cluster.sh status       which of the cluster's processes run
 #
 # The processes run on the host, as hack/local-up-cluster.sh runs them: etcd, kube-apiserver,
-# kube-controller-manager, kube-scheduler, containerd (Debian's), kubelet and kube-proxy, plus two
+# kube-controller-manager, kube-scheduler, containerd (Debian's), kubelet and kube-proxy, KEDA's
+# operator and metrics adapter (registered as the external.metrics.k8s.io APIService), plus two
 # socat relays so pods reach the host's RabbitMQ and PostgreSQL. Kubernetes binaries come from
 # scripts/k8s-build.sh (one `go build`, cached under ~/.cache/asya/k8s/<version>/), etcd from
-# scripts/envtest-assets.sh.
+# scripts/envtest-assets.sh, KEDA from scripts/keda-build.sh.
 #
 # Network: a bridge $BRIDGE with $GATEWAY/24 is made before anything starts. The API server and
 # the kubelet listen on $GATEWAY (pods reach the API server through the `kubernetes` Service,
@@ -56,7 +57,12 @@ start() { # start <name> <command...>: in the background, logged, its pid record
   if alive "$name"; then log "$name already running (pid $(cat "$PIDS/$name"))"; return; fi
   "$@" >"$LOGS/$name.log" 2>&1 &
   echo $! >"$PIDS/$name"
-  printf '%s' "$1" >"$PIDS/$name.cmd"
+  # What the pid must still be running: the program, past an `env VAR=value` prefix (env execs it).
+  local program=$1 arg
+  if [ "$program" = env ]; then
+    for arg in "${@:2}"; do case "$arg" in *=*) ;; *) program=$arg; break ;; esac; done
+  fi
+  printf '%s' "$program" >"$PIDS/$name.cmd"
 }
 stop() { # stop <name>: TERM, then KILL after 15 s; waits until the pid is gone
   local name=$1 pid i
@@ -334,6 +340,82 @@ relays_up() { # pods reach the host's 127.0.0.1-only RabbitMQ and PostgreSQL on 
   start relay-amqp socat "TCP-LISTEN:5672,bind=$GATEWAY,fork,reuseaddr" "TCP:127.0.0.1:$AMQP_HOST_PORT"
   start relay-postgres socat "TCP-LISTEN:5432,bind=$GATEWAY,fork,reuseaddr" "TCP:127.0.0.1:$PG_HOST_PORT"
 }
+# --- KEDA (operator and metrics adapter on the host, registered as external.metrics.k8s.io) --------
+KEDA_ENV=(env WATCH_NAMESPACE="" POD_NAMESPACE=keda KEDA_CLUSTER_OBJECT_NAMESPACE=keda KUBECONFIG="$KUBECONFIG_FILE")
+ADAPTER_METRICS_PORT=18090
+keda_operator() {
+  start keda-operator "${KEDA_ENV[@]}" "$KEDA/keda-operator" \
+    --metrics-bind-address 127.0.0.1:18080 --health-probe-bind-address 127.0.0.1:18081 \
+    --metrics-service-bind-address 127.0.0.1:19666 --leader-elect=false \
+    --enable-cert-rotation=true --cert-dir "$DIR/keda/certs" \
+    --enable-webhook-patching=false --enable-apiservice-patching=false
+}
+keda_certs() { # the certificates KEDA's rotation wrote into Secret keda/kedaorg-certs, as files
+  local key value
+  for key in tls.crt tls.key ca.crt; do
+    value=$(kube -n keda get secret kedaorg-certs -o "jsonpath={.data.${key//./\\.}}" 2>/dev/null) || return 1
+    [ -n "$value" ] || return 1
+    printf '%s' "$value" | base64 -d >"$DIR/keda/certs/$key"
+  done
+}
+keda_up() {
+  KEDA=$(bash "$ROOT/scripts/keda-build.sh")
+  mkdir -p "$DIR/keda/certs"
+  kube apply --server-side --force-conflicts -f "$KEDA/crds" >/dev/null
+  kube get namespace keda >/dev/null 2>&1 || kube create namespace keda >/dev/null
+  # With cert rotation on, KEDA's first start writes its Secret and exits on purpose ("exiting
+  # so pod can be restarted"); in a pod the kubelet restarts it. Here we do.
+  if ! keda_certs; then
+    keda_operator
+    wait_for "KEDA's certificates" 120 keda_certs
+    local i
+    for i in $(seq 100); do alive keda-operator || break; sleep 0.2; done
+    stop keda-operator
+  fi
+  keda_operator
+  # The adapter's own metrics server listens on every interface and has no bind flag: keep it
+  # to loopback with a firewall rule.
+  iptables -C INPUT -p tcp --dport "$ADAPTER_METRICS_PORT" ! -i lo -j DROP 2>/dev/null \
+    || iptables -I INPUT -p tcp --dport "$ADAPTER_METRICS_PORT" ! -i lo -j DROP
+  start keda-adapter "${KEDA_ENV[@]}" "$KEDA/keda-adapter" \
+    --secure-port 16444 --bind-address "$GATEWAY" --port "$ADAPTER_METRICS_PORT" \
+    --cert-dir "$DIR/keda/certs" \
+    --tls-cert-file "$DIR/keda/certs/tls.crt" --tls-private-key-file "$DIR/keda/certs/tls.key" \
+    --authentication-kubeconfig "$KUBECONFIG_FILE" --authorization-kubeconfig "$KUBECONFIG_FILE" \
+    --lister-kubeconfig "$KUBECONFIG_FILE" \
+    --metrics-service-address 127.0.0.1:19666 \
+    --metrics-service-grpc-authority keda-operator.keda.svc.cluster.local
+  kube apply -f - >/dev/null <<YAML
+apiVersion: v1
+kind: Service
+metadata: {name: keda-metrics-apiserver, namespace: keda}
+spec:
+  ports: [{name: https, port: 443, targetPort: 16444}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: keda-metrics-apiserver
+  namespace: keda
+  labels: {kubernetes.io/service-name: keda-metrics-apiserver}
+addressType: IPv4
+endpoints: [{addresses: [$GATEWAY]}]
+ports: [{name: https, port: 16444, protocol: TCP}]
+---
+apiVersion: apiregistration.k8s.io/v1
+kind: APIService
+metadata: {name: v1beta1.external.metrics.k8s.io}
+spec:
+  service: {name: keda-metrics-apiserver, namespace: keda, port: 443}
+  group: external.metrics.k8s.io
+  version: v1beta1
+  insecureSkipTLSVerify: true
+  groupPriorityMinimum: 100
+  versionPriority: 100
+YAML
+  wait_for "KEDA's metrics API" 120 kube get --raw /apis/external.metrics.k8s.io/v1beta1
+}
+
 node_ready() {
   kube get node "$NODE" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' | grep -qx True
 }
@@ -358,6 +440,7 @@ up() {
   relays_up
   wait_for "node $NODE" 90 node_ready
   wait_for "default ServiceAccount" 60 kube get serviceaccount default
+  keda_up
   log "up in $(( SECONDS - t0 )) s; export KUBECONFIG=$KUBECONFIG_FILE"
 }
 
@@ -376,7 +459,7 @@ down() {
     for id in $(ctr_ tasks ls -q 2>/dev/null); do ctr_ tasks delete -f "$id" >/dev/null 2>&1 || true; done
   fi
   local name
-  for name in relay-postgres relay-amqp kube-proxy containerd kube-scheduler kube-controller-manager kube-apiserver etcd; do
+  for name in keda-adapter keda-operator relay-postgres relay-amqp kube-proxy containerd kube-scheduler kube-controller-manager kube-apiserver etcd; do
     stop "$name"
   done
   # The shims this cluster's containerd started (found by its socket), if any outlived it.
@@ -384,6 +467,7 @@ down() {
   if [ -n "$K8S" ]; then
     "$K8S/kube-proxy" --cleanup >/dev/null 2>&1 || true
   fi
+  iptables -D INPUT -p tcp --dport "$ADAPTER_METRICS_PORT" ! -i lo -j DROP 2>/dev/null || true
   if [ "$wipe" = --wipe ]; then
     grep " $DIR/" /proc/mounts | cut -d' ' -f2 | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
     rm -rf "$DIR"
@@ -395,7 +479,7 @@ down() {
 
 status() {
   local name
-  for name in etcd kube-apiserver kube-controller-manager kube-scheduler containerd kubelet kube-proxy relay-amqp relay-postgres; do
+  for name in etcd kube-apiserver kube-controller-manager kube-scheduler containerd kubelet kube-proxy relay-amqp relay-postgres keda-operator keda-adapter; do
     if alive "$name"; then echo "$name running (pid $(cat "$PIDS/$name"))"; else echo "$name stopped"; fi
   done
 }

@@ -15,6 +15,8 @@ Service); pods reach the host's RabbitMQ and PostgreSQL through relays on the br
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import copy
 import json
 import os
@@ -22,12 +24,14 @@ import re
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import aiormq
 import pytest
 import yaml
 
@@ -36,7 +40,6 @@ from asya_testing.services import unavailable
 ROOT = Path(__file__).resolve().parents[2]
 CLUSTER_SH = ROOT / "scripts" / "cluster.sh"
 CHART = ROOT / "deploy" / "helm" / "asya"
-KEDA_CRDS = ROOT.parent / "shared" / "third_party" / "keda-crds"
 NAMESPACE = "asya"
 TOKEN = "cluster-e2e-token"  # noqa: S105 - a test credential
 GATEWAY_IP = "10.244.0.1"  # the bridge address: pods reach the host's services here
@@ -54,7 +57,10 @@ def image(component: str) -> str:
 
 
 SEED_IMAGE = f"localhost/asya-seed:{version('asya-runtime')}"
-IMAGES = [*(image(c) for c in ("asya-operator", "asya-gateway", "asya-sidecar")), SEED_IMAGE]
+IMAGES = [
+    *(image(c) for c in ("asya-operator", "asya-gateway", "asya-sidecar", "asya-runtime")),
+    SEED_IMAGE,
+]
 
 
 def pod_url(url: str) -> str:
@@ -131,14 +137,11 @@ def cluster() -> Iterator[Cluster]:
 
 @pytest.fixture(scope="module")
 def chart(cluster: Cluster) -> Cluster:
-    """The chart installed as a user would, with KEDA's CRDs and the Secrets it names."""
+    """The chart installed as a user would, with the Secrets it names."""
     amqp = os.environ.get("ASYA_TEST_AMQP_URL")
     database = os.environ.get("ASYA_TEST_DATABASE_URL")
     if not amqp or not database:
         unavailable("ASYA_TEST_AMQP_URL and ASYA_TEST_DATABASE_URL are needed (.ci/services.sh)")
-    if not KEDA_CRDS.is_dir():
-        unavailable(f"KEDA's CRDs are not at {KEDA_CRDS}")
-    cluster.run("apply", "--server-side", "-f", str(KEDA_CRDS))
     cluster.apply([{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}])
     secrets = {
         "asya-rabbitmq": {"url": pod_url(amqp)},
@@ -279,3 +282,139 @@ def test_the_operator_uses_in_cluster_credentials(chart: Cluster) -> None:
 
 def _unused(path: Path) -> None:  # keep Path imported for type checkers of helpers above
     del path
+
+
+# A handler shipped as a ConfigMap script: sleeps as asked, answers with a Secret's value.
+SLEEPY = """\
+import os
+import time
+
+
+def handler(payload):
+    time.sleep(float(payload.get("sleep", 0)))
+    return {"n": payload["n"], "secret": os.environ["SLEEPY_SECRET"]}
+"""
+
+
+def sleepy_actor(name: str, done: str) -> list[dict[str, Any]]:
+    """ConfigMap handler, a Secret as env, KEDA from zero: everything a user's actor may use."""
+    return [
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": f"{name}-code"},
+         "data": {"sleepy.py": SLEEPY}},
+        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": f"{name}-secret"},
+         "stringData": {"value": "from-a-secret"}},
+        {
+            "apiVersion": "asya.sh/v1alpha1",
+            "kind": "Asya",
+            "metadata": {"name": name},
+            "spec": {
+                "handlerScript": {"configMap": f"{name}-code", "key": "sleepy.py"},
+                "transport": {
+                    "urlSecretRef": {"name": "asya-rabbitmq", "key": "url"},
+                    "happyEnd": done,
+                },
+                "workload": {"template": {"spec": {"containers": [{
+                    "name": "asya-runtime",
+                    "image": image("asya-runtime"),
+                    "imagePullPolicy": "Never",
+                    "env": [{"name": "SLEEPY_SECRET", "valueFrom": {
+                        "secretKeyRef": {"name": f"{name}-secret", "key": "value"}}}],
+                }]}}},
+                "sidecar": {"image": image("asya-sidecar"), "imagePullPolicy": "Never"},
+                "runtime": {"timeout": 120, "shutdownGrace": 60},
+                "scaling": {"enabled": True, "minReplicas": 0, "maxReplicas": 2,
+                            "queueLength": 1, "pollingInterval": 1, "cooldownPeriod": 5},
+            },
+        },
+    ]  # fmt: skip
+
+
+async def _publish(url: str, queue: str, payloads: list[dict[str, Any]]) -> None:
+    connection = await aiormq.connect(url)
+    try:
+        channel = await connection.channel()
+        await channel.confirm_delivery()
+        for payload in payloads:
+            body = {"route": {"steps": [queue], "current": 0}, "payload": payload}
+            await channel.basic_publish(
+                json.dumps(body).encode(), exchange="asya", routing_key=queue,
+                properties=aiormq.spec.Basic.Properties(delivery_mode=2),
+            )  # fmt: skip
+    finally:
+        await connection.close()
+
+
+async def _take(url: str, queue: str, count: int, timeout: float) -> list[dict[str, Any]]:
+    connection = await aiormq.connect(url)
+    got: list[dict[str, Any]] = []
+    try:
+        channel = await connection.channel()
+        async with asyncio.timeout(timeout):
+            while len(got) < count:
+                message = await channel.basic_get(queue, no_ack=True)
+                if message.body:
+                    got.append(json.loads(message.body))
+                else:
+                    await asyncio.sleep(0.2)
+    finally:
+        await connection.close()
+    return got
+
+
+def replicas(cluster: Cluster, name: str) -> int:
+    deployment = cluster.get("-n", NAMESPACE, "deployment", name)
+    return int(deployment["spec"].get("replicas", -1))
+
+
+def actor_pods(cluster: Cluster, name: str) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = cluster.get(
+        "-n", NAMESPACE, "pods", "-l", f"asya.sh/actor={name}"
+    )["items"]
+    return items
+
+
+def test_scale_from_zero_and_back_with_a_configmap_handler(chart: Cluster) -> None:
+    """minReplicas 0 starts no pod before work; a message scales it up (real KEDA, real HPA), the
+    result comes back, idle scales it to zero; a long message in flight is not killed by it."""
+    amqp = os.environ["ASYA_TEST_AMQP_URL"]
+    name = f"sleepy-{uuid.uuid4().hex[:6]}"
+    done = f"{name}-done"
+    chart.apply(sleepy_actor(name, done))
+    chart.wait_until(f"Asya {name} Ready", lambda: ready(chart, name), timeout=120)
+    # No pod at creation, and none in the seconds after (KEDA polls every second here).
+    for _ in range(10):
+        assert replicas(chart, name) == 0
+        assert actor_pods(chart, name) == [], "a pod started before any work arrived"
+        time.sleep(0.5)
+
+    started = time.monotonic()
+    asyncio.run(_publish(amqp, name, [{"n": 1}]))
+    [first] = asyncio.run(_take(amqp, done, 1, timeout=180))
+    from_zero = time.monotonic() - started
+    assert first["payload"] == {"n": 1, "secret": "from-a-secret"}
+
+    idle = time.monotonic()
+    chart.wait_until("scaled back to zero", lambda: replicas(chart, name) == 0, timeout=180)
+    to_zero = time.monotonic() - idle
+    chart.wait_until("its pods gone", lambda: actor_pods(chart, name) == [], timeout=120)
+
+    # A long message: KEDA (AMQP protocol) counts only ready messages, so once it is taken the
+    # queue looks empty and the actor is scaled down while it runs. The sidecar drains on
+    # SIGTERM (shutdownGrace 60 s), so it finishes, once.
+    asyncio.run(_publish(amqp, name, [{"n": 2, "sleep": 25}]))
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        waiting = pool.submit(lambda: asyncio.run(_take(amqp, done, 1, timeout=240)))
+        chart.wait_until("scaled up for the long message", lambda: replicas(chart, name) >= 1, 180)
+        chart.wait_until(
+            "scaled down while the long message runs",
+            lambda: replicas(chart, name) == 0 or waiting.done(), timeout=120,
+        )  # fmt: skip
+        scaled_down_in_flight = not waiting.done()
+        results = waiting.result()
+    assert scaled_down_in_flight, "no scale-down happened while the message ran: nothing tested"
+    assert [r["payload"]["n"] for r in results] == [2]
+    with pytest.raises(TimeoutError):
+        asyncio.run(_take(amqp, done, 1, timeout=10))  # no second copy of it
+    print(  # noqa: T201
+        f"first result from zero in {from_zero:.1f} s; back to zero {to_zero:.1f} s after it"
+    )
