@@ -21,26 +21,24 @@ BINARIES=(kube-apiserver kubelet kube-controller-manager kube-scheduler kube-pro
 
 log() { printf 'k8s-build: %s\n' "$*" >&2; }
 
-missing=()
-for b in "${BINARIES[@]}"; do [ -x "$OUT/$b" ] || missing+=("$b"); done
-if [ "${#missing[@]}" -eq 0 ]; then
-  log "cached in $OUT"
-  echo "$OUT"
-  exit 0
-fi
+# Sets `missing` to the binaries not cached yet; prints the folder and exits when none is.
+check_cache() {
+  missing=()
+  for b in "${BINARIES[@]}"; do [ -x "$OUT/$b" ] || missing+=("$b"); done
+  if [ "${#missing[@]}" -eq 0 ]; then
+    log "$1 $OUT"
+    echo "$OUT"
+    exit 0
+  fi
+}
+check_cache "cached in"
 command -v go >/dev/null 2>&1 || { log "no Go toolchain to build ${missing[*]}"; exit 3; }
 
 mkdir -p "$OUT"
 # One build at a time per version: a second caller waits, then finds the binaries cached.
 exec 9>"$OUT/.lock"
 flock 9
-missing=()
-for b in "${BINARIES[@]}"; do [ -x "$OUT/$b" ] || missing+=("$b"); done
-if [ "${#missing[@]}" -eq 0 ]; then
-  log "built by another run, cached in $OUT"
-  echo "$OUT"
-  exit 0
-fi
+check_cache "built by another run, cached in"
 work=$(mktemp -d "${TMPDIR:-/tmp}/asya-k8s-build.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 export GOFLAGS=-mod=mod CGO_ENABLED=0
