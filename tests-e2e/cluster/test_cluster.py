@@ -155,7 +155,7 @@ def chart(cluster: Cluster) -> Cluster:
         ]
     )
     values = {
-        "operator": {"image": image("asya-operator"), "imagePullPolicy": "Never", "replicas": 1},
+        "operator": {"image": image("asya-operator"), "imagePullPolicy": "Never", "replicas": 2},
         "gateway": {"image": image("asya-gateway"), "imagePullPolicy": "Never", "replicas": 1},
     }
     proc = subprocess.run(
@@ -267,17 +267,16 @@ def test_deleting_an_asya_garbage_collects_what_it_owned(chart: Cluster) -> None
 
 
 def test_the_operator_uses_in_cluster_credentials(chart: Cluster) -> None:
-    """The operator pod authenticates with its ServiceAccount token, not a kubeconfig."""
-    [pod] = chart.get("-n", NAMESPACE, "pods", "-l", "app.kubernetes.io/name=asya-operator")[
-        "items"
-    ]
-    assert pod["spec"]["serviceAccountName"] != "default"
-    assert not any(
-        e.get("name") == "KUBECONFIG" for c in pod["spec"]["containers"] for e in c.get("env", [])
-    )
-    logs = chart.run("-n", NAMESPACE, "logs", pod["metadata"]["name"])
-    assert " 403" not in logs, logs[-3000:]
-    assert "forbidden" not in logs.lower(), logs[-3000:]
+    """The operator pods authenticate with their ServiceAccount token, not a kubeconfig."""
+    pods = chart.get("-n", NAMESPACE, "pods", "-l", "app.kubernetes.io/name=asya-operator")
+    assert len(pods["items"]) == 2
+    for pod in pods["items"]:
+        assert pod["spec"]["serviceAccountName"] == "asya-operator"
+        env = [e.get("name") for c in pod["spec"]["containers"] for e in c.get("env", [])]
+        assert "KUBECONFIG" not in env
+        logs = chart.run("-n", NAMESPACE, "logs", pod["metadata"]["name"])
+        assert " 403" not in logs, logs[-3000:]
+        assert "forbidden" not in logs.lower(), logs[-3000:]
 
 
 def _unused(path: Path) -> None:  # keep Path imported for type checkers of helpers above
@@ -418,3 +417,41 @@ def test_scale_from_zero_and_back_with_a_configmap_handler(chart: Cluster) -> No
     print(  # noqa: T201
         f"first result from zero in {from_zero:.1f} s; back to zero {to_zero:.1f} s after it"
     )
+
+
+def lease_holder(cluster: Cluster) -> str:
+    lease = cluster.get("-n", NAMESPACE, "lease", "asya-operator")
+    return str(lease["spec"].get("holderIdentity") or "")
+
+
+def test_two_operator_replicas_hand_over_the_lease(chart: Cluster) -> None:
+    """One of the chart's two operator pods leads; deleting it hands over, and work goes on."""
+    selector = "app.kubernetes.io/name=asya-operator"
+
+    def operators() -> list[str]:
+        pods = chart.get("-n", NAMESPACE, "pods", "-l", selector)["items"]
+        return [
+            p["metadata"]["name"] for p in pods
+            if p["status"].get("phase") == "Running" and not p["metadata"].get("deletionTimestamp")
+        ]  # fmt: skip
+
+    chart.wait_until("two operator pods Running", lambda: len(operators()) == 2, timeout=120)
+    leader = chart.wait_until("a leader", lambda: lease_holder(chart), timeout=60)
+    assert leader in operators()
+    started = time.monotonic()
+    chart.run("-n", NAMESPACE, "delete", "pod", leader, "--wait=false")
+    new = chart.wait_until(
+        "another operator holds the lease",
+        lambda: (h := lease_holder(chart)) and h != leader and h,
+        timeout=90, every=0.2,
+    )  # fmt: skip
+    handover = time.monotonic() - started
+    [doc] = [d for d in seed_actors() if d["metadata"]["name"] == "preprocess"]
+    probe = copy.deepcopy(doc)
+    probe["metadata"] = {"name": "after-handover"}
+    probe["spec"]["queue"] = "after-handover"
+    probe["spec"]["workload"]["replicas"] = 0
+    chart.apply([probe])
+    chart.wait_until("the new leader reconciles", lambda: ready(chart, "after-handover"), 120)
+    chart.run("-n", NAMESPACE, "delete", "asya", "after-handover", "--wait=true", timeout=120)
+    print(f"lease handed over from {leader} to {new} in {handover:.1f} s")  # noqa: T201
