@@ -166,8 +166,6 @@ def main(argv: list[str]) -> int:
         compile_lock(upgrade=True)
     elif command == "envs":
         remove_stale_envs()
-    elif command == "print-in":
-        sys.stdout.write(lock_in_text())
     else:
         print(__doc__)
         return 2

@@ -233,6 +233,16 @@ def test_seed_pipeline_runs_on_a_real_kubelet(chart: Cluster) -> None:
     assert '"Classified as greeting"' in called.stdout.splitlines()[-1], called.stdout
 
 
+def probe_actor(name: str) -> dict[str, Any]:
+    """A seed actor under another name and queue, at zero replicas: no pod, only objects."""
+    [doc] = [d for d in seed_actors() if d["metadata"]["name"] == "postprocess"]
+    probe = copy.deepcopy(doc)
+    probe["metadata"] = {"name": name}
+    probe["spec"]["queue"] = name
+    probe["spec"]["workload"]["replicas"] = 0
+    return probe
+
+
 def deployments(cluster: Cluster) -> list[dict[str, Any]]:
     items: list[dict[str, Any]] = cluster.get("-n", NAMESPACE, "deployments")["items"]
     return items
@@ -240,16 +250,11 @@ def deployments(cluster: Cluster) -> list[dict[str, Any]]:
 
 def test_deleting_an_asya_garbage_collects_what_it_owned(chart: Cluster) -> None:
     """The real garbage collector removes the workload through its ownerReference."""
-    [doc] = [d for d in seed_actors() if d["metadata"]["name"] == "postprocess"]
-    probe = copy.deepcopy(doc)
-    probe["metadata"] = {"name": "gc-probe"}
-    probe["spec"]["queue"] = "gc-probe"
-    probe["spec"]["workload"]["replicas"] = 0
-    chart.apply([probe])
+    chart.apply([probe_actor("gc-probe")])
     deployment = chart.wait_until(
         "gc-probe's Deployment",
         lambda: [
-            d for d in chart.get("-n", NAMESPACE, "deployments")["items"]
+            d for d in deployments(chart)
             if any(o.get("name") == "gc-probe" for o in d["metadata"].get("ownerReferences", []))
         ],
         timeout=120,
@@ -446,12 +451,7 @@ def test_two_operator_replicas_hand_over_the_lease(chart: Cluster) -> None:
         timeout=90, every=0.2,
     )  # fmt: skip
     handover = time.monotonic() - started
-    [doc] = [d for d in seed_actors() if d["metadata"]["name"] == "preprocess"]
-    probe = copy.deepcopy(doc)
-    probe["metadata"] = {"name": "after-handover"}
-    probe["spec"]["queue"] = "after-handover"
-    probe["spec"]["workload"]["replicas"] = 0
-    chart.apply([probe])
+    chart.apply([probe_actor("after-handover")])
     chart.wait_until("the new leader reconciles", lambda: ready(chart, "after-handover"), 120)
     chart.run("-n", NAMESPACE, "delete", "asya", "after-handover", "--wait=true", timeout=120)
     print(f"lease handed over from {leader} to {new} in {handover:.1f} s")  # noqa: T201
