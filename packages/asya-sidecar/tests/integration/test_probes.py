@@ -36,10 +36,19 @@ async def test_probes_and_metrics(
         await client.publish(queue, b"junk")
         await client.take(amqp_names.happy_end, 1, timeout=30)
         await client.take(amqp_names.error_end, 1, timeout=30)
-        status, metrics = await asyncio.to_thread(get, port, "/metrics")
-        assert status == 200
-        assert f'asya_sidecar_messages_total{{actor="{queue}",outcome="happy_end"}} 1.0' in metrics
-        assert f'asya_sidecar_messages_total{{actor="{queue}",outcome="error_end"}} 1.0' in metrics
+        # A result reaches its queue before the sidecar acks the input and counts it as settled.
+        wanted = [
+            f'asya_sidecar_messages_total{{actor="{queue}",outcome="happy_end"}} 1.0',
+            f'asya_sidecar_messages_total{{actor="{queue}",outcome="error_end"}} 1.0',
+        ]
+        for _ in range(100):
+            status, metrics = await asyncio.to_thread(get, port, "/metrics")
+            assert status == 200
+            if all(line in metrics for line in wanted):
+                break
+            await asyncio.sleep(0.05)
+        for line in wanted:
+            assert line in metrics
         assert "asya_sidecar_processing_seconds_bucket" in metrics
         assert f'asya_sidecar_in_flight{{actor="{queue}"}} 0.0' in metrics
         proc.kill()
