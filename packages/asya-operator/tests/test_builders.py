@@ -16,7 +16,7 @@ from asya_operator.builders import (
     trigger_authentication,
     workload,
 )
-from asya_operator.conditions import Cond, merge_conditions, ready_condition
+from asya_operator.conditions import Cond, job_condition, merge_conditions, ready_condition
 
 BASE: dict[str, Any] = {
     "metadata": {"name": "inference", "namespace": "ml", "uid": "u-1", "generation": 3},
@@ -167,6 +167,97 @@ def test_statefulset_has_headless_service() -> None:
     assert svc["spec"]["clusterIP"] == "None"
     assert sts["spec"]["serviceName"] == "inference-headless"
     assert sts["spec"]["replicas"] == 2
+
+
+CLAIM = {
+    "metadata": {"name": "data"},
+    "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
+}
+
+
+def test_statefulset_claims_are_passed_through() -> None:
+    a = actor(
+        workload={
+            **BASE["spec"]["workload"],
+            "kind": "StatefulSet",
+            "volumeClaimTemplates": [CLAIM],
+        }
+    )
+    sts = workload(a)
+    assert sts["spec"]["volumeClaimTemplates"] == [CLAIM]
+    assert (
+        "volumeClaimTemplates"
+        not in workload(actor(workload={**BASE["spec"]["workload"], "kind": "StatefulSet"}))["spec"]
+    )
+
+
+def test_claims_need_a_statefulset() -> None:
+    import msgspec
+
+    with pytest.raises(msgspec.ValidationError, match=r"needs workload\.kind StatefulSet"):
+        actor(workload={**BASE["spec"]["workload"], "volumeClaimTemplates": [CLAIM]})
+
+
+def test_sidecar_env_overrides_the_operators_once() -> None:
+    a = actor(
+        workload={**BASE["spec"]["workload"], "kind": "Job"},
+        sidecar={"env": [{"name": "ASYA_EXIT_WHEN_IDLE", "value": "5"}]},
+    )
+    [job] = desired_objects(a)
+    [sidecar] = job["spec"]["template"]["spec"]["containers"]
+    names = [e["name"] for e in sidecar["env"]]
+    assert names.count("ASYA_EXIT_WHEN_IDLE") == 1
+    assert env_of(sidecar)["ASYA_EXIT_WHEN_IDLE"] == "5"
+
+
+def _job(name: str, *, state: str | None = None, at: str = "", **status: int) -> dict[str, Any]:
+    """A Job as the API server returns it, in the shape the Job controller writes."""
+    conditions = []
+    if state == "Failed":
+        conditions = [{"type": "Failed", "status": "True", "lastTransitionTime": at,
+                       "reason": "BackoffLimitExceeded",
+                       "message": "Job has reached the specified backoff limit"}]  # fmt: skip
+    elif state == "Complete":
+        conditions = [
+            {"type": "SuccessCriteriaMet", "status": "True", "lastTransitionTime": at},
+            {"type": "Complete", "status": "True", "lastTransitionTime": at},
+        ]
+    return {"metadata": {"name": name}, "status": {**status, "conditions": conditions}}
+
+
+def test_one_jobs_condition_follows_its_state() -> None:
+    def cond(*jobs: dict[str, Any]) -> tuple[bool, str, str]:
+        c = job_condition(list(jobs), scaled=False, parallelism=2)
+        return c.ok, c.reason, c.message
+
+    assert cond() == (False, "Progressing", "the Job is not created yet")
+    assert cond(_job("j", active=2)) == (False, "Progressing", "0/2 pods ready")
+    assert cond(_job("j", active=2, ready=1)) == (True, "JobRunning", "1/2 pods ready")
+    assert cond(_job("j", state="Complete", succeeded=2)) == (
+        True,
+        "JobComplete",
+        "2 pods succeeded",
+    )
+    ok, reason, message = cond(_job("j", state="Failed", failed=7))
+    assert (ok, reason) == (False, "JobFailed")
+    assert message == "Job j: BackoffLimitExceeded: Job has reached the specified backoff limit"
+
+
+def test_scaled_jobs_condition_follows_the_jobs_keda_started() -> None:
+    def cond(*jobs: dict[str, Any]) -> tuple[bool, str, str]:
+        c = job_condition(list(jobs), scaled=True, parallelism=1)
+        return c.ok, c.reason, c.message
+
+    assert cond()[:2] == (True, "ScaledJob")
+    assert cond(_job("a", active=1, ready=1), _job("b", state="Complete", at="t1")) == (
+        True, "JobsRunning", "1 Jobs running (1 pods ready); 1 succeeded, 0 failed",
+    )  # fmt: skip
+    failed_last = cond(_job("a", state="Complete", at="t1"), _job("b", state="Failed", at="t2"))
+    assert failed_last[:2] == (False, "JobFailed")
+    assert failed_last[2].startswith("Job b: BackoffLimitExceeded")
+    recovered = cond(_job("a", state="Failed", at="t1"), _job("b", state="Complete", at="t2"))
+    assert recovered[:2] == (True, "ScaledJob")
+    assert recovered[2].endswith("arrive; 1 succeeded, 1 failed")
 
 
 def test_job_runs_runtime_as_native_sidecar() -> None:

@@ -25,6 +25,7 @@ from .model import (
 
 __all__ = [
     "ACTOR_LABEL",
+    "KEDA_JOB_LABEL",
     "MANAGED_BY",
     "SIDECAR_HTTP_PORT",
     "SOCKET_DIR",
@@ -38,11 +39,13 @@ __all__ = [
 ]
 
 ACTOR_LABEL = "asya.sh/actor"
+KEDA_JOB_LABEL = "scaledjob.keda.sh/name"  # KEDA labels the Jobs of a ScaledJob with its name
 MANAGED_BY = {"app.kubernetes.io/managed-by": "asya-operator"}
 SOCKET_DIR = "/var/run/asya"
 SOCKET_PATH = f"{SOCKET_DIR}/runtime.sock"
 HANDLER_DIR = "/opt/asya/handler"
 SIDECAR_HTTP_PORT = 8080
+JOB_IDLE_EXIT = "30"  # a Job's sidecar exits (and the Job completes) after this many idle seconds
 SIDECAR_UID = 10001
 SHARED_GID = 10001
 
@@ -127,8 +130,10 @@ def sidecar_container(actor: Actor) -> dict[str, Any]:
         _env("ASYA_HTTP_PORT", SIDECAR_HTTP_PORT),
     ]
     if s.workload.kind is WorkloadKind.JOB:
-        env.append(_env("ASYA_EXIT_WHEN_IDLE", "30"))
-    env += copy.deepcopy(s.sidecar.env)
+        env.append(_env("ASYA_EXIT_WHEN_IDLE", JOB_IDLE_EXIT))
+    # sidecar.env adds variables and overrides the operator's (one definition of each name)
+    override = {e.get("name") for e in s.sidecar.env}
+    env = [e for e in env if e["name"] not in override] + copy.deepcopy(s.sidecar.env)
     container: dict[str, Any] = {
         "name": RESERVED_CONTAINER,
         "image": s.sidecar.image,
@@ -249,6 +254,8 @@ def workload(actor: Actor) -> dict[str, Any]:
         spec["replicas"] = s.workload.replicas  # with KEDA, the HPA owns the replica count
     if kind is WorkloadKind.STATEFUL_SET:
         spec["serviceName"] = f"{actor.name}-headless"
+        if s.workload.volume_claim_templates:
+            spec["volumeClaimTemplates"] = copy.deepcopy(s.workload.volume_claim_templates)
     return {"apiVersion": "apps/v1", "kind": kind.value, "metadata": actor.meta(), "spec": spec}
 
 

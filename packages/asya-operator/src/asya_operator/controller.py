@@ -22,8 +22,8 @@ from kubernetes_asyncio import watch
 from kubernetes_asyncio.client import AppsV1Api, BatchV1Api, CustomObjectsApi
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from .builders import ACTOR_LABEL, MANAGED_BY, Actor, desired_objects
-from .conditions import Cond, merge_conditions, ready_condition
+from .builders import ACTOR_LABEL, KEDA_JOB_LABEL, MANAGED_BY, Actor, desired_objects
+from .conditions import Cond, job_condition, merge_conditions, ready_condition
 from .kubeclient import KubeClient
 from .model import GROUP, KIND, PLURAL, VERSION, WorkloadKind
 from .queues import BrokerUnavailable, QueueManager
@@ -276,6 +276,7 @@ class Controller:
         await self._sync_finalizer(obj, actor.spec.delete_queue_on_delete)
 
         requeue: float | None = None
+        counts = {"replicas": 0, "readyReplicas": 0}
         applied: dict[str, dict[str, Any]] = {}
         managed: list[str] = []
         before = set((obj.get("status") or {}).get("managedObjects") or [])
@@ -285,7 +286,7 @@ class Controller:
                 created = None if key in before else await self._create_at_min(actor, desired)
                 applied[desired["kind"]] = created or await self.kube.apply(desired)
                 managed.append(key)
-            workload = self._workload_condition(actor, applied)
+            workload, counts = await self._workload_state(actor, applied)
             await self._prune(obj, managed)
         except ApiException as exc:
             if exc.status >= 500 or exc.status == 429:
@@ -324,29 +325,47 @@ class Controller:
             "queue": actor.queue,
             "managedObjects": managed,
             "queueDepth": depth,
-            **self._replicas(applied),
+            **counts,
         }
         await self._write_status(obj, [ready_condition(parts), *parts], extra=extra)
         return requeue
 
-    def _workload_condition(self, actor: Actor, applied: dict[str, dict[str, Any]]) -> Cond:
+    async def _workload_state(
+        self, actor: Actor, applied: dict[str, dict[str, Any]]
+    ) -> tuple[Cond, dict[str, int]]:
+        """``WorkloadReady`` and the replica counts, from the live workload (for a ScaledJob, the
+        Jobs KEDA started for it)."""
         kind = actor.spec.workload.kind
         if kind is WorkloadKind.JOB:
-            if actor.spec.scaling.enabled:
-                return Cond(
-                    "WorkloadReady", True, "ScaledJob", "KEDA starts Jobs as messages arrive"
-                )
-            return Cond("WorkloadReady", True, "JobCreated", "the Job exists")
+            scaled = actor.spec.scaling.enabled
+            if scaled:
+                listed = await self.kube.list_objects(
+                    "batch/v1", "Job", actor.namespace,
+                    label_selector=f"{KEDA_JOB_LABEL}={actor.name}",
+                )  # fmt: skip
+                jobs = list(listed.get("items") or [])
+            else:
+                jobs = [applied["Job"]] if "Job" in applied else []
+            running = [j.get("status") or {} for j in jobs]
+            counts = {
+                "replicas": sum(int(st.get("active") or 0) for st in running),
+                "readyReplicas": sum(int(st.get("ready") or 0) for st in running),
+            }
+            cond = job_condition(jobs, scaled=scaled, parallelism=actor.spec.workload.replicas)
+            return cond, counts
         status = applied.get(kind.value, {}).get("status") or {}
         ready = int(status.get("readyReplicas") or 0)
+        counts = {"replicas": int(status.get("replicas") or 0), "readyReplicas": ready}
         want = (
             actor.spec.scaling.min_replicas
             if actor.spec.scaling.enabled
             else actor.spec.workload.replicas
         )
         if ready >= want:
-            return Cond("WorkloadReady", True, "ReplicasReady", f"{ready}/{want} replicas ready")
-        return Cond("WorkloadReady", False, "Progressing", f"{ready}/{want} replicas ready")
+            cond = Cond("WorkloadReady", True, "ReplicasReady", f"{ready}/{want} replicas ready")
+        else:
+            cond = Cond("WorkloadReady", False, "Progressing", f"{ready}/{want} replicas ready")
+        return cond, counts
 
     async def _create_at_min(self, actor: Actor, desired: dict[str, Any]) -> dict[str, Any] | None:
         """Create an autoscaled Deployment or StatefulSet at ``minReplicas``, then leave the count
@@ -382,17 +401,6 @@ class Controller:
             field_manager=REPLICAS_MANAGER,
         )
         return await self.kube.apply(desired)  # the operator lets go of spec.replicas
-
-    @staticmethod
-    def _replicas(applied: dict[str, dict[str, Any]]) -> dict[str, int]:
-        for kind in ("Deployment", "StatefulSet"):
-            if kind in applied:
-                status = applied[kind].get("status") or {}
-                return {
-                    "replicas": int(status.get("replicas") or 0),
-                    "readyReplicas": int(status.get("readyReplicas") or 0),
-                }
-        return {"replicas": 0, "readyReplicas": 0}
 
     async def _prune(self, obj: dict[str, Any], managed: list[str]) -> None:
         """Delete what an earlier spec needed and this one does not (e.g. a kind change)."""

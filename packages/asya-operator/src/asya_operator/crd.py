@@ -155,13 +155,44 @@ def _template_schema() -> dict[str, Any]:
     }
 
 
+def _claims_schema() -> dict[str, Any]:
+    return {
+        "type": "array",
+        "maxItems": 10,
+        "description": "StatefulSet only: PersistentVolumeClaim templates (core/v1), one claim "
+        f"per pod that outlives the pod; mount each in '{RUNTIME_CONTAINER}' by its name.",
+        "items": {
+            "type": "object",
+            "required": ["metadata", "spec"],
+            "x-kubernetes-preserve-unknown-fields": True,
+            "properties": {
+                "metadata": {
+                    "type": "object",
+                    "required": ["name"],
+                    "x-kubernetes-preserve-unknown-fields": True,
+                    "properties": {"name": {"type": "string", "maxLength": 63}},
+                },
+                "spec": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
+            },
+        },
+    }
+
+
 def openapi_schema() -> dict[str, Any]:
     spec = _struct_schema(AsyaSpec)
     props = spec["properties"]
     for name in ("scaling", "runtime", "retry", "sidecar"):
         props[name]["default"] = {}
     props["workload"]["properties"]["template"] = _template_schema()
+    props["workload"]["properties"]["volumeClaimTemplates"] = _claims_schema()
     props["workload"]["required"] = ["template"]
+    props["workload"]["x-kubernetes-validations"] = [
+        {
+            "rule": "!has(self.volumeClaimTemplates) || size(self.volumeClaimTemplates) == 0 "
+            "|| (has(self.kind) && self.kind == 'StatefulSet')",
+            "message": "volumeClaimTemplates needs kind StatefulSet",
+        }
+    ]
     spec["required"] = sorted({"transport", "workload"})
     props["scaling"]["x-kubernetes-validations"] = [
         {

@@ -85,6 +85,13 @@ class WorkloadSpec(_Base):
     replicas: Annotated[int, Meta(ge=0, le=1000)] = 1
     """Replicas when scaling is off (for a Job: parallelism)."""
     template: dict[str, Any] = msgspec.field(default_factory=dict)
+    volume_claim_templates: list[dict[str, Any]] = msgspec.field(default_factory=list)
+    """StatefulSet only: PersistentVolumeClaim templates (core/v1), one claim per pod that
+    outlives the pod; mount each in ``asya-runtime`` by its ``metadata.name``."""
+
+    def __post_init__(self) -> None:
+        if self.volume_claim_templates and self.kind is not WorkloadKind.STATEFUL_SET:
+            raise ValueError("workload.volumeClaimTemplates needs workload.kind StatefulSet")
 
 
 class HandlerScript(_Base):

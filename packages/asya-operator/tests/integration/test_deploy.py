@@ -85,6 +85,17 @@ def _with(path: list[str], value: Any) -> dict[str, Any]:
             _with(["spec", "workload", "template", "spec", "volumes"], [{"name": "asya-socket"}]),
             "reserved for the runtime socket",
         ),
+        (
+            _with(
+                ["spec", "workload", "volumeClaimTemplates"],
+                [{"metadata": {"name": "data"}, "spec": {}}],
+            ),
+            "volumeClaimTemplates needs kind StatefulSet",
+        ),
+        (
+            _with(["spec", "workload", "volumeClaimTemplates"], [{"spec": {}}]),
+            "spec.workload.volumeClaimTemplates[0].metadata",
+        ),
         (_with(["spec", "handler"], "not a handler"), "spec.handler"),
         (_with(["spec", "workload", "kind"], "DaemonSet"), "spec.workload.kind"),
         (_with(["spec", "scaling", "queueLength"], 0), "spec.scaling.queueLength"),
