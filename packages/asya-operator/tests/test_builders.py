@@ -232,6 +232,8 @@ def test_one_jobs_condition_follows_its_state() -> None:
 
     assert cond() == (False, "Progressing", "the Job is not created yet")
     assert cond(_job("j", active=2)) == (False, "Progressing", "0/2 pods ready")
+    paused = job_condition([_job("j")], scaled=False, parallelism=0)
+    assert (paused.ok, paused.reason) == (True, "Paused")
     assert cond(_job("j", active=2, ready=1)) == (True, "JobRunning", "1/2 pods ready")
     assert cond(_job("j", state="Complete", succeeded=2)) == (
         True,

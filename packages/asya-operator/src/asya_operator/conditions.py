@@ -66,6 +66,8 @@ def job_condition(jobs: list[dict[str, Any]], *, scaled: bool, parallelism: int)
         if state == "Complete":
             done = int((job.get("status") or {}).get("succeeded") or 0)
             return Cond("WorkloadReady", True, "JobComplete", f"{done} pods succeeded")
+        if parallelism == 0:
+            return Cond("WorkloadReady", True, "Paused", "replicas 0: the Job runs no pod")
         if ready:
             return Cond("WorkloadReady", True, "JobRunning", f"{ready}/{parallelism} pods ready")
         return Cond("WorkloadReady", False, "Progressing", f"0/{parallelism} pods ready")
