@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 import msgspec
 
 from .errors import EnvelopeError, RouteError
+from .limits import MAX_ENVELOPE_DEPTH, check_json
 
 __all__ = [
     "MAX_QUEUE_NAME_BYTES",
@@ -140,7 +141,14 @@ _optional_str_decoder = msgspec.json.Decoder(str | None)
 
 
 def decode_envelope(body: bytes | bytearray | memoryview | str) -> Envelope:
-    """Parse and validate one envelope. Raises :class:`EnvelopeError` (or ``RouteError``)."""
+    """Parse and validate one envelope. Raises :class:`EnvelopeError` (or ``RouteError``).
+
+    Before anything is decoded, the body must be valid UTF-8 and nest at most
+    :data:`~asya_protocol.limits.MAX_ENVELOPE_DEPTH` deep (else ``NestingTooDeepError``, an
+    ``EnvelopeError``), so no input can make the decoder recurse too far or pass invalid bytes
+    through in a raw field.
+    """
+    check_json(body, max_depth=MAX_ENVELOPE_DEPTH, what="envelope")
     try:
         fields = _fields_decoder.decode(body)
     except msgspec.DecodeError as exc:

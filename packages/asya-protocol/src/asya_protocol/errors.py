@@ -11,6 +11,7 @@ __all__ = [
     "FrameError",
     "FrameTooLargeError",
     "IncompleteFrameError",
+    "NestingTooDeepError",
     "ProtocolError",
     "RouteError",
 ]
@@ -22,6 +23,18 @@ class ProtocolError(Exception):
 
 class EnvelopeError(ProtocolError):
     """A message body is not a valid envelope (bad JSON, a missing or mistyped field)."""
+
+
+class NestingTooDeepError(EnvelopeError):
+    """A JSON body nests arrays and objects deeper than the limit (see :mod:`.limits`).
+
+    Raised before any recursive decoding is attempted; ``depth`` is the depth found.
+    """
+
+    def __init__(self, what: str, depth: int, limit: int) -> None:
+        super().__init__(f"{what} nests {depth} levels deep; the limit is {limit}")
+        self.depth = depth
+        self.limit = limit
 
 
 class RouteError(EnvelopeError):

@@ -18,7 +18,8 @@ from typing import Any, Literal
 
 import msgspec
 
-from .errors import ProtocolError
+from .errors import EnvelopeError, NestingTooDeepError, ProtocolError
+from .limits import MAX_JSON_DEPTH, check_json
 
 __all__ = [
     "CONTROL_PREFIX",
@@ -35,6 +36,7 @@ __all__ = [
     "Reply",
     "decode_control",
     "decode_reply",
+    "decode_request",
     "encode_control",
     "encode_error",
     "encode_ok",
@@ -148,12 +150,35 @@ class _WireReply(msgspec.Struct, kw_only=True):
 
 
 _reply_decoder = msgspec.json.Decoder(_WireReply)
+_request_decoder = msgspec.json.Decoder()
 _raw_list_decoder = msgspec.json.Decoder(list[msgspec.Raw])
 _encoder = msgspec.json.Encoder()
 
 
-def decode_reply(body: bytes) -> Reply:
-    """Decode a runtime reply frame. Raises :class:`ProtocolError` on anything else."""
+def decode_request(body: bytes, *, max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """Decode a request frame (a payload, or an envelope in envelope mode) into Python objects.
+
+    Raises :class:`EnvelopeError` (answer it with ``parse_error``) when the body is not valid
+    UTF-8 JSON or nests deeper than ``max_depth`` (:class:`NestingTooDeepError`, checked
+    before decoding, so no request can make the decoder recurse too far).
+    """
+    check_json(body, max_depth=max_depth, what="request")
+    try:
+        return _request_decoder.decode(body)
+    except msgspec.DecodeError as exc:
+        raise EnvelopeError(f"request is not valid JSON: {exc}") from None
+
+
+def decode_reply(body: bytes, *, max_depth: int = MAX_JSON_DEPTH) -> Reply:
+    """Decode a runtime reply frame. Raises :class:`ProtocolError` on anything else.
+
+    A ``result`` that nests deeper than ``max_depth`` or a reply that is not valid UTF-8 raises
+    :class:`EnvelopeError` (a ``ProtocolError``): the result is refused before it is decoded.
+    """
+    try:
+        check_json(body, max_depth=max_depth + 1, what="runtime reply")
+    except NestingTooDeepError as exc:
+        raise NestingTooDeepError("runtime result", exc.depth - 1, max_depth) from None
     try:
         wire = _reply_decoder.decode(body)
     except msgspec.DecodeError as exc:
