@@ -137,3 +137,11 @@ def slow_marked(payload: dict[str, Any]) -> Any:
         f.write("started")
     threading.Event().wait(float(payload["seconds"]))
     return payload.get("value")
+
+
+def nested_result(payload: dict[str, Any]) -> Any:
+    """A result ``payload["depth"]`` lists deep."""
+    value: Any = payload.get("leaf", 1)
+    for _ in range(int(payload["depth"])):
+        value = [value]
+    return value

@@ -16,6 +16,8 @@ from typing import Any
 import pytest
 
 from asya_protocol import (
+    MAX_ENVELOPE_DEPTH,
+    MAX_JSON_DEPTH,
     BlockingRuntimeClient,
     ErrorReply,
     OkReply,
@@ -85,6 +87,58 @@ def test_error_codes(start_runtime: StartRuntime) -> None:
         client.send(b'{"broken": ')
         assert error(client.reply()).error == "parse_error"
         assert error(client.call({"y": 2})).error == "handler_error"
+
+
+def nested(depth: int) -> bytes:
+    return b"[" * depth + b"1" + b"]" * depth
+
+
+def test_too_deep_request_is_a_parse_error_and_the_connection_stays(
+    start_runtime: StartRuntime,
+) -> None:
+    with (
+        start_runtime("asya_runtime.conformance:handler") as (_, path),
+        BlockingRuntimeClient(path) as client,
+    ):
+        client.send(b'{"op": "echo", "value": ' + nested(1000) + b"}")
+        err = error(client.reply())
+        assert err.error == "parse_error"
+        assert f"the limit is {MAX_JSON_DEPTH}" in err.message
+        # The same connection answers the next request.
+        assert ok(client.call({"op": "echo", "value": "after"})) == "after"
+        # Exactly at the limit is accepted (the echo op adds one level: the request object).
+        value = json.loads(nested(MAX_JSON_DEPTH - 1))
+        assert ok(client.call({"op": "echo", "value": value})) == value
+        client.send(b'{"op": "echo", "value": ' + nested(MAX_JSON_DEPTH) + b"}")
+        assert error(client.reply()).error == "parse_error"
+        client.send(b'{"op": "echo", "value": "caf\\u00e9"}')
+        assert ok(client.reply()) == "caf\u00e9"
+        client.send(b'{"op": "echo", "value": "caf\xe9"}')
+        assert "not valid UTF-8" in error(client.reply()).message
+        assert ok(client.call({"op": "echo", "value": "still"})) == "still"
+
+
+def test_too_deep_envelope_mode_request(start_runtime: StartRuntime) -> None:
+    env = {"ASYA_HANDLER_MODE": "envelope"}
+    with (
+        start_runtime("envelope_router", env=env) as (_, path),
+        BlockingRuntimeClient(path) as client,
+    ):
+        assert client.hello("envelope") is not None
+        head = b'{"route": {"steps": ["router", "normal"]}, "payload": '
+        client.send(head + nested(MAX_ENVELOPE_DEPTH) + b"}")
+        err = error(client.reply())
+        assert err.error == "parse_error"
+        assert f"the limit is {MAX_ENVELOPE_DEPTH}" in err.message
+        envelope = {"id": "m-2", "route": {"steps": ["router", "normal"]}, "payload": {}}
+        assert ok(client.call(envelope))["payload"] == {"seen": {}, "id": "m-2"}
+
+
+def test_result_too_deep_to_encode(start_runtime: StartRuntime) -> None:
+    with start_runtime("nested_result") as (_, path), BlockingRuntimeClient(path) as client:
+        err = error(client.call({"depth": 5000}))
+        assert err.error == "serialization_error"
+        assert ok(client.call({"depth": 2})) == [[1]]
 
 
 def test_user_chosen_code_and_retryable(start_runtime: StartRuntime) -> None:

@@ -72,7 +72,8 @@ def ok_reply_for(result: Any) -> bytes:
     """The ok frame body, or a ``serialization_error`` frame if ``result`` is not JSON-able."""
     try:
         return encode_ok(result)
-    except (TypeError, ValueError, msgspec.EncodeError) as exc:
+    # RecursionError: a result nested about a thousand deep cannot be encoded at all.
+    except (TypeError, ValueError, RecursionError, msgspec.EncodeError) as exc:
         log.warning("handler result cannot be encoded as JSON: %s", exc)
         return encode_error(
             ErrorCode.SERIALIZATION_ERROR,

@@ -13,10 +13,11 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-import msgspec
-
 from asya_protocol import (
+    MAX_ENVELOPE_DEPTH,
+    MAX_JSON_DEPTH,
     PROTOCOL_VERSION,
+    EnvelopeError,
     ErrorCode,
     Feature,
     FrameError,
@@ -25,6 +26,7 @@ from asya_protocol import (
     HelloResult,
     ProtocolError,
     decode_control,
+    decode_request,
     encode_error,
     encode_frame,
     encode_ok,
@@ -46,7 +48,6 @@ log = logging.getLogger("asya_runtime")
 
 SUPPORTED_FEATURES = frozenset({Feature.PROGRESS, Feature.ENVELOPE})
 SOCKET_MODE = 0o660
-_json_decoder = msgspec.json.Decoder()
 
 
 def prepare_socket_path(path: str) -> None:
@@ -251,12 +252,17 @@ class RuntimeServer:
         )
 
     async def _exchange(self, conn: _Connection, body: bytes) -> bytes:
+        envelope_mode = self.settings.mode is HandlerMode.ENVELOPE
         try:
-            value = _json_decoder.decode(body)
-        except msgspec.DecodeError as exc:
-            log.warning("connection %d: request is not valid JSON: %s", conn.number, exc)
-            return encode_error(ErrorCode.PARSE_ERROR, f"request is not valid JSON: {exc}")
-        if self.settings.mode is HandlerMode.ENVELOPE and not conn.envelope:
+            # Depth and UTF-8 are checked before decoding: a request nested too deep is a
+            # parse_error like any bad JSON, and the connection stays open for the next one.
+            value = decode_request(
+                body, max_depth=MAX_ENVELOPE_DEPTH if envelope_mode else MAX_JSON_DEPTH
+            )
+        except EnvelopeError as exc:
+            log.warning("connection %d: %s", conn.number, exc)
+            return encode_error(ErrorCode.PARSE_ERROR, str(exc))
+        if envelope_mode and not conn.envelope:
             return encode_error(
                 ErrorCode.PROTOCOL_ERROR,
                 "this runtime is in envelope mode: the sidecar must negotiate the 'envelope' "
