@@ -8,6 +8,8 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import msgspec
+
 from asya_runtime import AsyaError, progress
 
 _barrier = threading.Barrier(int(os.environ.get("TEST_BARRIER", "4")), timeout=20)
@@ -69,3 +71,9 @@ def barrier(payload: dict[str, Any]) -> dict[str, Any]:
 
 def echo(payload: Any) -> Any:
     return payload
+
+
+def raw_result(payload: dict[str, Any]) -> Any:
+    """Returns ``payload["hex"]`` decoded as raw JSON bytes, passed through unchecked (as a
+    third-party runtime might send them): invalid UTF-8 or deep nesting reach the sidecar."""
+    return msgspec.Raw(bytes.fromhex(payload["hex"]))

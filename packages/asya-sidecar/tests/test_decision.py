@@ -7,7 +7,15 @@ from typing import Any
 
 import pytest
 
-from asya_protocol import ErrorReply, OkReply, encode_envelope
+from asya_protocol import (
+    MAX_ENVELOPE_DEPTH,
+    MAX_JSON_DEPTH,
+    ErrorReply,
+    OkReply,
+    decode_envelope,
+    encode_envelope,
+    json_depth,
+)
 from asya_sidecar.decision import (
     ATTEMPT_HEADER,
     Decision,
@@ -18,6 +26,7 @@ from asya_sidecar.decision import (
     RuntimeUnavailableOutcome,
     after_runtime,
     inspect,
+    inspect_failed,
     retry_bucket,
     retry_queue_name,
     unroutable,
@@ -106,6 +115,130 @@ def test_unparseable_goes_to_error_end_with_original_body(raw: bytes, code: str)
     assert env["payload"]["step"] == "inference"
     assert env["payload"]["original_body"] == raw.decode("utf-8", errors="replace")
     assert env["route"] == {"steps": ["inference"], "current": 0}
+
+
+def deep(depth: int) -> bytes:
+    return b"[" * depth + b"]" * depth
+
+
+def raw_envelope(payload: bytes, extra: bytes = b"") -> bytes:
+    return b'{"id":"m-1","route":{"steps":["inference"]},"payload":' + payload + extra + b"}"
+
+
+def assert_publishable(decision: Decision) -> None:
+    """Every body is valid UTF-8 JSON that the next reader can decode again."""
+    for out in decision.publish:
+        out.body.decode("utf-8")
+        decode_envelope(out.body)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        raw_envelope(deep(1000)),
+        raw_envelope(b"{}", b',"x-deep":' + deep(1000)),
+        raw_envelope(b"{}", b',"x-deep":' + deep(MAX_ENVELOPE_DEPTH)),
+    ],
+    ids=["payload", "unknown-field", "unknown-field-one-too-deep"],
+)
+def test_too_deep_envelope_is_a_parse_error_once(raw: bytes) -> None:
+    decision = inspect(raw, CTX, redelivered=True, redeliveries=2)
+    assert isinstance(decision, Decision)
+    assert (decision.outcome, decision.ack) == (Outcome.ERROR_END, True)
+    [(queue, env)] = published(decision)
+    assert queue == "error-end"
+    assert env["payload"]["error"] == "parse_error"
+    assert f"the limit is {MAX_ENVELOPE_DEPTH}" in env["payload"]["message"]
+    assert env["payload"]["original_body"] == raw.decode()
+    assert_publishable(decision)
+
+
+def test_payload_one_level_too_deep_keeps_the_envelope() -> None:
+    raw = raw_envelope(deep(MAX_JSON_DEPTH + 1), b',"x-k":1')
+    decision = inspect(raw, CTX)
+    assert isinstance(decision, Decision)
+    [(queue, env)] = published(decision)
+    assert queue == "error-end"
+    assert env["id"] == "m-1"
+    assert env["x-k"] == 1
+    assert env["payload"]["error"] == "parse_error"
+    assert env["payload"]["message"] == (
+        f"payload nests {MAX_JSON_DEPTH + 1} levels deep; the limit is {MAX_JSON_DEPTH}"
+    )
+    assert env["payload"]["original_body"] == deep(MAX_JSON_DEPTH + 1).decode()
+    assert_publishable(decision)
+
+
+def test_payload_and_unknown_field_at_their_limits_are_processed() -> None:
+    raw = raw_envelope(deep(MAX_JSON_DEPTH), b',"x-deep":' + deep(MAX_ENVELOPE_DEPTH - 1))
+    p = process(raw)
+    assert p.request == deep(MAX_JSON_DEPTH)
+    failed = after_runtime(p, ErrorReply(error="boom", message="no"), CTX)
+    assert json_depth(failed.publish[0].body) == MAX_ENVELOPE_DEPTH
+    assert_publishable(failed)
+
+
+def test_invalid_utf8_in_a_payload_is_a_parse_error_with_the_bytes_replaced() -> None:
+    raw = raw_envelope(b'{"text": "caf\xe9 \xff"}')
+    decision = inspect(raw, CTX)
+    assert isinstance(decision, Decision)
+    [(_, env)] = published(decision)
+    assert env["payload"]["error"] == "parse_error"
+    assert "not valid UTF-8" in env["payload"]["message"]
+    assert '"caf\ufffd \ufffd"' in env["payload"]["original_body"]
+    assert_publishable(decision)
+
+
+def test_a_result_refused_by_the_runtime_client_ends_with_the_input() -> None:
+    # What the runtime client makes of a result that is not UTF-8 or is too deep.
+    refused = ErrorReply(error="parse_error", message="runtime result refused: ...")
+    decision = after_runtime(process(), refused, CTX)
+    [(queue, env)] = published(decision)
+    assert (queue, env["payload"]["error"]) == ("error-end", "parse_error")
+    assert env["payload"]["original_payload"] == {"tokens": [1, 2, 3]}
+
+
+def test_unexpected_exception_while_inspecting_is_counted_on_the_raw_body() -> None:
+    raw = b'{"route": "whatever"}'
+    decision = inspect_failed(raw, RecursionError("too deep"), CTX, redeliveries=1)
+    assert decision.outcome is Outcome.RECOUNTED
+    assert decision.ack
+    [out] = decision.publish
+    assert (out.routing_key, out.body, out.redeliveries) == ("inference", raw, 2)
+    assert "RecursionError: too deep" in decision.reason
+
+
+def test_unexpected_exception_past_the_limit_goes_to_error_end() -> None:
+    raw = b'{"route": "whatever", "x": "\xff"}'
+    decision = inspect_failed(raw, RecursionError("too deep"), CTX, redeliveries=3)
+    assert decision.outcome is Outcome.ERROR_END
+    assert decision.error == "redelivery_limit"
+    [(queue, env)] = published(decision)
+    assert queue == "error-end"
+    assert env["payload"]["error"] == "redelivery_limit"
+    assert "failed 4 times (limit 3): RecursionError: too deep" in env["payload"]["message"]
+    assert env["payload"]["details"] == {"exception": "RecursionError"}
+    assert env["payload"]["original_body"] == raw.decode("utf-8", errors="replace")
+    assert_publishable(decision)
+
+
+def test_inspect_counts_an_exception_instead_of_raising_it() -> None:
+    # A failure inside inspect itself: building the error-end for this body raises, because
+    # the actor's name breaks the route rules (settings refuse it; here it stands for a bug).
+    broken = RoutingContext(
+        actor="amq.reserved",
+        happy_end="happy-end",
+        error_end="error-end",
+        retry=RetryPolicy(),
+        redelivery_limit=3,
+    )
+    decision = inspect(b"not json", broken, redelivered=True, redeliveries=1)
+    assert isinstance(decision, Decision)
+    assert decision.outcome is Outcome.RECOUNTED
+    assert [(o.routing_key, o.body, o.redeliveries) for o in decision.publish] == [
+        ("amq.reserved", b"not json", 2)
+    ]
+    assert "RouteError" in decision.reason
 
 
 @pytest.mark.parametrize("current", [0, 2, 3])

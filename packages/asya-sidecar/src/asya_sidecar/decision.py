@@ -21,6 +21,7 @@ from typing import Any
 import msgspec
 
 from asya_protocol import (
+    MAX_JSON_DEPTH,
     Envelope,
     EnvelopeError,
     ErrorCode,
@@ -29,6 +30,7 @@ from asya_protocol import (
     ProtocolError,
     RouteError,
     advance,
+    check_json,
     decode_envelope,
     encode_envelope,
     error_end_envelope,
@@ -52,6 +54,7 @@ __all__ = [
     "RuntimeUnavailableOutcome",
     "after_runtime",
     "inspect",
+    "inspect_failed",
     "retry_bucket",
     "retry_queue_name",
     "unroutable",
@@ -176,7 +179,49 @@ def inspect(
     A redelivered message is republished to this actor's queue with the count raised (and the
     original acked), so a message that crashes its actor again and again is counted even on
     queues that keep no count; past ``redelivery_limit`` it goes to error-end.
+
+    A body that is not an envelope (bad JSON, not UTF-8, nested past the depth limit) goes to
+    error-end as ``parse_error``. Any other exception raised while inspecting is counted the same
+    way on the raw body (see :func:`inspect_failed`), so no body can come back forever.
     """
+    try:
+        return _inspect(body, ctx, redelivered=redelivered, redeliveries=redeliveries)
+    except Exception as exc:  # noqa: BLE001 - settled below: counted, then error-end
+        return inspect_failed(body, exc, ctx, redeliveries=redeliveries)
+
+
+def inspect_failed(
+    body: bytes, exc: Exception, ctx: RoutingContext, *, redeliveries: int = 0
+) -> Decision:
+    """An unexpected exception while inspecting ``body``: a bug, or a body that breaks a
+    decoder in a way the protocol's checks missed.
+
+    The envelope cannot be trusted, so the raw body is republished to this actor's queue with
+    its redelivery count raised; past ``redelivery_limit`` it goes to error-end (a one-step
+    route, the body as text) with the exception in ``details``.
+    """
+    count = redeliveries + 1
+    what = f"{type(exc).__name__}: {exc}"
+    if count > ctx.redelivery_limit:
+        message = (
+            f"inspecting the message failed {count} times (limit {ctx.redelivery_limit}): {what}"
+        )
+        failed = unparseable_envelope(
+            body,
+            step=ctx.actor,
+            error=ErrorCode.REDELIVERY_LIMIT,
+            message=message,
+            details={"exception": type(exc).__name__},
+        )
+        out = Outgoing(ctx.error_end, encode_envelope(failed), failed.id)
+        return Decision(Outcome.ERROR_END, (out,), error=ErrorCode.REDELIVERY_LIMIT, reason=message)
+    out = Outgoing(ctx.actor, body, redeliveries=count)
+    return Decision(Outcome.RECOUNTED, (out,), reason=f"inspecting failed ({what}); try {count}")
+
+
+def _inspect(
+    body: bytes, ctx: RoutingContext, *, redelivered: bool, redeliveries: int
+) -> Decision | Process:
     try:
         envelope = decode_envelope(body)
     except EnvelopeError as exc:
@@ -185,6 +230,12 @@ def inspect(
         out = Outgoing(ctx.error_end, encode_envelope(failed), failed.id)
         return Decision(Outcome.ERROR_END, (out,), error=code, reason=str(exc))
     envelope = envelope.ensure_id()
+    try:
+        # The envelope's own limit leaves room for one more level (error-end wraps the payload);
+        # a payload must fit MAX_JSON_DEPTH so the runtime, the next hop and error-end take it.
+        check_json(envelope.payload, max_depth=MAX_JSON_DEPTH, what="payload")
+    except EnvelopeError as exc:
+        return _error_end_unreadable_payload(ctx, envelope, str(exc))
     step = envelope.route.current_step
     if step != ctx.actor:
         where = "is exhausted" if step is None else f"points at {step!r}"
@@ -207,6 +258,21 @@ def inspect(
         return Decision(Outcome.RECOUNTED, (out,), reason=f"redelivery {count}")
     request = encode_envelope(envelope) if ctx.envelope_mode else bytes(envelope.payload)
     return Process(envelope, request, _attempt(envelope))
+
+
+def _error_end_unreadable_payload(
+    ctx: RoutingContext, envelope: Envelope, message: str
+) -> Decision:
+    """Error-end ``parse_error`` for a payload too deep to wrap: its bytes are kept as text."""
+    payload = error_end_payload(
+        error=ErrorCode.PARSE_ERROR,
+        message=message,
+        step=ctx.actor,
+        original_body=bytes(envelope.payload),
+    )
+    failed = _without_attempt(envelope).with_raw_payload(payload)
+    out = Outgoing(ctx.error_end, encode_envelope(failed), failed.id)
+    return Decision(Outcome.ERROR_END, (out,), error=ErrorCode.PARSE_ERROR, reason=message)
 
 
 def _error_end_at(ctx: RoutingContext, envelope: Envelope, code: str, message: str) -> Decision:

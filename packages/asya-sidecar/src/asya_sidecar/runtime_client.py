@@ -12,8 +12,12 @@ from dataclasses import dataclass
 import msgspec
 
 from asya_protocol import (
+    MAX_ENVELOPE_DEPTH,
+    MAX_JSON_DEPTH,
     PROTOCOL_VERSION,
     ControlRequest,
+    EnvelopeError,
+    ErrorCode,
     ErrorReply,
     Feature,
     FrameError,
@@ -175,8 +179,17 @@ class RuntimeClient:
                 frame = await read_frame(conn.reader, max_size=self.max_frame_size)
                 if frame is None:
                     raise RuntimeUnavailable("runtime closed the connection mid-request")
+                # In envelope mode a result is an envelope, which may nest two levels more.
+                envelope_mode = conn.info.mode is HandlerMode.ENVELOPE
                 try:
-                    reply = decode_reply(frame)
+                    reply = decode_reply(
+                        frame, max_depth=MAX_ENVELOPE_DEPTH if envelope_mode else MAX_JSON_DEPTH
+                    )
+                except EnvelopeError as exc:
+                    # Not UTF-8, or nested past the limit: never published; error-end instead.
+                    return ErrorReply(
+                        error=ErrorCode.PARSE_ERROR, message=f"runtime result refused: {exc}"
+                    )
                 except ProtocolError as exc:
                     return ErrorReply(error="protocol_error", message=f"bad runtime reply: {exc}")
                 if isinstance(reply, ProgressReply):
