@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -149,3 +150,14 @@ def test_decode_reply_limits_the_result() -> None:
     assert isinstance(info.value, ProtocolError)
     with pytest.raises(EnvelopeError, match="UTF-8"):
         decode_reply(b'{"status":"ok","result":"\xed\xa0\x80"}')  # an encoded surrogate
+
+
+def test_docs_state_the_limits_of_the_code() -> None:
+    root = Path(__file__).resolve().parents[3]
+    protocol = (root / "docs/protocol.md").read_text()
+    assert f"| {MAX_JSON_DEPTH} | `MAX_JSON_DEPTH` |" in protocol
+    assert f"| {MAX_ENVELOPE_DEPTH} | `MAX_ENVELOPE_DEPTH` |" in protocol
+    for page in ("docs/sidecar.md", "packages/asya-runtime/README.md"):
+        text = (root / page).read_text()
+        assert f"deeper than {MAX_JSON_DEPTH}" in text, page
+        assert f"{MAX_ENVELOPE_DEPTH} " in text, page
