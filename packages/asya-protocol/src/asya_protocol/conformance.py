@@ -194,6 +194,17 @@ class _Checks:
             )
             _expect(_ok_value(_call(c, {"op": "echo", "value": 2})) == 2, "connection unusable")
 
+    def too_deep_request(self) -> None:
+        deep = b"[" * 1000 + b"]" * 1000  # 2 KB that overflows a recursive decoder
+        with self.client() as c:
+            c.send(b'{"op": "echo", "value": ' + deep + b"}")
+            reply = _reply(c)
+            _expect(
+                isinstance(reply, ErrorReply) and reply.error == "parse_error",
+                f"a request nested past MAX_JSON_DEPTH must be a parse_error, got {reply!r}",
+            )
+            _expect(_ok_value(_call(c, {"op": "echo", "value": 3})) == 3, "connection unusable")
+
     def truncated_frame(self) -> None:
         with self.client() as c:
             c.sock.sendall((100).to_bytes(4, "big") + b"0123456789")
@@ -249,6 +260,7 @@ def run_checks(
         ("chosen-error-code", checks.chosen_error_code),
         ("handler-exception", checks.handler_exception),
         ("parse-error", checks.parse_error),
+        ("too-deep-request", checks.too_deep_request),
         ("truncated-frame", checks.truncated_frame),
         ("client-gives-up", checks.client_gives_up),
         ("no-progress-without-negotiation", checks.progress_only_when_negotiated),
