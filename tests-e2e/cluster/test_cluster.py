@@ -91,13 +91,9 @@ class Cluster:
 
     @contextlib.contextmanager
     def service_url(self, name: str) -> Iterator[str]:
-        """An HTTP URL for a Service: its ClusterIP on this host's node (kube-proxy routes it),
-        else a ``kubectl port-forward`` that is listening before the URL is handed out."""
-        service = self.get("-n", NAMESPACE, "service", name)
-        port = service["spec"]["ports"][0]["port"]
-        if self.local:
-            yield f"http://{service['spec']['clusterIP']}:{port}"
-            return
+        """An HTTP URL for a Service on 127.0.0.1: a ``kubectl port-forward`` (through the API
+        server to the kubelet), listening before the URL is handed out."""
+        port = self.get("-n", NAMESPACE, "service", name)["spec"]["ports"][0]["port"]
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             local_port = probe.getsockname()[1]
@@ -366,30 +362,39 @@ def probe_actor(name: str) -> dict[str, Any]:
     return probe
 
 
-def deployments(cluster: Cluster) -> list[dict[str, Any]]:
-    items: list[dict[str, Any]] = cluster.get("-n", NAMESPACE, "deployments")["items"]
-    return items
+def owned_by(cluster: Cluster, name: str) -> list[str]:
+    """``Kind/name`` of everything in the namespace whose controller owner is the Asya ``name``."""
+    kinds = "deployments,statefulsets,services,scaledobjects.keda.sh,triggerauthentications.keda.sh"
+    items = cluster.get("-n", NAMESPACE, kinds)["items"]
+    return sorted(
+        f"{i['kind']}/{i['metadata']['name']}" for i in items
+        if any(o.get("kind") == "Asya" and o.get("name") == name and o.get("controller")
+               for o in i["metadata"].get("ownerReferences", []))
+    )  # fmt: skip
 
 
 def test_deleting_an_asya_garbage_collects_what_it_owned(chart: Cluster) -> None:
-    """The real garbage collector removes the workload through its ownerReference."""
-    chart.apply([probe_actor("gc-probe")])
-    deployment = chart.wait_until(
-        "gc-probe's Deployment",
-        lambda: [
-            d for d in deployments(chart)
-            if any(o.get("name") == "gc-probe" for o in d["metadata"].get("ownerReferences", []))
-        ],
-        timeout=120,
-    )[0]  # fmt: skip
-    owner = deployment["metadata"]["ownerReferences"][0]
-    assert owner["kind"] == "Asya"
-    assert owner.get("controller") is True
-    chart.run("-n", NAMESPACE, "delete", "asya", "gc-probe", "--wait=true", timeout=120)
-    name = deployment["metadata"]["name"]
+    """The real garbage collector removes the workload, its Service, the ScaledObject (and with
+    it KEDA's HPA) and the TriggerAuthentication, through their ownerReferences."""
+    probe = probe_actor("gc-probe")
+    probe["spec"]["workload"]["kind"] = "StatefulSet"
+    probe["spec"]["scaling"] = {"enabled": True, "minReplicas": 0, "maxReplicas": 1}
+    chart.apply([probe])
+    expected = [
+        "ScaledObject/gc-probe", "Service/gc-probe-headless", "StatefulSet/gc-probe",
+        "TriggerAuthentication/gc-probe-rabbitmq",
+    ]  # fmt: skip
+    chart.wait_until("gc-probe's objects", lambda: owned_by(chart, "gc-probe") == expected, 120)
     chart.wait_until(
-        f"Deployment {name} removed by the garbage collector",
-        lambda: name not in {d["metadata"]["name"] for d in deployments(chart)},
+        "KEDA's HPA for it",
+        lambda: "keda-hpa-gc-probe" in chart.run("-n", NAMESPACE, "get", "hpa", "-o", "name"),
+        timeout=120,
+    )  # fmt: skip
+    chart.run("-n", NAMESPACE, "delete", "asya", "gc-probe", "--wait=true", timeout=120)
+    chart.wait_until(
+        "everything it owned removed by the garbage collector",
+        lambda: owned_by(chart, "gc-probe") == []
+        and "keda-hpa-gc-probe" not in chart.run("-n", NAMESPACE, "get", "hpa", "-o", "name"),
         timeout=120,
     )  # fmt: skip
 
