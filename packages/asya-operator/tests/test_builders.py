@@ -198,6 +198,17 @@ def test_claims_need_a_statefulset() -> None:
         actor(workload={**BASE["spec"]["workload"], "volumeClaimTemplates": [CLAIM]})
 
 
+def test_a_reserved_resource_name_needs_an_explicit_queue() -> None:
+    import msgspec
+
+    obj = copy.deepcopy(BASE)
+    obj["metadata"]["name"] = "amq.inference"
+    with pytest.raises(msgspec.ValidationError, match=r"set spec\.queue"):
+        Actor.from_resource(obj)
+    obj["spec"]["queue"] = "inference"
+    assert Actor.from_resource(obj).queue == "inference"
+
+
 def test_sidecar_env_overrides_the_operators_once() -> None:
     a = actor(
         workload={**BASE["spec"]["workload"], "kind": "Job"},

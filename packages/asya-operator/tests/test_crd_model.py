@@ -10,7 +10,9 @@ import msgspec
 import pytest
 
 from asya_operator.crd import crd, crd_yaml
-from asya_operator.model import AsyaSpec, WorkloadKind
+from asya_operator.model import RESERVED_MESSAGE, AsyaSpec, WorkloadKind
+
+QUEUE_FIELDS = ("exchange", "happyEnd", "errorEnd")
 
 ROOT = Path(__file__).resolve().parents[3]
 COMMITTED = ROOT / "deploy/helm/asya/crds/asyas.asya.sh.yaml"
@@ -77,3 +79,51 @@ def test_model_rejects_bad_specs(bad: dict[str, object]) -> None:
     base: dict[str, object] = {"transport": {"urlSecretRef": {"name": "r", "key": "u"}}}
     with pytest.raises(msgspec.ValidationError):
         msgspec.convert({**base, **bad}, AsyaSpec)
+
+
+_TRANSPORT = {"urlSecretRef": {"name": "r", "key": "u"}}
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        ({"queue": "amq.foo"}, r"queue 'amq\.foo': names starting with 'amq\.' are reserved"),
+        (
+            {"transport": {**_TRANSPORT, "exchange": "amq.topic"}},
+            r"exchange 'amq\.topic': names starting with 'amq\.' are reserved",
+        ),
+        (
+            {"transport": {**_TRANSPORT, "happyEnd": "amq.done"}},
+            r"happyEnd 'amq\.done': names starting with 'amq\.' are reserved",
+        ),
+        (
+            {"transport": {**_TRANSPORT, "errorEnd": "amq.failed"}},
+            r"errorEnd 'amq\.failed': names starting with 'amq\.' are reserved",
+        ),
+    ],
+)
+def test_model_refuses_names_rabbitmq_reserves(bad: dict[str, object], message: str) -> None:
+    base: dict[str, object] = {"transport": _TRANSPORT, "handler": "pipeline.steps:inference"}
+    with pytest.raises(msgspec.ValidationError, match=message):
+        msgspec.convert({**base, **bad}, AsyaSpec)
+
+
+@pytest.mark.parametrize("name", ["amq", "amqp.x", "x.amq.y", "AMQ.x"])
+def test_model_accepts_names_that_only_look_reserved(name: str) -> None:
+    spec = msgspec.convert(
+        {
+            "transport": {**_TRANSPORT, "exchange": name, "happyEnd": name, "errorEnd": name},
+            "queue": name,
+            "handler": "pipeline.steps:inference",
+        },
+        AsyaSpec,
+    )
+    assert (spec.queue, spec.transport.exchange) == (name, name)
+
+
+def test_every_queue_name_field_carries_the_reserved_prefix_rule() -> None:
+    spec = crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    transport = spec["properties"]["transport"]["properties"]
+    rule = {"rule": "!self.startsWith('amq.')", "message": RESERVED_MESSAGE}
+    for field in (spec["properties"]["queue"], *(transport[k] for k in QUEUE_FIELDS)):
+        assert field["x-kubernetes-validations"] == [rule]

@@ -16,6 +16,8 @@ from .model import (
     GROUP,
     KIND,
     RESERVED_CONTAINER,
+    RESERVED_MESSAGE,
+    RESERVED_PREFIX,
     RESERVED_VOLUME,
     RUNTIME_CONTAINER,
     VERSION,
@@ -64,12 +66,18 @@ class Actor:
     def from_resource(cls, obj: dict[str, Any]) -> Actor:
         """Raises ``msgspec.ValidationError`` for a spec the model refuses."""
         meta = obj["metadata"]
+        spec = msgspec.convert(obj.get("spec", {}), AsyaSpec)
+        if spec.queue is None and meta["name"].startswith(RESERVED_PREFIX):
+            raise msgspec.ValidationError(
+                f"the queue defaults to the resource's name {meta['name']!r}, and "
+                f"{RESERVED_MESSAGE}: set spec.queue"
+            )
         return cls(
             name=meta["name"],
             namespace=meta["namespace"],
             uid=meta.get("uid", ""),
             generation=int(meta.get("generation", 0)),
-            spec=msgspec.convert(obj.get("spec", {}), AsyaSpec),
+            spec=spec,
         )
 
     @property

@@ -21,6 +21,8 @@ from .model import (
     KIND,
     PLURAL,
     RESERVED_CONTAINER,
+    RESERVED_MESSAGE,
+    RESERVED_PREFIX,
     RESERVED_VOLUME,
     RUNTIME_CONTAINER,
     SINGULAR,
@@ -223,6 +225,14 @@ def openapi_schema() -> dict[str, Any]:
     return {
         "type": "object",
         "required": ["spec"],
+        "x-kubernetes-validations": [
+            {
+                "rule": "has(self.spec.queue) "
+                f"|| !self.metadata.name.startsWith('{RESERVED_PREFIX}')",
+                "message": f"the queue defaults to the resource's name, and {RESERVED_MESSAGE}: "
+                "set spec.queue",
+            }
+        ],
         "properties": {
             "apiVersion": {"type": "string"},
             "kind": {"type": "string"},

@@ -18,6 +18,8 @@ __all__ = [
     "KIND",
     "PLURAL",
     "RESERVED_CONTAINER",
+    "RESERVED_MESSAGE",
+    "RESERVED_PREFIX",
     "RESERVED_VOLUME",
     "RUNTIME_CONTAINER",
     "VERSION",
@@ -45,10 +47,23 @@ RUNTIME_CONTAINER = "asya-runtime"
 RESERVED_CONTAINER = "asya-sidecar"
 RESERVED_VOLUME = "asya-socket"
 
+RESERVED_PREFIX = "amq."
+"""RabbitMQ refuses to declare a queue or an exchange whose name starts with this (403
+ACCESS_REFUSED), and the sidecar refuses such a name at start, so the CRD refuses it first."""
+RESERVED_MESSAGE = f"names starting with '{RESERVED_PREFIX}' are reserved by RabbitMQ"
+
 _QUEUE = Meta(
     pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$",
     max_length=255,
-    description="A queue (step) name: letters, digits, '.', '_', ':', '-'.",
+    description="A queue (step) name: letters, digits, '.', '_', ':', '-'; not starting with "
+    f"'{RESERVED_PREFIX}'.",
+    # The API server's patterns are RE2 (no look-ahead), so the prefix is a CEL rule; the
+    # model's own check is ``_refuse_reserved`` in ``__post_init__``.
+    extra_json_schema={
+        "x-kubernetes-validations": [
+            {"rule": f"!self.startsWith('{RESERVED_PREFIX}')", "message": RESERVED_MESSAGE}
+        ]
+    },
 )
 Seconds = Annotated[float, Meta(gt=0, le=86400)]
 
@@ -62,6 +77,13 @@ class WorkloadKind(StrEnum):
 class HandlerMode(StrEnum):
     PAYLOAD = "payload"
     ENVELOPE = "envelope"
+
+
+def _refuse_reserved(**names: str | None) -> None:
+    """Raise ``ValueError`` (a ``msgspec.ValidationError`` when decoding) for a reserved name."""
+    for field, value in names.items():
+        if value is not None and value.startswith(RESERVED_PREFIX):
+            raise ValueError(f"{field} {value!r}: {RESERVED_MESSAGE}")
 
 
 class _Base(
@@ -155,6 +177,15 @@ class TransportSpec(_Base):
     happy_end: Annotated[str, _QUEUE] = "happy-end"
     error_end: Annotated[str, _QUEUE] = "error-end"
 
+    def __post_init__(self) -> None:
+        _refuse_reserved(
+            **{
+                "exchange": self.exchange,
+                "happyEnd": self.happy_end,
+                "errorEnd": self.error_end,
+            }
+        )
+
 
 class AsyaSpec(_Base):
     transport: TransportSpec
@@ -173,6 +204,9 @@ class AsyaSpec(_Base):
     sidecar: SidecarSpec = msgspec.field(default_factory=SidecarSpec)
     delete_queue_on_delete: bool = False
     """Delete the queue from RabbitMQ when the resource is deleted (through a finalizer)."""
+
+    def __post_init__(self) -> None:
+        _refuse_reserved(queue=self.queue)
 
 
 class Condition(_Base):

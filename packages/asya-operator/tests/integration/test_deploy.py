@@ -35,6 +35,9 @@ VALID = {
 }
 
 
+AMQ = "names starting with 'amq.' are reserved by RabbitMQ"
+
+
 def render(namespace: str, *extra: str) -> list[dict[str, Any]]:
     return helm_template(CHART, *extra, namespace=namespace)
 
@@ -100,6 +103,19 @@ def _with(path: list[str], value: Any) -> dict[str, Any]:
         (_with(["spec", "workload", "kind"], "DaemonSet"), "spec.workload.kind"),
         (_with(["spec", "scaling", "queueLength"], 0), "spec.scaling.queueLength"),
         (_with(["spec", "queue"], "amq space"), "spec.queue"),
+        *(
+            (_with(["spec", *path], name), f'spec.{".".join(path)}: Invalid value: "{name}": {AMQ}')
+            for path, name in [
+                (["queue"], "amq.foo"),
+                (["transport", "exchange"], "amq.topic"),
+                (["transport", "happyEnd"], "amq.done"),
+                (["transport", "errorEnd"], "amq.failed"),
+            ]
+        ),
+        (
+            _with(["metadata", "name"], "amq.inference"),
+            f"the queue defaults to the resource's name, and {AMQ}: set spec.queue",
+        ),
         (
             {
                 **_with(["spec", "transport"], {"urlSecretRef": {"name": "r", "key": "u"}}),
