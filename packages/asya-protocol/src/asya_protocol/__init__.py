@@ -3,9 +3,11 @@
 from .__about__ import __version__
 from .client import BlockingRuntimeClient, ReplyError
 from .envelope import (
+    CHILD_ID_NAMESPACE,
     MAX_QUEUE_NAME_BYTES,
     Envelope,
     Route,
+    child_id,
     decode_envelope,
     encode_envelope,
     new_id,
@@ -67,6 +69,7 @@ from .routing import (
 )
 
 __all__ = [
+    "CHILD_ID_NAMESPACE",
     "CONTROL_PREFIX",
     "DEFAULT_ERROR_END_QUEUE",
     "DEFAULT_EVENTS_EXCHANGE",
@@ -103,6 +106,7 @@ __all__ = [
     "__version__",
     "advance",
     "check_json",
+    "child_id",
     "decode_control",
     "decode_envelope",
     "decode_event",

@@ -18,9 +18,11 @@ from .errors import EnvelopeError, RouteError
 from .limits import MAX_ENVELOPE_DEPTH, check_json
 
 __all__ = [
+    "CHILD_ID_NAMESPACE",
     "MAX_QUEUE_NAME_BYTES",
     "Envelope",
     "Route",
+    "child_id",
     "decode_envelope",
     "encode_envelope",
     "new_id",
@@ -54,6 +56,23 @@ def validate_queue_name(name: str) -> str:
 def new_id() -> str:
     """A fresh envelope id (a random UUID in its canonical text form)."""
     return str(uuid.uuid4())
+
+
+CHILD_ID_NAMESPACE = uuid.UUID("457d60a5-cc13-5398-82fb-e96ca64f7880")
+"""The UUIDv5 namespace of fan-out child ids (see :func:`child_id`); it is itself
+``uuid5(NAMESPACE_URL, "https://asya.sh/ns/fan-out-child")``."""
+
+
+def child_id(parent_id: str, index: int) -> str:
+    """The id of fan-out child ``index`` (0-based) of the message ``parent_id``.
+
+    ``uuid5(CHILD_ID_NAMESPACE, f"{parent_id}:{index}")``: derived, never random, so a parent
+    redelivered after a crash republishes its children under the same ids (duplicates a consumer
+    can drop), and any router in any language computes the same ids.
+    """
+    if index < 0:
+        raise ValueError(f"a child index is >= 0, not {index}")
+    return str(uuid.uuid5(CHILD_ID_NAMESPACE, f"{parent_id}:{index}"))
 
 
 # Pipelines repeat: remember step tuples already validated (bounded, cleared when full).

@@ -11,7 +11,7 @@ from typing import Any
 
 import msgspec
 
-from .envelope import Envelope, Route, new_id
+from .envelope import Envelope, Route, child_id, new_id
 
 __all__ = [
     "DEFAULT_ERROR_END_QUEUE",
@@ -43,7 +43,8 @@ def destination(envelope: Envelope, *, happy_end: str = DEFAULT_HAPPY_END_QUEUE)
 
 
 def fan_out(envelope: Envelope, results: Iterable[bytes | msgspec.Raw]) -> list[Envelope]:
-    """One advanced child per result: each with a new id and ``parent_id`` = the parent's id.
+    """One advanced child per result: child ``i`` gets the id ``child_id(parent.id, i)`` and
+    ``parent_id`` = the parent's id, so the same parent always yields the same child ids.
 
     The parent must have an id (assign one with :meth:`Envelope.ensure_id` first), otherwise
     the children could not be traced back to it.
@@ -51,11 +52,12 @@ def fan_out(envelope: Envelope, results: Iterable[bytes | msgspec.Raw]) -> list[
     if not envelope.id:
         raise ValueError("fan_out needs a parent envelope with an id")
     route = envelope.route.advance()
+    parent = envelope.id
     return [
         msgspec.structs.replace(
-            envelope, route=route, payload=msgspec.Raw(r), id=new_id(), parent_id=envelope.id
+            envelope, route=route, payload=msgspec.Raw(r), id=child_id(parent, i), parent_id=parent
         )
-        for r in results
+        for i, r in enumerate(results)
     ]
 
 
