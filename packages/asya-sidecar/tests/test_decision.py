@@ -12,6 +12,7 @@ from asya_protocol import (
     MAX_JSON_DEPTH,
     ErrorReply,
     OkReply,
+    child_id,
     decode_envelope,
     encode_envelope,
     json_depth,
@@ -319,6 +320,16 @@ def test_fan_out_children() -> None:
     assert all(e["headers"] == {"traceparent": "00-abc-def-01"} for _, e in out)
 
 
+def test_fan_out_child_ids_repeat_for_a_redelivered_parent() -> None:
+    result = ok([{"chunk": 1}, {"chunk": 2}])
+    first = after_runtime(process(), result, CTX)
+    again = after_runtime(process(), result, CTX)
+    ids = [o.envelope_id for o in first.publish]
+    assert ids == [o.envelope_id for o in again.publish]
+    assert ids == [child_id("m-1", 0), child_id("m-1", 1)]
+    assert [e["id"] for _, e in published(first)] == ids
+
+
 def test_empty_fan_out_publishes_nothing_and_acks() -> None:
     decision = after_runtime(process(), ok([]), CTX)
     assert decision.outcome is Outcome.DROPPED
@@ -480,7 +491,9 @@ def test_envelope_mode_fan_out() -> None:
     assert decision.outcome is Outcome.FAN_OUT
     out = published(decision)
     assert [q for q, _ in out] == ["postprocess", "happy-end"]
-    assert all(e["parent_id"] == "m-1" and e["id"] != "m-1" for _, e in out)
+    assert all(e["parent_id"] == "m-1" for _, e in out)
+    # The handler's envelopes carried the parent's id; the children get the derived ones.
+    assert [e["id"] for _, e in out] == [child_id("m-1", 0), child_id("m-1", 1)]
 
 
 def test_encoded_error_end_is_a_valid_envelope_again() -> None:

@@ -31,12 +31,12 @@ from asya_protocol import (
     RouteError,
     advance,
     check_json,
+    child_id,
     decode_envelope,
     encode_envelope,
     error_end_envelope,
     error_end_payload,
     fan_out,
-    new_id,
     unparseable_envelope,
 )
 
@@ -394,9 +394,15 @@ def _envelope_mode_result(envelope: Envelope, reply: OkReply, ctx: RoutingContex
     if len(results) == 1:
         single = msgspec.structs.replace(results[0], id=envelope.id, parent_id=envelope.parent_id)
         return _forward(ctx, (single.with_route(single.route.advance()),), Outcome.FORWARDED)
+    # The same ids as payload-mode fan-out: derived, so a redelivered parent repeats them.
+    parent = envelope.id
+    if parent is None:  # pragma: no cover - inspect() gives every Process an id
+        raise ValueError("fan-out needs a parent envelope with an id")
     children = [
-        msgspec.structs.replace(r, id=new_id(), parent_id=envelope.id, route=r.route.advance())
-        for r in results
+        msgspec.structs.replace(
+            r, id=child_id(parent, i), parent_id=parent, route=r.route.advance()
+        )
+        for i, r in enumerate(results)
     ]
     return _forward(ctx, children, Outcome.FAN_OUT)
 

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from asya_protocol import EventType, decode_event
+from asya_protocol import EventType, child_id, decode_event
 from asya_sidecar import Sidecar
 from asya_testing import AmqpClient, AmqpNames
 from asya_testing.processes import short_socket_path
@@ -62,6 +62,38 @@ async def test_seed_fan_out(
     assert {o["parent_id"] for o in out} == {"parent-1"}
     assert len({o["id"] for o in out}) == 2
     assert all(o["route"]["current"] == 2 for o in out)
+
+
+async def test_a_redelivered_fan_out_parent_repeats_its_children_ids(
+    amqp_url: str, amqp_names: AmqpNames, make_sidecars: Any, run_sidecars: Any
+) -> None:
+    """A sidecar killed between publishing the children and acking gets the parent again: its
+    children must come out under the same ids (duplicates a consumer can drop), not new ones."""
+    sidecars = make_sidecars([("split", "split"), ("upper", "upper")])
+    split_q, upper_q = amqp_names.queue("split"), amqp_names.queue("upper")
+    parent = {
+        "id": "parent-twice",
+        "route": {"steps": [split_q, upper_q]},
+        "payload": {"text": "one two three"},
+    }
+    other = {**parent, "id": "parent-other"}
+    async with AmqpClient(amqp_url, amqp_names) as client, run_sidecars(sidecars):
+        for envelope in (parent, parent, other):
+            await client.publish(split_q, envelope)
+        out = await client.take(amqp_names.happy_end, 9, timeout=30)
+        assert await client.drain(amqp_names.happy_end) == []
+    twice = [o for o in out if o["parent_id"] == "parent-twice"]
+    assert len(twice) == 6
+    by_text: dict[str, set[str]] = {}
+    for o in twice:
+        by_text.setdefault(o["payload"]["text"], set()).add(o["id"])
+    # Each child came twice, both times under one id, and the three children differ.
+    assert sorted(by_text) == ["ONE", "THREE", "TWO"]
+    assert all(len(ids) == 1 for ids in by_text.values())
+    assert len(set().union(*by_text.values())) == 3
+    assert {o["id"] for o in twice} == {child_id("parent-twice", i) for i in range(3)}
+    others = {o["id"] for o in out if o["parent_id"] == "parent-other"}
+    assert others == {child_id("parent-other", i) for i in range(3)}
 
 
 async def test_error_table(
