@@ -76,6 +76,7 @@ def test_conformance_of_asya_runtime(start_runtime: StartRuntime) -> None:
         "hello-and-progress",
         "oversized-frame",
         "too-deep-request",
+        "one-final-frame-per-request",
     }
 
 

@@ -15,6 +15,10 @@ language can implement it in a few lines (asya-runtime ships one as
 | ``{"op": "progress", "steps": N}`` | report progress N times, then return ``N`` |
 | ``{"op": "sleep", "seconds": S, "value": V}`` | wait ``S`` seconds, then return ``V`` |
 
+Besides answering correctly, a runtime must send exactly one final frame per request and
+nothing after it (``one-final-frame-per-request``): a sidecar reading a pooled connection cannot
+tell a stray second reply from the answer to its next request.
+
 Exit status 0 when every check passes, 1 otherwise. Uses blocking sockets and the standard
 library only (plus this package), so it runs anywhere the runtime's socket is reachable.
 """
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import socket
 import sys
 import threading
 import time
@@ -53,6 +58,23 @@ ECHO_VALUES: list[Any] = [
     {"unicode": "h\u00e9llo \u2603 \U0001f600"},
     {"nested": [{"a": []}, {"b": {"c": [1, 2, 3]}}]},
 ]
+
+
+EXTRA_FRAME_WAIT = 0.1
+"""Seconds to wait, after a final reply, for bytes that should never come."""
+
+
+def _bytes_within(sock: socket.socket, seconds: float) -> bytes | None:
+    """Bytes the peer sends within ``seconds`` (``b""`` for none), or ``None`` if it closed."""
+    previous = sock.gettimeout()
+    sock.settimeout(seconds)
+    try:
+        data = sock.recv(65536)
+    except TimeoutError:
+        return b""
+    finally:
+        sock.settimeout(previous)
+    return data or None
 
 
 class CheckFailed(AssertionError):
@@ -140,6 +162,31 @@ class _Checks:
         with self.client() as c:
             for i in range(50):
                 _expect(_ok_value(_call(c, {"op": "echo", "value": i})) == i, f"exchange {i}")
+
+    def one_final_frame_per_request(self) -> None:
+        requests: list[Any] = [
+            {"op": "echo", "value": 1},
+            {"op": "fanout", "values": [1, 2]},
+            {"op": "fail", "code": "conformance_error", "message": "as asked"},
+            {"op": "raise", "message": "deliberate crash"},
+        ]
+        with self.client() as c:
+            for payload in requests:
+                _call(c, payload)
+                self._nothing_more(c, f"the reply to {payload['op']!r}")
+            c.send(b"{not json")
+            _reply(c)
+            self._nothing_more(c, "the parse_error reply")
+            _expect(_ok_value(_call(c, {"op": "echo", "value": 6})) == 6, "connection unusable")
+
+    def _nothing_more(self, c: BlockingRuntimeClient, after: str) -> None:
+        extra = _bytes_within(c.sock, EXTRA_FRAME_WAIT)
+        _expect(extra is not None, f"the runtime closed the connection after {after}")
+        _expect(
+            not extra,
+            f"{len(extra or b'')} byte(s) arrived after {after}: a runtime sends exactly one "
+            "final frame per request (a sidecar would read them as the next request's answer)",
+        )
 
     def concurrent_connections(self) -> None:
         errors: list[str] = []
@@ -255,6 +302,7 @@ def run_checks(
         ("ping", checks.ping),
         ("echo-values", checks.echo_values),
         ("many-exchanges-on-one-connection", checks.many_exchanges_on_one_connection),
+        ("one-final-frame-per-request", checks.one_final_frame_per_request),
         ("concurrent-connections", checks.concurrent_connections),
         ("fan-out", checks.fan_out),
         ("chosen-error-code", checks.chosen_error_code),
