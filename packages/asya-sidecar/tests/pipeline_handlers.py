@@ -77,3 +77,12 @@ def raw_result(payload: dict[str, Any]) -> Any:
     """Returns ``payload["hex"]`` decoded as raw JSON bytes, passed through unchecked (as a
     third-party runtime might send them): invalid UTF-8 or deep nesting reach the sidecar."""
     return msgspec.Raw(bytes.fromhex(payload["hex"]))
+
+
+def big_result(payload: dict[str, Any]) -> dict[str, Any]:
+    """Returns ``payload["size"]`` bytes of text, counting its calls per ``key`` in
+    ``TEST_STATE_DIR`` (to tell one run from several)."""
+    path = os.path.join(os.environ["TEST_STATE_DIR"], str(payload["key"]))
+    with open(path, "a") as f:
+        f.write("x")
+    return {"key": payload["key"], "data": "x" * int(payload["size"])}

@@ -496,6 +496,25 @@ def test_envelope_mode_fan_out() -> None:
     assert [e["id"] for _, e in out] == [child_id("m-1", 0), child_id("m-1", 1)]
 
 
+def test_a_reply_over_the_frame_limit_is_never_retried() -> None:
+    """The runtime client turns an oversized reply into frame_too_large, retryable=False: one
+    run, then error-end, even when the policy lists the code."""
+    policy = RetryPolicy(max_attempts=3, codes=frozenset({"frame_too_large"}))
+    ctx = RoutingContext(**{**RETRYING.__dict__, "retry": policy})
+    reply = ErrorReply(
+        error="frame_too_large",
+        message="too big",
+        retryable=False,
+        details={"size": 9000, "limit": 4096},
+    )
+    decision = after_runtime(process(ctx=ctx), reply, ctx)
+    assert decision.outcome is Outcome.ERROR_END
+    [(queue, env)] = published(decision)
+    assert queue == "error-end"
+    assert env["payload"]["error"] == "frame_too_large"
+    assert env["payload"]["details"] == {"size": 9000, "limit": 4096}
+
+
 def test_encoded_error_end_is_a_valid_envelope_again() -> None:
     from asya_protocol import decode_envelope
 

@@ -21,6 +21,7 @@ from asya_protocol import (
     ErrorReply,
     Feature,
     FrameError,
+    FrameTooLargeError,
     HandlerMode,
     HelloResult,
     OkReply,
@@ -153,50 +154,70 @@ class RuntimeClient:
         """One exchange. Raises ``TimeoutError`` or :class:`RuntimeUnavailable`.
 
         A connection that timed out or failed is closed, never reused (a late reply would be
-        read as the answer to the next request).
+        read as the answer to the next request). So is one that carried anything after its final
+        frame, or a reply over the frame limit: see :meth:`_exchange`.
         """
         async with self._slots:
-            conn = self._idle.pop() if self._idle else await self._open()
-            healthy = False
+            conn = await self._take()
+            reusable = False
             try:
                 async with asyncio.timeout(timeout):
-                    reply = await self._exchange(conn, request, on_progress)
-                healthy = True
+                    reply, reusable = await self._exchange(conn, request, on_progress)
                 return reply
             finally:
-                if healthy:
+                if reusable:
                     self._idle.append(conn)
                 else:
                     await conn.close()
 
+    async def _take(self) -> _Conn:
+        """An idle pooled connection that has received nothing since its last exchange, or a
+        new one. Bytes on an idle connection are a reply nobody asked for (the runtime sent one
+        frame too many): reading them as the next answer would shift every later result by one,
+        so that connection is closed instead. So is one the runtime closed meanwhile."""
+        while self._idle:
+            conn = self._idle.pop()
+            extra = await _pending(conn.reader)
+            if extra is None:
+                return conn
+            if extra:
+                log.warning(
+                    "the runtime sent data on an idle connection (a frame after a final reply); "
+                    "connection discarded"
+                )
+            await conn.close()
+        return await self._open()
+
     async def _exchange(
         self, conn: _Conn, request: bytes, on_progress: ProgressCallback | None
-    ) -> OkReply | ErrorReply:
+    ) -> tuple[OkReply | ErrorReply, bool]:
+        """The reply, and whether the connection may carry the next exchange.
+
+        A reply over the frame limit cannot be read past (its body is never read): it is a
+        ``frame_too_large`` error reply, not retried, and the connection is dropped; the runtime
+        is not considered down. Bytes already waiting after the final frame mean the runtime
+        answered more than once: the reply cannot be trusted to belong to this request, so it
+        becomes a ``protocol_error`` and the connection is dropped.
+        """
         try:
             conn.writer.write(encode_frame(request, max_size=self.max_frame_size))
             await conn.writer.drain()
             while True:
-                frame = await read_frame(conn.reader, max_size=self.max_frame_size)
+                try:
+                    frame = await read_frame(conn.reader, max_size=self.max_frame_size)
+                except FrameTooLargeError as exc:
+                    return _reply_too_large(exc), False
                 if frame is None:
                     raise RuntimeUnavailable("runtime closed the connection mid-request")
-                # In envelope mode a result is an envelope, which may nest two levels more.
-                envelope_mode = conn.info.mode is HandlerMode.ENVELOPE
-                try:
-                    reply = decode_reply(
-                        frame, max_depth=MAX_ENVELOPE_DEPTH if envelope_mode else MAX_JSON_DEPTH
-                    )
-                except EnvelopeError as exc:
-                    # Not UTF-8, or nested past the limit: never published; error-end instead.
-                    return ErrorReply(
-                        error=ErrorCode.PARSE_ERROR, message=f"runtime result refused: {exc}"
-                    )
-                except ProtocolError as exc:
-                    return ErrorReply(error="protocol_error", message=f"bad runtime reply: {exc}")
+                reply = _decode(conn, frame)
                 if isinstance(reply, ProgressReply):
                     if on_progress is not None:
                         await on_progress(reply)
                     continue
-                return reply
+                extra = await _pending(conn.reader)
+                if extra:
+                    return _extra_frame(), False
+                return reply, extra is None
         except (ConnectionError, OSError) as exc:
             raise RuntimeUnavailable(f"runtime connection failed: {exc}") from exc
         except FrameError as exc:
@@ -206,3 +227,46 @@ class RuntimeClient:
         idle, self._idle = self._idle, []
         for conn in idle:
             await conn.close()
+
+
+def _decode(conn: _Conn, frame: bytes) -> OkReply | ErrorReply | ProgressReply:
+    # In envelope mode a result is an envelope, which may nest two levels more.
+    envelope_mode = conn.info.mode is HandlerMode.ENVELOPE
+    try:
+        return decode_reply(
+            frame, max_depth=MAX_ENVELOPE_DEPTH if envelope_mode else MAX_JSON_DEPTH
+        )
+    except EnvelopeError as exc:
+        # Not UTF-8, or nested past the limit: never published; error-end instead.
+        return ErrorReply(error=ErrorCode.PARSE_ERROR, message=f"runtime result refused: {exc}")
+    except ProtocolError as exc:
+        return ErrorReply(error="protocol_error", message=f"bad runtime reply: {exc}")
+
+
+async def _pending(reader: asyncio.StreamReader) -> bytes | None:
+    """What the runtime already sent beyond the frames read so far, without waiting: ``None``
+    for nothing, ``b""`` for a closed stream, else some of the extra bytes (consumed: the
+    connection is being dropped)."""
+    try:
+        async with asyncio.timeout(0):
+            return await reader.read(1)
+    except TimeoutError:
+        return None
+
+
+def _reply_too_large(exc: FrameTooLargeError) -> ErrorReply:
+    return ErrorReply(
+        error=ErrorCode.FRAME_TOO_LARGE,
+        message=f"the runtime's reply of {exc.size} bytes exceeds ASYA_MAX_FRAME_SIZE "
+        f"({exc.limit} bytes)",
+        retryable=False,  # the same input gives the same result: one run, then error-end
+        details={"size": exc.size, "limit": exc.limit},
+    )
+
+
+def _extra_frame() -> ErrorReply:
+    return ErrorReply(
+        error=ErrorCode.PROTOCOL_ERROR,
+        message="the runtime sent more after its final reply (two final frames for one request); "
+        "the reply may belong to another request, so it is not used and the connection is dropped",
+    )
