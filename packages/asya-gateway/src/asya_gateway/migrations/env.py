@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 
 from alembic import context
+from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from asya_gateway.db import Base
+from asya_gateway.migrate import MIGRATION_LOCK_KEY
 
 config = context.config
 target_metadata = Base.metadata
@@ -17,6 +19,12 @@ target_metadata = Base.metadata
 def _run(connection: Connection) -> None:
     context.configure(connection=connection, target_metadata=target_metadata, render_as_batch=True)
     with context.begin_transaction():
+        if connection.dialect.name == "postgresql":
+            # Before Alembic reads alembic_version: a replica that waited here sees the schema
+            # the one holding the lock committed. Released at the end of the transaction.
+            connection.execute(
+                text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY}
+            )
         context.run_migrations()
 
 
