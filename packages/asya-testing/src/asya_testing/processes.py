@@ -17,19 +17,22 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from asya_protocol import ControlRequest, encode_control, read_frame_blocking, write_frame_blocking
 
 __all__ = [
+    "START_MOMENTS",
     "ManagedProcess",
     "free_port",
+    "handles_sigterm",
     "managed_process",
     "ping",
     "runtime_process",
     "short_socket_path",
     "sidecar_process",
+    "sigterm_at",
     "wait_until",
 ]
 
@@ -59,6 +62,7 @@ class ManagedProcess:
 
     process: subprocess.Popen[bytes]
     log_path: Path
+    started_at: float = field(default_factory=time.monotonic)
 
     @property
     def pid(self) -> int:
@@ -89,6 +93,45 @@ class ManagedProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
         return self.process.wait(timeout=timeout)
+
+
+START_MOMENTS = (0.0, 0.02, 0.1, 0.3)
+"""Seconds after spawn at which the start-up signal tests send SIGTERM."""
+
+
+def handles_sigterm(pid: int) -> bool:
+    """True when process ``pid`` has a handler installed for SIGTERM (its ``SigCgt`` mask).
+    The kernel drops a SIGTERM sent to a PID 1 without one; any other process dies of it."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigCgt:"):
+            return bool(int(line.split()[1], 16) >> (signal.SIGTERM - 1) & 1)
+    raise AssertionError(f"no SigCgt line in /proc/{pid}/status")
+
+
+def sigterm_at(proc: ManagedProcess, moment: float | None, *, timeout: float = 5.0) -> bool:
+    """Send SIGTERM ``moment`` seconds after spawn (None: now) and check the exit.
+
+    Exit code 0 within ``timeout`` seconds is required once the process has its SIGTERM
+    handler; before that (the interpreter still starting) only death by the signal's default
+    action is accepted, as promptly. Returns whether the handler was installed.
+    """
+    if moment is not None:
+        time.sleep(max(0.0, proc.started_at + moment - time.monotonic()))
+    if not proc.alive():
+        raise AssertionError(f"exited before the signal:\n{proc.log()}")
+    handled = handles_sigterm(proc.pid)
+    proc.signal(signal.SIGTERM)
+    try:
+        code = proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise AssertionError(
+            f"still running {timeout}s after SIGTERM (handler installed: {handled}):\n{proc.log()}"
+        ) from None
+    # Without its handler yet (the interpreter still starting) the default action ends it.
+    allowed = (0,) if handled else (0, -signal.SIGTERM)
+    if code not in allowed:
+        raise AssertionError(f"exit code {code} after SIGTERM (allowed {allowed}):\n{proc.log()}")
+    return handled
 
 
 @contextmanager
