@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import signal
 import sys
 
+from . import _signals
 from .errors import RuntimeStartError
 from .loader import load_handler
 from .server import RuntimeServer
@@ -26,15 +26,19 @@ package README (asya-runtime). A bad or missing setting stops it at start, namin
 async def _run(settings: RuntimeSettings) -> bool:
     # The handler is imported inside the loop so that a module creating asyncio objects at
     # import time gets this loop.
+    # A stop signal while it imports (a model load can take minutes) ends start-up at once.
     handler = load_handler(settings.handler)
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    _signals.attach(stop)
     return await RuntimeServer(settings, handler).serve(stop)
 
 
 def main(argv: list[str] | None = None) -> int:
+    with _signals.honoured():
+        return _main(argv)
+
+
+def _main(argv: list[str] | None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if args in (["-h"], ["--help"]):
         sys.stdout.write(USAGE)
