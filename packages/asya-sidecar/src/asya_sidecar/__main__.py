@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 import sys
 
+from . import _signals
 from .errors import RuntimeUnavailable, SettingsError
 from .factory import amqp_sidecar
 from .settings import SidecarSettings
@@ -21,13 +21,31 @@ package README (asya-sidecar). A bad or missing setting stops it at start, namin
 
 async def _run(settings: SidecarSettings) -> None:
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await amqp_sidecar(settings).run(stop)
+    _signals.attach(stop)
+    sidecar = amqp_sidecar(settings)
+    running = asyncio.create_task(sidecar.run(stop), name="sidecar")
+    stopped = asyncio.create_task(stop.wait(), name="stop-signal")
+    try:
+        await asyncio.wait({running, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        if not running.done() and not sidecar.consuming.is_set():
+            # Stopped while starting (waiting for the runtime, connecting): nothing is in
+            # flight and nothing was acked, so there is nothing to drain. Leave now.
+            running.cancel()
+            await asyncio.wait({running})
+            if not running.cancelled():
+                running.result()
+            return
+        await running
+    finally:
+        stopped.cancel()
 
 
 def main(argv: list[str] | None = None) -> int:
+    with _signals.honoured():
+        return _main(argv)
+
+
+def _main(argv: list[str] | None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if args in (["-h"], ["--help"]):
         sys.stdout.write(USAGE)
