@@ -7,11 +7,19 @@ import asyncio
 import logging
 import sys
 
+from . import _signals
 from .settings import GatewaySettings, SettingsError
 from .tools import ToolsFileError
 
 
 def main(argv: list[str] | None = None) -> int:
+    # uvicorn takes the signals over while it serves, and re-raises a caught one to these
+    # handlers after its graceful shutdown (so that too ends in exit code 0).
+    with _signals.honoured():
+        return _main(argv)
+
+
+def _main(argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(prog="asya-gateway", description=__doc__)
     sub = parser.add_subparsers(dest="command")
     sub.add_parser("serve", help="serve HTTP (the default)")
