@@ -10,9 +10,9 @@ import argparse
 import asyncio
 import logging
 import os
-import signal
 import sys
 
+from . import _signals
 from .settings import OperatorSettings, SettingsError
 
 log = logging.getLogger("asya_operator")
@@ -26,20 +26,19 @@ async def _run(settings: OperatorSettings) -> int:
     from .leader import LeaderElector  # noqa: PLC0415
     from .queues import QueueManager  # noqa: PLC0415
 
+    stop = asyncio.Event()
+    _signals.attach(stop)
     if os.environ.get("KUBERNETES_SERVICE_HOST"):
         config.load_incluster_config()  # type: ignore[no-untyped-call]
     else:
         await config.load_kube_config()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     async with client.ApiClient() as api:
         kube = KubeClient(api)
         queues = QueueManager(settings.rabbitmq_url)
         elector = LeaderElector(
             kube, settings.namespace, settings.identity, duration=settings.lease_duration
         )
+        held = False
         try:
             if settings.leader_election:
                 log.info(
@@ -55,6 +54,8 @@ async def _run(settings: OperatorSettings) -> int:
                 await asyncio.gather(waiter, stopper, return_exceptions=True)
                 if stop.is_set():
                     return 0
+                waiter.result()  # an API error while waiting ends the process (it restarts)
+                held = True
             controller = Controller(
                 kube,
                 queues,
@@ -81,11 +82,16 @@ async def _run(settings: OperatorSettings) -> int:
             return 1 if lost.is_set() else 0
         finally:
             await queues.close()
-            if settings.leader_election:
+            if held:  # stopped while waiting for the lease: there is nothing to give up
                 await elector.release()
 
 
 def main(argv: list[str] | None = None) -> int:
+    with _signals.honoured():
+        return _main(argv)
+
+
+def _main(argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(prog="asya-operator", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("run", help="run the controller")
