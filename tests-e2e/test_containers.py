@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import re
+import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -81,3 +83,65 @@ def test_image_installs_exactly_the_locked_versions(images: None, image: str) ->
     assert third_party, "no third-party distribution found: nothing was checked"
     unlocked = {n: v for n, v in third_party.items() if v not in pins.get(n, set())}
     assert not unlocked, f"{image} has versions the lock does not pin: {unlocked}"
+
+
+ALL_IMAGES = [*IMAGES.values(), RUNTIME_IMAGE, OPERATOR_IMAGE, SEED_IMAGE]
+
+
+@pytest.mark.parametrize("image", ALL_IMAGES)
+def test_pid_1_is_tini(images: None, image: str) -> None:
+    """The kernel drops a signal sent to a PID 1 that has no handler for it: an init (tini)
+    is PID 1 and forwards SIGTERM to the component, whatever moment of its start it is at."""
+    entrypoint = json.loads(
+        podman("image", "inspect", "--format", "{{json .Config.Entrypoint}}", image)
+    )
+    assert entrypoint[:4] == ["/usr/bin/tini", "-e", "143", "--"], entrypoint
+    pid_1 = podman(
+        "run", "--rm", "--network", "none", image, "-h" if image != OPERATOR_IMAGE else "crd"
+    )
+    assert pid_1  # the component behind tini still runs and prints
+
+
+# A container stopped at these moments after `podman run -d` returns (and the command it runs).
+_STARTS = {
+    "seed-runtime": (SEED_IMAGE, ["--env", "ASYA_HANDLER=handlers:preprocess"]),
+    "sidecar-waiting-for-its-runtime": (IMAGES["asya-sidecar"], ["--env", "ASYA_ACTOR_NAME=sig"]),
+    "operator-without-its-api-server": (
+        OPERATOR_IMAGE,
+        [
+            *("--env", "KUBECONFIG=/kube/config", "--env", "ASYA_LEADER_ELECTION=false"),
+            *("--env", "ASYA_RABBITMQ_URL=amqp://a:b@127.0.0.1:1/"),
+        ],
+    ),
+}
+_UNREACHABLE_KUBECONFIG = """apiVersion: v1
+kind: Config
+clusters: [{name: c, cluster: {server: "https://127.0.0.1:1"}}]
+users: [{name: u, user: {token: t}}]
+contexts: [{name: x, context: {cluster: c, user: u}}]
+current-context: x
+"""
+
+
+@pytest.mark.parametrize("moment", [0.0, 0.02, 0.1, 0.3, 1.0, 3.0])
+@pytest.mark.parametrize("start", sorted(_STARTS))
+def test_sigterm_at_any_moment_of_start_stops_the_container_with_0(
+    images: None, start: str, moment: float, tmp_path: Path
+) -> None:
+    image, options = _STARTS[start]
+    if start.startswith("operator"):
+        kubeconfig = tmp_path / "config"
+        kubeconfig.write_text(_UNREACHABLE_KUBECONFIG)
+        kubeconfig.chmod(0o644)
+        options = [*options, "--volume", f"{kubeconfig}:/kube/config:ro,Z"]
+    name = f"asya-sig-{uuid.uuid4().hex[:10]}"
+    podman("run", "-d", "--name", name, "--network", "none", *options, image)
+    try:
+        started = time.monotonic()
+        time.sleep(max(0.0, started + moment - time.monotonic()))
+        podman("kill", "--signal", "TERM", name)
+        code = podman("wait", name, timeout=10).strip()
+        assert time.monotonic() - started < moment + 8
+        assert code == "0", podman("logs", name)
+    finally:
+        podman("rm", "--force", "--time", "0", name, check=False)
