@@ -177,7 +177,11 @@ class RuntimeClient:
         so that connection is closed instead. So is one the runtime closed meanwhile."""
         while self._idle:
             conn = self._idle.pop()
-            extra = await _pending(conn.reader)
+            try:
+                extra = await _pending(conn.reader)
+            except BaseException:
+                conn.writer.close()  # cancelled while looking: out of the pool, so never leaked
+                raise
             if extra is None:
                 return conn
             if extra:
