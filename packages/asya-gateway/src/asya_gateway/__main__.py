@@ -7,7 +7,8 @@ import asyncio
 import logging
 import sys
 
-from . import _signals
+from asya_protocol import signals as _signals
+
 from .settings import GatewaySettings, SettingsError
 from .tools import ToolsFileError
 

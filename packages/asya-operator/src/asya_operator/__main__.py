@@ -12,7 +12,8 @@ import logging
 import os
 import sys
 
-from . import _signals
+from asya_protocol import signals as _signals
+
 from .settings import OperatorSettings, SettingsError
 
 log = logging.getLogger("asya_operator")

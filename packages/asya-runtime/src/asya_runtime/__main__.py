@@ -7,7 +7,8 @@ import logging
 import os
 import sys
 
-from . import _signals
+from asya_protocol import signals as _signals
+
 from .errors import RuntimeStartError
 from .loader import load_handler
 from .server import RuntimeServer

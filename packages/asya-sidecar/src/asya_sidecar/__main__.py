@@ -6,7 +6,8 @@ import asyncio
 import logging
 import sys
 
-from . import _signals
+from asya_protocol import signals as _signals
+
 from .errors import RuntimeUnavailable, SettingsError
 from .factory import amqp_sidecar
 from .settings import SidecarSettings
