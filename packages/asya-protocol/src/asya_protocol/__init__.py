@@ -1,10 +1,14 @@
 """asya-protocol: the wire contracts shared by every Asya component and third-party runtimes."""
 
 from .__about__ import __version__
-from .client import BlockingRuntimeClient, ReplyError
+from .actor_settings import DEFAULT_EXCHANGE, DEFAULT_SOCKET_PATH
+from .backoff import RECONNECT_MAX_DELAY, Backoff
+from .client import BlockingRuntimeClient
 from .envelope import (
     CHILD_ID_NAMESPACE,
     MAX_QUEUE_NAME_BYTES,
+    QUEUE_NAME_PATTERN,
+    RESERVED_QUEUE_PREFIX,
     Envelope,
     Route,
     child_id,
@@ -14,12 +18,15 @@ from .envelope import (
     validate_queue_name,
 )
 from .errors import (
+    ArgumentError,
     EnvelopeError,
+    EventError,
     FrameError,
     FrameTooLargeError,
     IncompleteFrameError,
     NestingTooDeepError,
     ProtocolError,
+    ReplyError,
     RouteError,
 )
 from .events import DEFAULT_EVENTS_EXCHANGE, EventType, StepEvent, decode_event, encode_event
@@ -35,6 +42,7 @@ from .limits import MAX_ENVELOPE_DEPTH, MAX_JSON_DEPTH, check_json, json_depth
 from .messages import (
     CONTROL_PREFIX,
     ERROR_CODE_DESCRIPTIONS,
+    ERROR_CODE_PATTERN,
     PROTOCOL_VERSION,
     ControlRequest,
     ErrorCode,
@@ -67,19 +75,28 @@ from .routing import (
     fan_out,
     unparseable_envelope,
 )
+from .settings import SettingsError
 
 __all__ = [
     "CHILD_ID_NAMESPACE",
     "CONTROL_PREFIX",
     "DEFAULT_ERROR_END_QUEUE",
     "DEFAULT_EVENTS_EXCHANGE",
+    "DEFAULT_EXCHANGE",
     "DEFAULT_HAPPY_END_QUEUE",
     "DEFAULT_MAX_FRAME_SIZE",
+    "DEFAULT_SOCKET_PATH",
     "ERROR_CODE_DESCRIPTIONS",
+    "ERROR_CODE_PATTERN",
     "MAX_ENVELOPE_DEPTH",
     "MAX_JSON_DEPTH",
     "MAX_QUEUE_NAME_BYTES",
     "PROTOCOL_VERSION",
+    "QUEUE_NAME_PATTERN",
+    "RECONNECT_MAX_DELAY",
+    "RESERVED_QUEUE_PREFIX",
+    "ArgumentError",
+    "Backoff",
     "BlockingRuntimeClient",
     "ControlRequest",
     "Envelope",
@@ -87,6 +104,7 @@ __all__ = [
     "ErrorCode",
     "ErrorEndPayload",
     "ErrorReply",
+    "EventError",
     "EventType",
     "Feature",
     "FrameError",
@@ -102,6 +120,7 @@ __all__ = [
     "ReplyError",
     "Route",
     "RouteError",
+    "SettingsError",
     "StepEvent",
     "__version__",
     "advance",

@@ -6,7 +6,7 @@ import json
 import socket
 from typing import Any
 
-from .errors import ProtocolError
+from .errors import ProtocolError, ReplyError
 from .framing import DEFAULT_MAX_FRAME_SIZE, read_frame_blocking, write_frame_blocking
 from .messages import (
     ControlRequest,
@@ -19,10 +19,6 @@ from .messages import (
 )
 
 __all__ = ["BlockingRuntimeClient", "ReplyError"]
-
-
-class ReplyError(Exception):
-    """The runtime closed the connection, or broke the protocol, instead of replying."""
 
 
 class BlockingRuntimeClient:

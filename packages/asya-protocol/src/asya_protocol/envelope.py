@@ -14,12 +14,14 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from .errors import EnvelopeError, RouteError
+from .errors import ArgumentError, EnvelopeError, RouteError
 from .limits import MAX_ENVELOPE_DEPTH, check_json
 
 __all__ = [
     "CHILD_ID_NAMESPACE",
     "MAX_QUEUE_NAME_BYTES",
+    "QUEUE_NAME_PATTERN",
+    "RESERVED_QUEUE_PREFIX",
     "Envelope",
     "Route",
     "child_id",
@@ -32,7 +34,12 @@ __all__ = [
 MAX_QUEUE_NAME_BYTES = 255
 """AMQP limits queue names and routing keys to a short string of 255 bytes."""
 
-_QUEUE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]*")
+QUEUE_NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._:-]*"
+"""A step (queue) name, unanchored; also refused: a longer name than MAX_QUEUE_NAME_BYTES and
+the RESERVED_QUEUE_PREFIX."""
+RESERVED_QUEUE_PREFIX = "amq."
+"""RabbitMQ refuses to declare a queue or exchange whose name starts with this (403)."""
+_QUEUE_NAME = re.compile(QUEUE_NAME_PATTERN)
 T = TypeVar("T")
 _KNOWN_FIELDS = frozenset({"id", "route", "payload", "headers", "parent_id"})
 
@@ -48,8 +55,8 @@ def validate_queue_name(name: str) -> str:
         raise RouteError(f"invalid step name {name!r}: use letters, digits, '.', '_', ':', '-'")
     if len(name.encode()) > MAX_QUEUE_NAME_BYTES:
         raise RouteError(f"step name longer than {MAX_QUEUE_NAME_BYTES} bytes: {name[:40]!r}...")
-    if name.startswith("amq."):
-        raise RouteError(f"step name {name!r} uses the reserved prefix 'amq.'")
+    if name.startswith(RESERVED_QUEUE_PREFIX):
+        raise RouteError(f"step name {name!r} uses the reserved prefix {RESERVED_QUEUE_PREFIX!r}")
     return name
 
 
@@ -71,7 +78,7 @@ def child_id(parent_id: str, index: int) -> str:
     can drop), and any router in any language computes the same ids.
     """
     if index < 0:
-        raise ValueError(f"a child index is >= 0, not {index}")
+        raise ArgumentError(f"a child index is >= 0, not {index}")
     return str(uuid.uuid5(CHILD_ID_NAMESPACE, f"{parent_id}:{index}"))
 
 

@@ -1,13 +1,16 @@
 """The error tree of asya-protocol.
 
 Everything raised by this package derives from :class:`ProtocolError`, so a caller can catch
-the package's failures without catching its own bugs.
+the package's failures without catching its own bugs. The two kinds that a caller may already
+catch as ``ValueError`` (a bad argument, an unreadable step event) are both.
 """
 
 from __future__ import annotations
 
 __all__ = [
+    "ArgumentError",
     "EnvelopeError",
+    "EventError",
     "FrameError",
     "FrameTooLargeError",
     "IncompleteFrameError",
@@ -19,6 +22,19 @@ __all__ = [
 
 class ProtocolError(Exception):
     """Base class of every error raised by asya-protocol."""
+
+
+class ArgumentError(ProtocolError, ValueError):
+    """A function was given a value it cannot take (a negative child index, a parent without
+    an id, a progress outside 0..1)."""
+
+
+class EventError(ProtocolError, ValueError):
+    """A step event's body is not a valid event."""
+
+
+class ReplyError(ProtocolError):
+    """The runtime closed the connection, or broke the protocol, instead of replying."""
 
 
 class EnvelopeError(ProtocolError):

@@ -12,6 +12,8 @@ from enum import StrEnum
 
 import msgspec
 
+from .errors import EventError
+
 __all__ = ["DEFAULT_EVENTS_EXCHANGE", "EventType", "StepEvent", "decode_event", "encode_event"]
 
 DEFAULT_EVENTS_EXCHANGE = "asya.events"
@@ -56,4 +58,8 @@ def encode_event(event: StepEvent) -> bytes:
 
 
 def decode_event(body: bytes) -> StepEvent:
-    return _decoder.decode(body)
+    """Decode a step event; :class:`~asya_protocol.errors.EventError` if it is not one."""
+    try:
+        return _decoder.decode(body)
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        raise EventError(f"not a step event: {exc}") from None

@@ -18,12 +18,13 @@ from typing import Any, Literal
 
 import msgspec
 
-from .errors import EnvelopeError, NestingTooDeepError, ProtocolError
+from .errors import ArgumentError, EnvelopeError, NestingTooDeepError, ProtocolError
 from .limits import MAX_JSON_DEPTH, check_json
 
 __all__ = [
     "CONTROL_PREFIX",
     "ERROR_CODE_DESCRIPTIONS",
+    "ERROR_CODE_PATTERN",
     "PROTOCOL_VERSION",
     "ControlRequest",
     "ErrorCode",
@@ -84,7 +85,9 @@ ERROR_CODE_DESCRIPTIONS: dict[ErrorCode, str] = {
     "route the result.",
 }
 
-_ERROR_CODE = re.compile(r"[a-z][a-z0-9_]{0,63}")
+ERROR_CODE_PATTERN = r"[a-z][a-z0-9_]{0,63}"
+"""An error code, unanchored: lower snake case, at most 64 characters."""
+_ERROR_CODE = re.compile(ERROR_CODE_PATTERN)
 
 
 def validate_error_code(code: str) -> str:
@@ -228,7 +231,7 @@ def encode_error(
 
 def encode_progress(progress: float | None = None, message: str | None = None) -> bytes:
     if progress is not None and not 0.0 <= progress <= 1.0:
-        raise ValueError(f"progress must be within 0..1, got {progress}")
+        raise ArgumentError(f"progress must be within 0..1, got {progress}")
     reply: dict[str, Any] = {"status": "progress"}
     if progress is not None:
         reply["progress"] = progress

@@ -12,6 +12,7 @@ from typing import Any
 import msgspec
 
 from .envelope import Envelope, Route, child_id, new_id
+from .errors import ArgumentError
 
 __all__ = [
     "DEFAULT_ERROR_END_QUEUE",
@@ -50,7 +51,7 @@ def fan_out(envelope: Envelope, results: Iterable[bytes | msgspec.Raw]) -> list[
     the children could not be traced back to it.
     """
     if not envelope.id:
-        raise ValueError("fan_out needs a parent envelope with an id")
+        raise ArgumentError("fan_out needs a parent envelope with an id")
     route = envelope.route.advance()
     parent = envelope.id
     return [

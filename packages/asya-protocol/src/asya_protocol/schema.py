@@ -1,21 +1,24 @@
-"""JSON Schema of the wire messages, generated from the msgspec types."""
+"""JSON Schema of the wire messages: written here from the protocol's own constants (name and code
+patterns, limits), except the error-end payload, which msgspec generates from its type."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import msgspec
 
-from .envelope import MAX_QUEUE_NAME_BYTES
+from .envelope import MAX_QUEUE_NAME_BYTES, QUEUE_NAME_PATTERN, RESERVED_QUEUE_PREFIX
+from .messages import ERROR_CODE_PATTERN
 from .routing import ErrorEndPayload
 
 __all__ = ["envelope_schema", "runtime_schemas", "schemas"]
 
 _STEP = {
     "type": "string",
-    "pattern": r"^[A-Za-z0-9][A-Za-z0-9._:-]*$",
+    "pattern": f"^{QUEUE_NAME_PATTERN}$",
     "maxLength": MAX_QUEUE_NAME_BYTES,
-    "not": {"pattern": r"^amq\."},
+    "not": {"pattern": "^" + re.escape(RESERVED_QUEUE_PREFIX)},
 }
 
 
@@ -62,7 +65,7 @@ def runtime_schemas() -> dict[str, Any]:
         "type": "object",
         "required": ["error", "message"],
         "properties": {
-            "error": {"type": "string", "pattern": "^[a-z][a-z0-9_]{0,63}$"},
+            "error": {"type": "string", "pattern": f"^{ERROR_CODE_PATTERN}$"},
             "message": {"type": "string"},
             "retryable": {"type": "boolean"},
             "details": {"type": "object"},

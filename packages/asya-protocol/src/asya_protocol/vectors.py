@@ -10,6 +10,8 @@ import json
 from importlib import resources
 from typing import Any
 
+from .errors import ArgumentError
+
 __all__ = ["VECTOR_FILES", "load_vectors"]
 
 VECTOR_FILES = ("envelopes", "frames", "replies")
@@ -18,7 +20,7 @@ VECTOR_FILES = ("envelopes", "frames", "replies")
 def load_vectors(name: str) -> list[dict[str, Any]]:
     """The vectors of one file: ``envelopes``, ``frames`` or ``replies``."""
     if name not in VECTOR_FILES:
-        raise ValueError(f"unknown vector file {name!r}; choose one of {VECTOR_FILES}")
+        raise ArgumentError(f"unknown vector file {name!r}; choose one of {VECTOR_FILES}")
     text = resources.files("asya_protocol").joinpath("data", f"{name}.json").read_text("utf-8")
     vectors: list[dict[str, Any]] = json.loads(text)["vectors"]
     return vectors

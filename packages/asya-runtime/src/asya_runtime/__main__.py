@@ -9,7 +9,7 @@ import sys
 
 from asya_protocol import signals as _signals
 
-from .errors import RuntimeStartError
+from .errors import RuntimeStartError, SettingsError
 from .loader import load_handler
 from .server import RuntimeServer
 from .settings import RuntimeSettings
@@ -49,7 +49,7 @@ def _main(argv: list[str] | None) -> int:
         return 2
     try:
         settings = RuntimeSettings.from_env()
-    except RuntimeStartError as exc:
+    except SettingsError as exc:
         sys.stderr.write(f"asya-runtime: cannot start: {exc}\n")
         return 2
     logging.basicConfig(

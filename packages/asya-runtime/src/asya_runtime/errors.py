@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from asya_protocol import validate_error_code
+from asya_protocol.settings import SettingsError
 
 __all__ = ["AsyaError", "HandlerLoadError", "RuntimeStartError", "SettingsError"]
 
@@ -37,13 +38,5 @@ class RuntimeStartError(Exception):
     """The runtime cannot start; the message says why. The process exits with status 2."""
 
 
-class SettingsError(RuntimeStartError):
-    """A setting from the environment is missing or invalid."""
-
-    def __init__(self, variable: str, reason: str) -> None:
-        super().__init__(f"{variable}: {reason}")
-        self.variable = variable
-
-
-class HandlerLoadError(SettingsError):
+class HandlerLoadError(SettingsError, RuntimeStartError):
     """``ASYA_HANDLER`` names something that cannot be imported or called."""

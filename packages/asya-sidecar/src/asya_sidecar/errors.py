@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from asya_protocol.settings import SettingsError
+
 __all__ = [
     "RuntimeUnavailable",
     "SettingsError",
@@ -13,14 +15,6 @@ __all__ = [
 
 class SidecarError(Exception):
     """Base class of the sidecar's own errors."""
-
-
-class SettingsError(SidecarError):
-    """A setting from the environment is missing or invalid; the process stops at start."""
-
-    def __init__(self, variable: str, reason: str) -> None:
-        super().__init__(f"{variable}: {reason}")
-        self.variable = variable
 
 
 class TransportError(SidecarError):
