@@ -10,7 +10,6 @@ to create tokens). Everything is stopped and removed in ``finally``.
 from __future__ import annotations
 
 import datetime
-import os
 import shutil
 import ssl
 import subprocess
@@ -23,16 +22,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .environment import ASSETS_ENV, current
 from .processes import free_port
 
 __all__ = ["ControlPlane", "assets_dir", "control_plane", "free_port", "helm_template"]
 
-ASSETS_ENV = "KUBEBUILDER_ASSETS"
-
 
 def assets_dir() -> Path | None:
     """The envtest assets directory if it holds both binaries, else None."""
-    raw = os.environ.get(ASSETS_ENV)
+    raw = current().kubebuilder_assets
     if not raw:
         return None
     path = Path(raw)

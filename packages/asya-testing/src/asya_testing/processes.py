@@ -22,6 +22,8 @@ from pathlib import Path
 
 from asya_protocol import ControlRequest, encode_control, read_frame_blocking, write_frame_blocking
 
+from .environment import inherited
+
 __all__ = [
     "START_MOMENTS",
     "ManagedProcess",
@@ -197,11 +199,10 @@ def runtime_process(
     Waits until the runtime answers a ping, or fails with the runtime's log.
     """
     path = socket_path or short_socket_path()
-    child_env = dict(os.environ)
-    child_env.update({"ASYA_HANDLER": handler, "ASYA_SOCKET_PATH": path})
+    child_env = inherited(ASYA_HANDLER=handler, ASYA_SOCKET_PATH=path)
     if python_path:
         child_env["PYTHONPATH"] = os.pathsep.join(
-            [*python_path, *filter(None, [os.environ.get("PYTHONPATH")])]
+            [*python_path, *filter(None, [child_env.get("PYTHONPATH")])]
         )
     child_env.update(env or {})
     directory = log_dir or Path(tempfile.mkdtemp(prefix="asya-logs-"))
@@ -230,8 +231,7 @@ def sidecar_process(
     log_dir: Path,
 ) -> Iterator[ManagedProcess]:
     """Run ``python -m asya_sidecar`` for ``actor`` with the given settings (not waited on)."""
-    child_env = dict(os.environ)
-    child_env.update({"ASYA_ACTOR_NAME": actor, "ASYA_HTTP_PORT": "off"})
+    child_env = inherited(ASYA_ACTOR_NAME=actor, ASYA_HTTP_PORT="off")
     child_env.update(env)
     with managed_process(
         [sys.executable, "-m", "asya_sidecar"], child_env, log_dir=log_dir, name=f"sidecar-{actor}"

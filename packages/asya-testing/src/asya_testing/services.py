@@ -7,7 +7,6 @@ the reason, or fails when ``CI`` is set, so that missing infrastructure can neve
 
 from __future__ import annotations
 
-import os
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,10 +15,9 @@ from typing import Any, NoReturn
 
 import pytest
 
-__all__ = ["ServiceUnavailable", "in_ci", "service_url", "unavailable"]
+from .environment import AMQP_ENV, DATABASE_ENV, current
 
-AMQP_ENV = "ASYA_TEST_AMQP_URL"
-DATABASE_ENV = "ASYA_TEST_DATABASE_URL"
+__all__ = ["ServiceUnavailable", "in_ci", "service_url", "unavailable"]
 
 
 class ServiceUnavailable(Exception):
@@ -27,7 +25,7 @@ class ServiceUnavailable(Exception):
 
 
 def in_ci() -> bool:
-    return os.environ.get("CI", "").lower() not in ("", "0", "false", "no")
+    return current().ci
 
 
 def unavailable(reason: str) -> NoReturn:
@@ -100,8 +98,7 @@ def _rabbitmq_container() -> Iterator[_Container]:
         except ImportError:  # testcontainers < 4.14 has no community namespace
             from testcontainers.rabbitmq import RabbitMqContainer  # noqa: PLC0415
 
-    image = os.environ.get("ASYA_TEST_RABBITMQ_IMAGE", "rabbitmq:4-management")
-    rabbit = RabbitMqContainer(image)
+    rabbit = RabbitMqContainer(current().rabbitmq_image)
     _loopback_only(rabbit, rabbit.port)
     with _started(rabbit):
         port = rabbit.get_exposed_port(rabbit.port)
@@ -116,8 +113,7 @@ def _postgres_container() -> Iterator[_Container]:
         except ImportError:  # testcontainers < 4.14 has no community namespace
             from testcontainers.postgres import PostgresContainer  # noqa: PLC0415
 
-    image = os.environ.get("ASYA_TEST_POSTGRES_IMAGE", "postgres:17")
-    pg = PostgresContainer(image, driver=None)
+    pg = PostgresContainer(current().postgres_image, driver=None)
     _loopback_only(pg, pg.port)
     with _started(pg):
         yield _Container(pg.get_connection_url(host=_host(pg)))
@@ -130,7 +126,8 @@ def service_url(kind: str) -> Iterator[str]:
         "amqp": (AMQP_ENV, _rabbitmq_container),
         "postgres": (DATABASE_ENV, _postgres_container),
     }[kind]
-    if url := os.environ.get(env):
+    found = current()
+    if url := (found.amqp_url if kind == "amqp" else found.database_url):
         yield url
         return
     why = _docker_answers()
