@@ -18,7 +18,6 @@ from asya_protocol import (
     json_depth,
 )
 from asya_sidecar.decision import (
-    ATTEMPT_HEADER,
     Decision,
     Outcome,
     Process,
@@ -28,10 +27,9 @@ from asya_sidecar.decision import (
     after_runtime,
     inspect,
     inspect_failed,
-    retry_bucket,
-    retry_queue_name,
     unroutable,
 )
+from asya_sidecar.retries import ATTEMPT_HEADER, retry_bucket, retry_queue_name
 from asya_sidecar.settings import RetryPolicy
 
 CTX = RoutingContext(

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from asya_protocol import (
+    Backoff,
     Envelope,
     ErrorReply,
     EventType,
@@ -50,7 +51,6 @@ __all__ = ["Sidecar"]
 log = logging.getLogger("asya_sidecar")
 
 TransportFactory = Callable[[], Transport]
-MAX_RECONNECT_DELAY = 30.0
 
 
 class Sidecar:
@@ -120,26 +120,39 @@ class Sidecar:
         log.info("stopped")
 
     async def _consume_until(self, stop: asyncio.Event) -> None:
-        delay = 0.5
+        """One session per broker connection; after a lost or refused one, reconnect after a
+        jittered :class:`~asya_protocol.Backoff` delay (at most 2 s, reset once connected), so
+        work resumes within about 2 s of the broker answering again."""
+        backoff = Backoff()
         while not stop.is_set():
-            transport = self._transport_factory()
-            self._transport = transport
-            try:
-                await transport.connect()
-                await transport.setup()
-                delay = 0.5
-                await self._session(transport, stop)
-            except* TransportError as group:
-                for exc in group.exceptions:
-                    log.warning("broker: %s; reconnecting in %.1fs", exc, delay)
-            finally:
-                self.consuming.clear()
-                await transport.close()
-            if not stop.is_set():
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(delay):
-                        await stop.wait()
-                delay = min(delay * 2, MAX_RECONNECT_DELAY)
+            failures = await self._connection_session(stop, backoff)
+            if stop.is_set():
+                return
+            delay = backoff.next_delay()
+            for exc in failures:
+                log.warning("broker: %s; reconnecting in %.1fs", exc, delay)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await stop.wait()
+
+    async def _connection_session(
+        self, stop: asyncio.Event, backoff: Backoff
+    ) -> tuple[BaseException, ...]:
+        """Connect, set up and consume until stopped or the connection fails; the failures."""
+        transport = self._transport_factory()
+        self._transport = transport
+        failures: tuple[BaseException, ...] = ()
+        try:
+            await transport.connect()
+            await transport.setup()
+            backoff.reset()
+            await self._session(transport, stop)
+        except* TransportError as group:
+            failures = group.exceptions
+        finally:
+            self.consuming.clear()
+            await transport.close()
+        return failures
 
     async def _session(self, transport: Transport, stop: asyncio.Event) -> None:
         grace = self.settings.shutdown_grace
@@ -205,10 +218,7 @@ class Sidecar:
             await self._runtime_down.wait()
             log.warning("runtime lost; waiting for it to come back")
             await self.runtime.close()  # pooled connections to the old process are dead
-            delay = 0.05
-            while not await self.runtime.ping():
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 1.0)
+            await self.runtime.wait_answering()
             self._runtime_down.clear()
             self._runtime_up.set()
             log.info("runtime is back")

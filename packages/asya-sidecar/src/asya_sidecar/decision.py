@@ -12,13 +12,9 @@ Two phases:
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
-
-import msgspec
 
 from asya_protocol import (
     MAX_JSON_DEPTH,
@@ -27,23 +23,21 @@ from asya_protocol import (
     ErrorCode,
     ErrorReply,
     OkReply,
-    ProtocolError,
     RouteError,
-    advance,
     check_json,
-    child_id,
     decode_envelope,
+    destination,
     encode_envelope,
     error_end_envelope,
     error_end_payload,
-    fan_out,
     unparseable_envelope,
 )
 
+from .results import Results, envelope_results, payload_results
+from .retries import attempt_of, delay_ms, next_attempt, retry_queue_name, without_attempt
 from .settings import RetryPolicy
 
 __all__ = [
-    "ATTEMPT_HEADER",
     "REDELIVERY_HEADER",
     "Decision",
     "Outcome",
@@ -55,13 +49,8 @@ __all__ = [
     "after_runtime",
     "inspect",
     "inspect_failed",
-    "retry_bucket",
-    "retry_queue_name",
     "unroutable",
 ]
-
-ATTEMPT_HEADER = "asya-attempt"
-"""Envelope header: which attempt of the current step this is (absent means the first)."""
 
 REDELIVERY_HEADER = "x-asya-redeliveries"
 """AMQP message header: how many times the sidecars saw this message redelivered."""
@@ -80,7 +69,7 @@ class Outcome(StrEnum):
 
 @dataclass(frozen=True)
 class Outgoing:
-    """One message to publish: to ``exchange`` (None = the actor's exchange) with ``routing_key``.
+    """One message to publish on the actor's exchange with ``routing_key``.
 
     ``delay_ms`` is set on retries: the message goes to the delay queue ``routing_key`` and must
     expire after that many milliseconds. ``redeliveries`` is the AMQP header to set, if any.
@@ -149,25 +138,15 @@ def _error_end(
     attempts: int | None = None,
 ) -> Decision:
     failed = error_end_envelope(
-        _without_attempt(envelope), error=code, message=message, details=details, attempts=attempts
+        without_attempt(envelope), error=code, message=message, details=details, attempts=attempts
     )
+    return _to_error_end(ctx, failed, code, message)
+
+
+def _to_error_end(ctx: RoutingContext, failed: Envelope, code: str, message: str) -> Decision:
+    """Publish ``failed`` (an error-end envelope) to error-end and ack."""
     out = Outgoing(ctx.error_end, encode_envelope(failed), failed.id)
     return Decision(Outcome.ERROR_END, (out,), error=code, reason=message)
-
-
-def _without_attempt(envelope: Envelope) -> Envelope:
-    if ATTEMPT_HEADER not in envelope.headers:
-        return envelope
-    headers = {k: v for k, v in envelope.headers.items() if k != ATTEMPT_HEADER}
-    return msgspec.structs.replace(envelope, headers=headers)
-
-
-def _attempt(envelope: Envelope) -> int:
-    raw = envelope.headers.get(ATTEMPT_HEADER)
-    try:
-        return max(1, int(raw)) if raw else 1
-    except ValueError:
-        return 1
 
 
 def inspect(
@@ -213,8 +192,7 @@ def inspect_failed(
             message=message,
             details={"exception": type(exc).__name__},
         )
-        out = Outgoing(ctx.error_end, encode_envelope(failed), failed.id)
-        return Decision(Outcome.ERROR_END, (out,), error=ErrorCode.REDELIVERY_LIMIT, reason=message)
+        return _to_error_end(ctx, failed, ErrorCode.REDELIVERY_LIMIT, message)
     out = Outgoing(ctx.actor, body, redeliveries=count)
     return Decision(Outcome.RECOUNTED, (out,), reason=f"inspecting failed ({what}); try {count}")
 
@@ -227,22 +205,23 @@ def _inspect(
     except EnvelopeError as exc:
         code = ErrorCode.ROUTE_ERROR if isinstance(exc, RouteError) else ErrorCode.PARSE_ERROR
         failed = unparseable_envelope(body, step=ctx.actor, error=code, message=str(exc))
-        out = Outgoing(ctx.error_end, encode_envelope(failed), failed.id)
-        return Decision(Outcome.ERROR_END, (out,), error=code, reason=str(exc))
+        return _to_error_end(ctx, failed, code, str(exc))
     envelope = envelope.ensure_id()
     try:
         # The envelope's own limit leaves room for one more level (error-end wraps the payload);
         # a payload must fit MAX_JSON_DEPTH so the runtime, the next hop and error-end take it.
         check_json(envelope.payload, max_depth=MAX_JSON_DEPTH, what="payload")
     except EnvelopeError as exc:
-        return _error_end_unreadable_payload(ctx, envelope, str(exc))
+        # Too deep to wrap: its bytes are kept as text.
+        body_text = bytes(envelope.payload)
+        return _error_end_here(ctx, envelope, ErrorCode.PARSE_ERROR, str(exc), body=body_text)
     step = envelope.route.current_step
     if step != ctx.actor:
         where = "is exhausted" if step is None else f"points at {step!r}"
         message = (
             f"route.current={envelope.route.current} {where}, but this actor consumes {ctx.actor!r}"
         )
-        return _error_end_at(ctx, envelope, ErrorCode.ROUTE_ERROR, message)
+        return _error_end_here(ctx, envelope, ErrorCode.ROUTE_ERROR, message)
     if redelivered:
         count = redeliveries + 1
         if count > ctx.redelivery_limit:
@@ -257,32 +236,23 @@ def _inspect(
         out = Outgoing(ctx.actor, encode_envelope(envelope), envelope.id, redeliveries=count)
         return Decision(Outcome.RECOUNTED, (out,), reason=f"redelivery {count}")
     request = encode_envelope(envelope) if ctx.envelope_mode else bytes(envelope.payload)
-    return Process(envelope, request, _attempt(envelope))
+    return Process(envelope, request, attempt_of(envelope))
 
 
-def _error_end_unreadable_payload(
-    ctx: RoutingContext, envelope: Envelope, message: str
+def _error_end_here(
+    ctx: RoutingContext, envelope: Envelope, code: str, message: str, *, body: bytes | None = None
 ) -> Decision:
-    """Error-end ``parse_error`` for a payload too deep to wrap: its bytes are kept as text."""
+    """Error-end with ``step`` naming this actor (the route may point elsewhere) and the
+    original payload, or ``body`` as text when given (a payload too deep to wrap)."""
     payload = error_end_payload(
-        error=ErrorCode.PARSE_ERROR,
+        error=code,
         message=message,
         step=ctx.actor,
-        original_body=bytes(envelope.payload),
+        original_payload=None if body is not None else envelope.payload,
+        original_body=body,
     )
-    failed = _without_attempt(envelope).with_raw_payload(payload)
-    out = Outgoing(ctx.error_end, encode_envelope(failed), failed.id)
-    return Decision(Outcome.ERROR_END, (out,), error=ErrorCode.PARSE_ERROR, reason=message)
-
-
-def _error_end_at(ctx: RoutingContext, envelope: Envelope, code: str, message: str) -> Decision:
-    """Error-end for an envelope whose route does not point here (``step`` names this actor)."""
-    payload = error_end_payload(
-        error=code, message=message, step=ctx.actor, original_payload=envelope.payload
-    )
-    failed = _without_attempt(envelope).with_raw_payload(payload)
-    out = Outgoing(ctx.error_end, encode_envelope(failed), failed.id)
-    return Decision(Outcome.ERROR_END, (out,), error=code, reason=message)
+    failed = without_attempt(envelope).with_raw_payload(payload)
+    return _to_error_end(ctx, failed, code, message)
 
 
 def after_runtime(
@@ -292,9 +262,13 @@ def after_runtime(
     envelope = process.envelope
     match outcome:
         case OkReply():
-            if ctx.envelope_mode:
-                return _envelope_mode_result(envelope, outcome, ctx)
-            return _payload_result(envelope, outcome, ctx)
+            try:
+                results = (envelope_results if ctx.envelope_mode else payload_results)(
+                    envelope, outcome
+                )
+            except RouteError as exc:
+                return _error_end(ctx, envelope, ErrorCode.ROUTE_ERROR, str(exc))
+            return _forward(ctx, results)
         case ErrorReply():
             retry = outcome.retryable is True or (
                 outcome.retryable is None and outcome.error in ctx.retry.codes
@@ -328,14 +302,10 @@ def _fail(
     envelope = process.envelope
     if retry and process.attempt < ctx.retry.max_attempts:
         delay = ctx.retry.delay(process.attempt, random_unit)
-        delay_ms = max(1, math.ceil(delay * 1000))
-        headers = {**envelope.headers, ATTEMPT_HEADER: str(process.attempt + 1)}
-        again = msgspec.structs.replace(envelope, headers=headers)
+        wait_ms = delay_ms(delay)
+        again = next_attempt(envelope, process.attempt)
         out = Outgoing(
-            retry_queue_name(ctx.actor, delay_ms),
-            encode_envelope(again),
-            again.id,
-            delay_ms=delay_ms,
+            retry_queue_name(ctx.actor, wait_ms), encode_envelope(again), again.id, delay_ms=wait_ms
         )
         reason = f"attempt {process.attempt} failed ({code}); retry in {delay:.3f}s"
         return Decision(Outcome.RETRY, (out,), error=code, reason=reason)
@@ -343,68 +313,17 @@ def _fail(
     return _error_end(ctx, envelope, code, message, details=details, attempts=attempts)
 
 
-def _payload_result(envelope: Envelope, reply: OkReply, ctx: RoutingContext) -> Decision:
-    base = _without_attempt(envelope)
-    elements = reply.fan_out()
-    if elements is None:
-        after = advance(base, reply.result)
-        return _forward(ctx, (after,), Outcome.FORWARDED)
-    if not elements:
+def _forward(ctx: RoutingContext, results: Results) -> Decision:
+    if not results.envelopes:
         return Decision(Outcome.DROPPED, reason="empty fan-out")
-    return _forward(ctx, tuple(fan_out(base, elements)), Outcome.FAN_OUT)
-
-
-def _forward(ctx: RoutingContext, envelopes: Sequence[Envelope], outcome: Outcome) -> Decision:
-    publish = []
-    for env in envelopes:
-        step = env.route.current_step
-        destination = ctx.happy_end if step is None else step
-        publish.append(Outgoing(destination, encode_envelope(env), env.id))
-    if outcome is Outcome.FORWARDED and envelopes[0].route.exhausted:
-        outcome = Outcome.HAPPY_END
-    return Decision(outcome, tuple(publish))
-
-
-def _envelope_mode_result(envelope: Envelope, reply: OkReply, ctx: RoutingContext) -> Decision:
-    elements = reply.fan_out()
-    raws = [reply.result] if elements is None else elements
-    if not raws:
-        return Decision(Outcome.DROPPED, reason="empty fan-out")
-    results: list[Envelope] = []
-    for raw in raws:
-        try:
-            returned = decode_envelope(bytes(raw))
-        except ProtocolError as exc:
-            return _error_end(
-                ctx, envelope, ErrorCode.ROUTE_ERROR, f"handler returned an invalid envelope: {exc}"
-            )
-        done = envelope.route.steps[: envelope.route.current + 1]
-        if (
-            returned.route.current != envelope.route.current
-            or returned.route.steps[: envelope.route.current + 1] != done
-        ):
-            return _error_end(
-                ctx,
-                envelope,
-                ErrorCode.ROUTE_ERROR,
-                "handler changed the steps already done or route.current "
-                f"(expected current={envelope.route.current} and steps starting {list(done)})",
-            )
-        results.append(_without_attempt(returned))
-    if len(results) == 1:
-        single = msgspec.structs.replace(results[0], id=envelope.id, parent_id=envelope.parent_id)
-        return _forward(ctx, (single.with_route(single.route.advance()),), Outcome.FORWARDED)
-    # The same ids as payload-mode fan-out: derived, so a redelivered parent repeats them.
-    parent = envelope.id
-    if parent is None:  # pragma: no cover - inspect() gives every Process an id
-        raise ValueError("fan-out needs a parent envelope with an id")
-    children = [
-        msgspec.structs.replace(
-            r, id=child_id(parent, i), parent_id=parent, route=r.route.advance()
-        )
-        for i, r in enumerate(results)
-    ]
-    return _forward(ctx, children, Outcome.FAN_OUT)
+    publish = tuple(
+        Outgoing(destination(env, happy_end=ctx.happy_end), encode_envelope(env), env.id)
+        for env in results.envelopes
+    )
+    if results.fanned_out:
+        return Decision(Outcome.FAN_OUT, publish)
+    exhausted = results.envelopes[0].route.exhausted
+    return Decision(Outcome.HAPPY_END if exhausted else Outcome.FORWARDED, publish)
 
 
 def unroutable(process: Process, ctx: RoutingContext, routing_key: str) -> Decision:
@@ -416,19 +335,3 @@ def unroutable(process: Process, ctx: RoutingContext, routing_key: str) -> Decis
         f"no queue is bound to {routing_key!r} on the exchange; is the actor deployed?",
         details={"destination": routing_key},
     )
-
-
-RETRY_BUCKETS_MS: tuple[int, ...] = tuple(1000 * 2**i for i in range(0, 18))  # 1 s .. ~36 h
-
-
-def retry_bucket(delay_ms: int) -> int:
-    """Delay queues come in power-of-two buckets so their number stays small; a message waits
-    its own (jittered) delay through the per-message expiration, bounded by its bucket."""
-    for bucket in RETRY_BUCKETS_MS:
-        if delay_ms <= bucket:
-            return bucket
-    return RETRY_BUCKETS_MS[-1]
-
-
-def retry_queue_name(actor: str, delay_ms: int) -> str:
-    return f"asya-retry.{actor}.{retry_bucket(delay_ms)}"

@@ -15,6 +15,7 @@ from asya_protocol import (
     MAX_ENVELOPE_DEPTH,
     MAX_JSON_DEPTH,
     PROTOCOL_VERSION,
+    Backoff,
     ControlRequest,
     EnvelopeError,
     ErrorCode,
@@ -40,6 +41,10 @@ __all__ = ["ProgressCallback", "RuntimeClient", "RuntimeInfo"]
 log = logging.getLogger("asya_sidecar.runtime")
 
 ProgressCallback = Callable[[ProgressReply], Awaitable[None]]
+
+POLL_INITIAL_DELAY = 0.05
+POLL_MAX_DELAY = 1.0
+"""Waiting for the runtime (at start, after it restarts): pings at most a second apart."""
 
 
 @dataclass(frozen=True)
@@ -126,19 +131,25 @@ class RuntimeClient:
             return False
         return True
 
+    async def wait_answering(self, timeout: float | None = None) -> bool:
+        """Ping until the runtime answers (True), polling with a jittered :class:`Backoff` of
+        at most :data:`POLL_MAX_DELAY`; False once ``timeout`` seconds have passed without."""
+        backoff = Backoff(initial=POLL_INITIAL_DELAY, maximum=POLL_MAX_DELAY)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not await self.ping():
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            await backoff.sleep()
+        return True
+
     async def wait_ready(self, timeout: float) -> None:
         """Wait until the runtime answers, or raise :class:`RuntimeUnavailable` naming the path."""
-        deadline = time.monotonic() + timeout
-        delay = 0.05
-        while not await self.ping():
-            if time.monotonic() >= deadline:
-                raise RuntimeUnavailable(
-                    f"no runtime answered on {self.socket_path} within {timeout:g}s "
-                    "(ASYA_RUNTIME_WAIT); is the runtime container running with the same "
-                    "ASYA_SOCKET_PATH?"
-                )
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 1.0)
+        if not await self.wait_answering(timeout):
+            raise RuntimeUnavailable(
+                f"no runtime answered on {self.socket_path} within {timeout:g}s "
+                "(ASYA_RUNTIME_WAIT); is the runtime container running with the same "
+                "ASYA_SOCKET_PATH?"
+            )
         # Learn the runtime's mode and features now, on a pooled connection.
         async with self._slots:
             conn = await self._open()

@@ -14,8 +14,9 @@ from aiormq.exceptions import AMQPError, ChannelInvalidStateError, PublishError
 from pamqp import commands as spec
 from pamqp.common import FieldValue
 
-from ..decision import REDELIVERY_HEADER, Outgoing, retry_bucket
+from ..decision import REDELIVERY_HEADER, Outgoing
 from ..errors import TransportError, Unroutable
+from ..retries import retry_bucket
 
 __all__ = ["AmqpDelivery", "AmqpTransport", "declare_step_queue"]
 
