@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from asya_protocol import HandlerMode
+from asya_protocol import DEFAULT_SOCKET_PATH, HandlerMode
 from asya_runtime import HandlerKind, HandlerLoadError, RuntimeSettings, SettingsError, load_handler
 
 HERE = str(Path(__file__).parent)
@@ -15,7 +15,7 @@ HERE = str(Path(__file__).parent)
 
 def test_defaults() -> None:
     s = RuntimeSettings.from_env({"ASYA_HANDLER": "m:f"})
-    assert s.socket_path == "/var/run/asya/runtime.sock"
+    assert s.socket_path == DEFAULT_SOCKET_PATH
     assert s.mode is HandlerMode.PAYLOAD
     assert s.concurrency == 4
 
