@@ -8,7 +8,6 @@ from typing import Any
 
 from asya_protocol import MAX_ENVELOPE_DEPTH, MAX_JSON_DEPTH, json_depth
 from asya_sidecar import Sidecar
-from asya_testing import AmqpClient, AmqpNames
 
 DEEP = b"[" * 1000 + b"]" * 1000  # about 2 KB
 
@@ -22,8 +21,7 @@ def nested(depth: int) -> Any:
 
 
 async def settle(
-    client: AmqpClient,
-    names: AmqpNames,
+    bus: Any,
     good: dict[str, Any],
     sidecars: list[Sidecar],
     errors: int,
@@ -31,39 +29,39 @@ async def settle(
     """Publish a good message after the bad ones (concurrency 1: they are handled in order);
     once it reaches happy-end, everything before it has been settled. Return the ``errors``
     messages of error-end, checking that there is none more and that nothing was requeued."""
-    await client.publish(good["route"]["steps"][0], good)
-    [fine] = await client.take(names.happy_end, 1, timeout=30)
+    await bus.publish(good["route"]["steps"][0], good)
+    [fine] = await bus.take(bus.happy_end, 1, timeout=30)
     assert fine["id"] == good["id"]
-    failed = await client.take(names.error_end, errors, timeout=30)
-    assert await client.drain(names.error_end) == []  # exactly once each
+    failed = await bus.take(bus.error_end, errors, timeout=30)
+    assert await bus.drain(bus.error_end) == []  # exactly once each
     for sidecar in sidecars:
-        assert await client.depth(sidecar.settings.actor) == 0
+        assert await bus.depth(sidecar.settings.actor) == 0
         assert sidecar.metrics.redeliveries._value.get() == 0  # nothing was requeued
     return failed
 
 
 async def test_too_deep_payload_and_unknown_field_end_once_as_parse_error(
-    amqp_url: str, amqp_names: AmqpNames, make_sidecars: Any, run_sidecars: Any
+    bus: Any, make_sidecars: Any, run_sidecars: Any
 ) -> None:
     [sidecar] = make_sidecars([("echo", "echo")], redelivery_limit=2)
-    queue = amqp_names.queue("echo")
+    queue = bus.queue("echo")
     route = b'{"route":{"steps":["' + queue.encode() + b'"]}'
-    async with AmqpClient(amqp_url, amqp_names) as client, run_sidecars([sidecar]):
-        await client.publish(queue, route + b',"payload":' + DEEP + b"}")
-        await client.publish(queue, route + b',"payload":{},"x-deep":' + DEEP + b"}")
+    async with run_sidecars([sidecar]):
+        await bus.publish(queue, route + b',"payload":' + DEEP + b"}")
+        await bus.publish(queue, route + b',"payload":{},"x-deep":' + DEEP + b"}")
         # Deep enough for the envelope, one level too deep for a payload: the id is kept.
         one_too_deep = json.dumps(nested(MAX_JSON_DEPTH + 1)).encode()
-        await client.publish(queue, route + b',"id":"deep-1","payload":' + one_too_deep + b"}")
+        await bus.publish(queue, route + b',"id":"deep-1","payload":' + one_too_deep + b"}")
         # Exactly at the limit: goes through the runtime and on to happy-end.
         at_limit = {
             "id": "at-limit",
             "route": {"steps": [queue]},
             "payload": nested(MAX_JSON_DEPTH),
         }
-        await client.publish(queue, at_limit)
-        [passed] = await client.take(amqp_names.happy_end, 1, timeout=30)
+        await bus.publish(queue, at_limit)
+        [passed] = await bus.take(bus.happy_end, 1, timeout=30)
         good = {"id": "fine", "route": {"steps": [queue]}, "payload": {"a": 1}}
-        failed = await settle(client, amqp_names, good, [sidecar], 3)
+        failed = await settle(bus, good, [sidecar], 3)
     assert passed["id"] == "at-limit"
     assert passed["payload"] == nested(MAX_JSON_DEPTH)
     assert {f["payload"]["error"] for f in failed} == {"parse_error"}
@@ -80,20 +78,20 @@ async def test_too_deep_payload_and_unknown_field_end_once_as_parse_error(
 
 
 async def test_invalid_utf8_in_a_payload_or_a_result_ends_as_valid_json(
-    amqp_url: str, amqp_names: AmqpNames, make_sidecars: Any, run_sidecars: Any
+    bus: Any, make_sidecars: Any, run_sidecars: Any
 ) -> None:
     [raw, echo] = make_sidecars([("raw", "raw_result"), ("echo", "echo")], redelivery_limit=2)
-    raw_q, echo_q = amqp_names.queue("raw"), amqp_names.queue("echo")
+    raw_q, echo_q = bus.queue("raw"), bus.queue("echo")
     bad_result = b'{"text": "caf\xe9"}'
     deep_result = b"[" * (MAX_JSON_DEPTH + 1) + b"]" * (MAX_JSON_DEPTH + 1)
-    async with AmqpClient(amqp_url, amqp_names) as client, run_sidecars([raw, echo]):
-        await client.publish(
+    async with run_sidecars([raw, echo]):
+        await bus.publish(
             echo_q,
             b'{"id":"u-1","route":{"steps":["' + echo_q.encode() + b'"]},'
             b'"payload":{"text":"caf\xe9 \xff"}}',
         )
         for n, result in enumerate((bad_result, deep_result)):
-            await client.publish(
+            await bus.publish(
                 raw_q,
                 {
                     "id": f"r-{n}",
@@ -107,7 +105,7 @@ async def test_invalid_utf8_in_a_payload_or_a_result_ends_as_valid_json(
             "payload": {"hex": b'{"ok": 1}'.hex()},
         }
         # take() parses each body with json.loads, which refuses invalid UTF-8.
-        failed = await settle(client, amqp_names, good, [raw, echo], 3)
+        failed = await settle(bus, good, [raw, echo], 3)
     by_id = {f["id"]: f for f in failed}
     assert {"r-0", "r-1"} < set(by_id)
     [in_payload] = [f for f in failed if f["id"] not in {"r-0", "r-1"}]  # unparsed: a new id

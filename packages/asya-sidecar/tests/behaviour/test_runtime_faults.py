@@ -13,13 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from asya_protocol import encode_error, encode_frame, encode_ok, is_control_frame, read_frame
-from asya_sidecar import amqp_sidecar
-from asya_testing import AmqpClient, AmqpNames
 from asya_testing.processes import short_socket_path
 
 
 async def test_a_reply_over_the_frame_limit_ends_once_as_frame_too_large(
-    amqp_url: str, amqp_names: AmqpNames, make_sidecars: Any, run_sidecars: Any, tmp_path: Path
+    bus: Any, make_sidecars: Any, run_sidecars: Any, tmp_path: Path
 ) -> None:
     """The handler runs once; its result (over the sidecar's ASYA_MAX_FRAME_SIZE, under the
     runtime's) goes to error-end as frame_too_large, and the runtime keeps serving."""
@@ -29,16 +27,16 @@ async def test_a_reply_over_the_frame_limit_ends_once_as_frame_too_large(
         redelivery_limit=2,
         runtime_env={"TEST_STATE_DIR": str(tmp_path)},
     )
-    q = amqp_names.queue("big")
-    async with AmqpClient(amqp_url, amqp_names) as client, run_sidecars([sidecar]):
+    q = bus.queue("big")
+    async with run_sidecars([sidecar]):
         for key, size in (("big-1", 10_000), ("small-1", 10)):
-            await client.publish(
+            await bus.publish(
                 q, {"id": key, "route": {"steps": [q]}, "payload": {"key": key, "size": size}}
             )
-        [fine] = await client.take(amqp_names.happy_end, 1, timeout=30)
-        [failed] = await client.take(amqp_names.error_end, 1, timeout=30)
-        assert await client.drain(amqp_names.error_end) == []
-        assert await client.depth(q) == 0
+        [fine] = await bus.take(bus.happy_end, 1, timeout=30)
+        [failed] = await bus.take(bus.error_end, 1, timeout=30)
+        assert await bus.drain(bus.error_end) == []
+        assert await bus.depth(q) == 0
     assert fine["id"] == "small-1"
     assert failed["id"] == "big-1"
     assert failed["payload"]["error"] == "frame_too_large"
@@ -89,39 +87,38 @@ async def double_replying_runtime(path: str) -> AsyncIterator[list[Any]]:
 
 
 async def test_a_runtime_that_replies_twice_never_shifts_results(
-    amqp_url: str, amqp_names: AmqpNames, sidecar_settings: Any, run_sidecars: Any
+    bus: Any, run_sidecars: Any
 ) -> None:
     """Two final frames for one request once shifted every later result on that connection by
     one (message 2 got message 1's result under its own id). Now the message whose reply came
     with an extra frame ends as protocol_error, the connection is dropped, and every other
     message gets its own result."""
     path = short_socket_path()
-    q = amqp_names.queue("twice")
-    sidecar = amqp_sidecar(sidecar_settings(q, path, redelivery_limit=2))
+    q = bus.queue("twice")
+    sidecar = bus.sidecar(q, path, redelivery_limit=2)
 
     def envelope(key: str, **payload: Any) -> dict[str, Any]:
         return {"id": key, "route": {"steps": [q]}, "payload": {"key": key, **payload}}
 
     async with (
         double_replying_runtime(path) as received,
-        AmqpClient(amqp_url, amqp_names) as client,
         run_sidecars([sidecar]),
     ):
-        await client.publish(q, envelope("m-1", twice="together"))
+        await bus.publish(q, envelope("m-1", twice="together"))
         for n in (2, 3):
-            await client.publish(q, envelope(f"m-{n}"))
-        await client.publish(q, envelope("m-4", twice="apart"))
+            await bus.publish(q, envelope(f"m-{n}"))
+        await bus.publish(q, envelope("m-4", twice="apart"))
         for n in (5, 6):
-            await client.publish(q, envelope(f"m-{n}"))
+            await bus.publish(q, envelope(f"m-{n}"))
         # m-1 certainly fails; m-4's extra frame is caught with its reply or, if it comes
         # later, on the idle connection before m-5 is sent (then m-4's own result stands).
-        done = await client.take(amqp_names.happy_end, 4, timeout=30)
-        done += await client.drain(amqp_names.happy_end)
+        done = await bus.take(bus.happy_end, 4, timeout=30)
+        done += await bus.drain(bus.happy_end)
         for message in done:  # every result under its own id, never another message's
             assert message["payload"].get("key") == message["id"], message
-        failed = await client.take(amqp_names.error_end, 1, timeout=30)
-        failed += await client.drain(amqp_names.error_end)
-        assert await client.depth(q) == 0
+        failed = await bus.take(bus.error_end, 1, timeout=30)
+        failed += await bus.drain(bus.error_end)
+        assert await bus.depth(q) == 0
     assert {m["id"] for m in done} >= {"m-2", "m-3", "m-5", "m-6"}
     assert [f["payload"]["error"] for f in failed] == ["protocol_error"] * len(failed)
     assert "m-1" in {f["id"] for f in failed}
