@@ -4,7 +4,6 @@ must then say what happened, not "pending"."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from asya_gateway.db import make_engine
 from asya_gateway.jobs import JOB_HEADER, JobStore
@@ -12,6 +11,7 @@ from asya_gateway.migrate import upgrade
 from asya_gateway.notify import Notifier
 from asya_gateway.service import Gateway
 from asya_gateway.tools import parse_tools
+from asya_protocol import Envelope
 
 TOOLS = {"tools": [{"name": "echo", "description": "Echo", "steps": ["echo"]}]}
 
@@ -23,10 +23,10 @@ class FinishesBeforePublishReturns:
     def __init__(self) -> None:
         self.store: JobStore | None = None
 
-    async def publish_job(self, envelope: dict[str, Any]) -> None:
+    async def publish_job(self, envelope: Envelope) -> None:
         assert self.store is not None
-        job_id = envelope["headers"][JOB_HEADER]
-        done = {**envelope, "payload": {"echoed": envelope["payload"]}}
+        job_id = envelope.headers[JOB_HEADER]
+        done = envelope.with_payload({"echoed": envelope.payload_value()})
         await self.store.on_terminal(job_id, done, ok=True)
 
 

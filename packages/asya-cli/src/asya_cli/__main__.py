@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -133,7 +132,6 @@ def jobs(
 
 
 def main() -> None:
-    os.environ.setdefault("ASYA_LOG_LEVEL", "WARNING")
     app()
 
 

@@ -22,12 +22,21 @@ from pathlib import Path
 
 import uvicorn
 
-from asya_gateway import GatewaySettings, create_app
+from asya_gateway import AuthMode, GatewaySettings, create_app
+from asya_gateway import MemoryBroker as GatewayMemoryBroker
+from asya_gateway.app import BrokerFactory
+from asya_gateway.jobs import JobStore
 from asya_gateway.settings import database_url as normalise_database_url
 from asya_protocol import BlockingRuntimeClient, ControlRequest, encode_control
-from asya_sidecar import MemoryBroker, Sidecar, SidecarSettings, amqp_sidecar, memory_sidecar
+from asya_sidecar import (
+    MemoryBroker,
+    Sidecar,
+    SidecarSettings,
+    Unroutable,
+    amqp_sidecar,
+    memory_sidecar,
+)
 
-from .memory_gateway import MemoryGatewayBroker
 from .pipeline import Pipeline
 
 __all__ = ["DevError", "run_dev"]
@@ -71,6 +80,8 @@ def start_runtimes(
     pipeline: Pipeline, workdir: Path, say: Callable[[str], None]
 ) -> dict[str, tuple[subprocess.Popen[bytes], str]]:
     runtimes: dict[str, tuple[subprocess.Popen[bytes], str]] = {}
+    # The one read of the environment: each runtime is a child process that inherits ours
+    # (PATH, PYTHONPATH, a virtualenv), plus its own ASYA_* settings.
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(pipeline.folder), env.get("PYTHONPATH")]))
     for actor, handler in pipeline.actors.items():
@@ -108,6 +119,21 @@ def start_runtimes(
     return runtimes
 
 
+def _in_process(broker: MemoryBroker, settings: GatewaySettings) -> BrokerFactory:
+    """The gateway's side of the in-process broker the sidecars use."""
+
+    def factory(store: JobStore) -> GatewayMemoryBroker:
+        return GatewayMemoryBroker(
+            broker,
+            store,
+            happy_end=settings.happy_end,
+            error_end=settings.error_end,
+            unroutable=(Unroutable,),
+        )
+
+    return factory
+
+
 async def run_dev(pipeline: Pipeline, options: Options, say: Callable[[str], None]) -> None:
     if not _port_free(options.port):
         raise DevError(f"port {options.port} on 127.0.0.1 is taken", "pass another one with --port")
@@ -120,6 +146,7 @@ async def run_dev(pipeline: Pipeline, options: Options, say: Callable[[str], Non
         rabbitmq_url=options.rabbitmq_url or GatewaySettings.rabbitmq_url,
         port=options.port,
         tokens=frozenset(),  # 127.0.0.1 only, one user: no tokens
+        auth=AuthMode.DISABLED,
     )
     sidecars: list[Sidecar] = []
     for actor, (_, path) in runtimes.items():
@@ -131,15 +158,7 @@ async def run_dev(pipeline: Pipeline, options: Options, say: Callable[[str], Non
             rabbitmq_url=options.rabbitmq_url or SidecarSettings.rabbitmq_url,
         )
         sidecars.append(amqp_sidecar(sc) if options.rabbitmq_url else memory_sidecar(broker, sc))
-    factory = (
-        None
-        if options.rabbitmq_url
-        else (
-            lambda store: MemoryGatewayBroker(
-                broker, store, happy_end=settings.happy_end, error_end=settings.error_end
-            )
-        )
-    )
+    factory = None if options.rabbitmq_url else _in_process(broker, settings)
     app = create_app(settings, pipeline.tools, broker_factory=factory)
     server = uvicorn.Server(
         uvicorn.Config(

@@ -2,18 +2,40 @@
 
 from .__about__ import __version__
 from .app import GatewayApp, create_app
-from .broker import GatewayBroker, PublishFailed
-from .settings import GatewaySettings, SettingsError
+from .broker import GatewayBroker
+from .errors import (
+    GatewayError,
+    InvalidArguments,
+    JobFinished,
+    NoSuchJob,
+    PublishFailed,
+    SettingsError,
+    StartFailed,
+    UnknownTool,
+)
+from .jobstate import JobStatus
+from .memory import InProcessQueues, MemoryBroker
+from .settings import AuthMode, GatewaySettings
 from .tools import Tool, ToolsFileError, load_tools, parse_tools
 
 __all__ = [
+    "AuthMode",
     "GatewayApp",
     "GatewayBroker",
+    "GatewayError",
     "GatewaySettings",
+    "InProcessQueues",
+    "InvalidArguments",
+    "JobFinished",
+    "JobStatus",
+    "MemoryBroker",
+    "NoSuchJob",
     "PublishFailed",
     "SettingsError",
+    "StartFailed",
     "Tool",
     "ToolsFileError",
+    "UnknownTool",
     "__version__",
     "create_app",
     "load_tools",

@@ -7,29 +7,30 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Any
 
 from fastapi import FastAPI
 from mcp.server.streamable_http_manager import StreamableHTTPASGIApp, StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
-from prometheus_client import CollectorRegistry
+from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from .api import AuthAndLimits, build_api
+from .api import Metrics, build_api
 from .broker import Broker, GatewayBroker
 from .db import make_engine
 from .jobs import JobStore
 from .mcp_server import build_mcp_server
+from .middleware import AuthAndLimits
 from .migrate import upgrade
 from .notify import Notifier
 from .service import Gateway
 from .settings import GatewaySettings
 from .tools import Tool, load_tools
 
-__all__ = ["GatewayApp", "create_app"]
+__all__ = ["BrokerFactory", "GatewayApp", "create_app"]
 
 log = logging.getLogger("asya_gateway")
+BrokerFactory = Callable[[JobStore], GatewayBroker]
 
 
 @dataclass
@@ -39,26 +40,21 @@ class GatewayApp:
     fastapi: FastAPI
 
 
-def create_app(
-    settings: GatewaySettings,
-    tools: dict[str, Tool] | None = None,
-    *,
-    broker_factory: Callable[[JobStore], GatewayBroker] | None = None,
-) -> GatewayApp:
-    """Build the ASGI app. Raises ``ToolsFileError`` for a bad tools file (checked at start).
+@dataclass(frozen=True)
+class _Parts:
+    """What the app's lifespan starts and stops, in order."""
 
-    ``broker_factory`` replaces RabbitMQ (the single-process development run passes one for the
-    in-process broker).
-    """
-    tools = tools if tools is not None else load_tools(settings.tools_path)
-    engine = make_engine(settings.database_url)
-    notifier = Notifier(settings.database_url)
-    store = JobStore(engine, notifier.notify)
+    settings: GatewaySettings
+    engine: AsyncEngine
+    notifier: Notifier
+    store: JobStore
     broker: GatewayBroker
-    if broker_factory is not None:
-        broker = broker_factory(store)
-    else:
-        broker = Broker(
+    sessions: StreamableHTTPSessionManager
+
+
+def _rabbitmq(settings: GatewaySettings) -> BrokerFactory:
+    def factory(store: JobStore) -> GatewayBroker:
+        return Broker(
             settings.rabbitmq_url,
             exchange=settings.exchange,
             events_exchange=settings.events_exchange,
@@ -67,6 +63,26 @@ def create_app(
             events_queue=settings.events_queue,
             store=store,
         )
+
+    return factory
+
+
+def create_app(
+    settings: GatewaySettings,
+    tools: dict[str, Tool] | None = None,
+    *,
+    broker_factory: BrokerFactory | None = None,
+) -> GatewayApp:
+    """Build the ASGI app. Raises ``ToolsFileError`` for a bad tools file (checked at start).
+
+    ``broker_factory`` replaces RabbitMQ (the single-process development run passes one for the
+    in-process broker, :class:`asya_gateway.memory.MemoryBroker`).
+    """
+    tools = tools if tools is not None else load_tools(settings.tools_path)
+    engine = make_engine(settings.database_url)
+    notifier = Notifier(settings.database_url)
+    store = JobStore(engine, notifier.notify)
+    broker = (broker_factory or _rabbitmq(settings))(store)
     gateway = Gateway(
         tools=tools,
         store=store,
@@ -74,13 +90,11 @@ def create_app(
         notifier=notifier,
         default_timeout=settings.default_timeout,
     )
-    registry = CollectorRegistry(auto_describe=True)
-    api = build_api(gateway, registry=registry)
-    mcp = build_mcp_server(gateway)
+    api = build_api(gateway, Metrics.create())
     # Host and Origin checks are ours (AuthAndLimits); the SDK's DNS-rebinding guard would
     # refuse the Host of a gateway behind a Service, so it is configured permissively here.
     sessions = StreamableHTTPSessionManager(
-        app=mcp,
+        app=build_mcp_server(gateway),
         json_response=False,
         stateless=False,
         security_settings=TransportSecuritySettings(enable_dns_rebinding_protection=False),
@@ -90,25 +104,8 @@ def create_app(
     api.router.routes.append(
         Route("/mcp", endpoint=StreamableHTTPASGIApp(sessions), methods=["GET", "POST", "DELETE"])
     )
-
-    @contextlib.asynccontextmanager
-    async def lifespan(_: Any) -> AsyncIterator[None]:
-        if settings.migrate:
-            await upgrade(settings.database_url)
-        await notifier.start()
-        async with asyncio.TaskGroup() as tg, sessions.run():
-            consumer = tg.create_task(broker.consume(), name="consumer")
-            sweeper = tg.create_task(_sweep(store), name="timeouts")
-            try:
-                yield
-            finally:
-                consumer.cancel()
-                sweeper.cancel()
-        await broker.close()
-        await notifier.stop()
-        await engine.dispose()
-
-    api.router.lifespan_context = lifespan
+    api.state.parts = _Parts(settings, engine, notifier, store, broker, sessions)
+    api.router.lifespan_context = _lifespan
     asgi = AuthAndLimits(
         api,
         tokens=settings.tokens,
@@ -116,6 +113,25 @@ def create_app(
         allowed_origins=settings.allowed_origins,
     )
     return GatewayApp(asgi=asgi, gateway=gateway, fastapi=api)
+
+
+@contextlib.asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    parts: _Parts = app.state.parts
+    if parts.settings.migrate:
+        await upgrade(parts.settings.database_url)
+    await parts.notifier.start()
+    async with asyncio.TaskGroup() as tg, parts.sessions.run():
+        consumer = tg.create_task(parts.broker.consume(), name="consumer")
+        sweeper = tg.create_task(_sweep(parts.store), name="timeouts")
+        try:
+            yield
+        finally:
+            consumer.cancel()
+            sweeper.cancel()
+    await parts.broker.close()
+    await parts.notifier.stop()
+    await parts.engine.dispose()
 
 
 async def _sweep(store: JobStore) -> None:

@@ -1,24 +1,24 @@
 """The gateway's RabbitMQ side: publish a job's first envelope; consume the terminal queues and
 the sidecars' step events to update jobs. Acks follow the database commit, so a crash between
-the two means redelivery, which the job store treats as a duplicate."""
+the two means redelivery, which the job state machine treats as a duplicate."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from typing import Any, Protocol
 
 import aiormq
 import aiormq.abc
-import msgspec
 from aiormq.exceptions import AMQPError, ChannelInvalidStateError, PublishError
 from pamqp import commands as spec
 
-from asya_protocol import decode_event
+from asya_protocol import Backoff, Envelope, StepEvent, encode_envelope
 
-from .jobs import JOB_HEADER, JobStore
+from .errors import PublishFailed
+from .jobs import JobStore
+from .messages import step_event, terminal_message
 
 __all__ = ["Broker", "GatewayBroker", "PublishFailed"]
 
@@ -27,16 +27,13 @@ _BROKER_ERRORS = (AMQPError, ConnectionError, OSError, ChannelInvalidStateError)
 EVENT_BATCH_WINDOW = 0.01
 
 
-class PublishFailed(Exception):
-    """The first envelope could not be delivered (no queue for the first step, broker down)."""
-
-
 class GatewayBroker(Protocol):
-    """What the gateway needs of a broker: RabbitMQ (:class:`Broker`) or an in-process one."""
+    """What the gateway needs of a broker: RabbitMQ (:class:`Broker`) or the in-process one
+    (:class:`asya_gateway.memory.MemoryBroker`)."""
 
     connected: asyncio.Event
 
-    async def publish_job(self, envelope: dict[str, Any]) -> None: ...
+    async def publish_job(self, envelope: Envelope) -> None: ...
 
     async def consume(self) -> None: ...
 
@@ -65,6 +62,7 @@ class Broker:
         self._connection: Any = None
         self._publish: Any = None
         self._lock = asyncio.Lock()
+        self._backoff = Backoff()
         self.connected = asyncio.Event()
         self._batch: list[aiormq.abc.DeliveredMessage] = []
         self._batch_ready = asyncio.Event()
@@ -77,16 +75,16 @@ class Broker:
                 self._publish = await self._connection.channel(publisher_confirms=True)
             return self._publish
 
-    async def publish_job(self, envelope: dict[str, Any]) -> None:
-        first = envelope["route"]["steps"][0]
+    async def publish_job(self, envelope: Envelope) -> None:
+        first = envelope.route.steps[0]
         try:
             channel = await self._channel()
             confirm = await channel.basic_publish(
-                json.dumps(envelope).encode(),
+                encode_envelope(envelope),
                 exchange=self.exchange,
                 routing_key=first,
                 properties=spec.Basic.Properties(
-                    delivery_mode=2, content_type="application/json", correlation_id=envelope["id"]
+                    delivery_mode=2, content_type="application/json", correlation_id=envelope.id
                 ),
                 mandatory=True,
             )
@@ -98,42 +96,36 @@ class Broker:
             raise PublishFailed("RabbitMQ did not confirm the publish")
 
     async def consume(self) -> None:
-        """Consume until cancelled, reconnecting with backoff."""
-        delay = 0.5
+        """Consume until cancelled, reconnecting with the protocol's backoff (reset once
+        consuming again)."""
         while True:
             try:
                 await self._consume_once()
             except _BROKER_ERRORS as exc:
-                log.warning("RabbitMQ consumer: %s; reconnecting in %.1fs", exc, delay)
+                log.warning("RabbitMQ consumer: %s; reconnecting", exc)
             self.connected.clear()
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 30.0)
+            await self._backoff.sleep()
+
+    async def _declare(self, channel: Any) -> None:
+        await channel.basic_qos(prefetch_count=32)
+        await channel.exchange_declare(self.exchange, exchange_type="topic", durable=True)
+        await channel.exchange_declare(self.events_exchange, exchange_type="topic", durable=True)
+        for queue in (self.happy_end, self.error_end):
+            await channel.queue_declare(queue, durable=True)
+            await channel.queue_bind(queue, self.exchange, routing_key=queue)
+        await channel.queue_declare(self.events_queue, durable=True)
+        await channel.queue_bind(self.events_queue, self.events_exchange, routing_key="#")
 
     async def _consume_once(self) -> None:
         connection = await aiormq.connect(self.url)
         try:
             channel = await connection.channel()
-            await channel.basic_qos(prefetch_count=32)
-            await channel.exchange_declare(self.exchange, exchange_type="topic", durable=True)
-            await channel.exchange_declare(
-                self.events_exchange, exchange_type="topic", durable=True
-            )
-            for queue in (self.happy_end, self.error_end):
-                await channel.queue_declare(queue, durable=True)
-                await channel.queue_bind(queue, self.exchange, routing_key=queue)
-            await channel.queue_declare(self.events_queue, durable=True)
-            await channel.queue_bind(self.events_queue, self.events_exchange, routing_key="#")
-
-            def handler(kind: str) -> Any:
-                async def on_message(message: aiormq.abc.DeliveredMessage) -> None:
-                    await self._handle(kind, message)
-
-                return on_message
-
-            await channel.basic_consume(self.happy_end, handler("ok"))
-            await channel.basic_consume(self.error_end, handler("error"))
+            await self._declare(channel)
+            await channel.basic_consume(self.happy_end, self._on_happy_end)
+            await channel.basic_consume(self.error_end, self._on_error_end)
             await channel.basic_consume(self.events_queue, self._collect_event)
             self.connected.set()
+            self._backoff.reset()
             async with asyncio.TaskGroup() as tg:
                 flusher = tg.create_task(self._flush_events(channel), name="event-batches")
                 await connection.closing
@@ -143,6 +135,12 @@ class Broker:
             self._batch.clear()
             with contextlib.suppress(*_BROKER_ERRORS):
                 await connection.close()
+
+    async def _on_happy_end(self, message: aiormq.abc.DeliveredMessage) -> None:
+        await self._handle(self.happy_end, message, ok=True)
+
+    async def _on_error_end(self, message: aiormq.abc.DeliveredMessage) -> None:
+        await self._handle(self.error_end, message, ok=False)
 
     async def _collect_event(self, message: aiormq.abc.DeliveredMessage) -> None:
         """Step events are applied in batches (one transaction per job per batch), acked after."""
@@ -155,30 +153,36 @@ class Broker:
             await asyncio.sleep(EVENT_BATCH_WINDOW)  # let a step's few events arrive together
             self._batch_ready.clear()
             batch, self._batch = self._batch, []
-            by_job: dict[str, list[tuple[Any, int]]] = {}
-            for message in batch:
-                tag = message.delivery_tag or 0
-                try:
-                    event = decode_event(message.body)
-                except (ValueError, msgspec.DecodeError) as exc:
-                    log.warning("ignoring an unreadable step event: %s", exc)
-                    await self._settle(channel, tag, ack=True)
-                    continue
-                job_id = event.headers.get(JOB_HEADER)
-                if not job_id:
-                    await self._settle(channel, tag, ack=True)  # not a gateway job
-                    continue
-                by_job.setdefault(job_id, []).append((event, tag))
-            for job_id, items in by_job.items():
-                try:
-                    await self.store.on_steps(job_id, [event for event, _ in items])
-                except Exception:
-                    log.exception("applying step events of job %s failed; they come back", job_id)
-                    for _, tag in items:
-                        await self._settle(channel, tag, ack=False)
-                    continue
-                for _, tag in items:
-                    await self._settle(channel, tag, ack=True)
+            for job_id, items in (await self._by_job(channel, batch)).items():
+                await self._apply_steps(channel, job_id, items)
+
+    async def _by_job(
+        self, channel: Any, batch: list[aiormq.abc.DeliveredMessage]
+    ) -> dict[str, list[tuple[StepEvent, int]]]:
+        """The batch's step events by job; others (unreadable, not a job's) are acked now."""
+        by_job: dict[str, list[tuple[StepEvent, int]]] = {}
+        for message in batch:
+            tag = message.delivery_tag or 0
+            found = step_event(message.body)
+            if found is None:
+                await self._settle(channel, tag, ack=True)
+                continue
+            job_id, event = found
+            by_job.setdefault(job_id, []).append((event, tag))
+        return by_job
+
+    async def _apply_steps(
+        self, channel: Any, job_id: str, items: list[tuple[StepEvent, int]]
+    ) -> None:
+        try:
+            await self.store.on_steps(job_id, [event for event, _ in items])
+        except Exception:
+            log.exception("applying step events of job %s failed; they come back", job_id)
+            ack = False
+        else:
+            ack = True
+        for _, tag in items:
+            await self._settle(channel, tag, ack=ack)
 
     @staticmethod
     async def _settle(channel: Any, tag: int, *, ack: bool) -> None:
@@ -189,25 +193,17 @@ class Broker:
             else:
                 await channel.basic_nack(tag, requeue=True)
 
-    async def _handle(self, kind: str, message: aiormq.abc.DeliveredMessage) -> None:
-        channel = message.channel
+    async def _handle(self, queue: str, message: aiormq.abc.DeliveredMessage, *, ok: bool) -> None:
         tag = message.delivery_tag or 0
+        found = terminal_message(message.body, queue)
         try:
-            envelope = json.loads(message.body)
-            job_id = (envelope.get("headers") or {}).get(JOB_HEADER)
-            if job_id:
-                await self.store.on_terminal(job_id, envelope, ok=kind == "ok")
-        except (ValueError, TypeError, KeyError, msgspec.DecodeError) as exc:
-            # Not ours to understand (another client's message, or malformed): leave a log line
-            # and ack it; terminal queues are shared, and a bad body would otherwise loop.
-            log.warning("ignoring an unreadable %s message: %s", kind, exc)
+            if found is not None:
+                await self.store.on_terminal(found[0], found[1], ok=ok)
         except Exception:
-            log.exception("updating a job from a %s message failed; it comes back", kind)
-            with contextlib.suppress(*_BROKER_ERRORS):
-                await channel.basic_nack(tag, requeue=True)
+            log.exception("updating a job from a message in %s failed; it comes back", queue)
+            await self._settle(message.channel, tag, ack=False)
             return
-        with contextlib.suppress(*_BROKER_ERRORS):
-            await channel.basic_ack(tag)
+        await self._settle(message.channel, tag, ack=True)
 
     async def close(self) -> None:
         if self._connection is not None and not self._connection.is_closed:

@@ -13,9 +13,9 @@ from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, Integer, String
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-__all__ = ["TERMINAL", "Base", "Job", "JobEvent", "make_engine", "sessions", "utcnow"]
+from .jobstate import JobStatus
 
-TERMINAL = frozenset({"succeeded", "failed", "timed_out", "cancelled"})
+__all__ = ["Base", "Job", "JobEvent", "make_engine", "sessions", "utcnow"]
 
 
 def utcnow() -> datetime.datetime:
@@ -45,6 +45,10 @@ class Job(Base):
     finished_at: Mapped[datetime.datetime | None] = mapped_column(
         DateTime(timezone=True), nullable=True
     )
+
+    @property
+    def job_status(self) -> JobStatus:
+        return JobStatus(self.status)
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -1,5 +1,6 @@
-"""Job state in the database. A terminal state is final: every write is conditional on the job
-not being finished yet, so late and duplicate events (at-least-once delivery) change nothing."""
+"""Job state in the database. Every change goes through :func:`asya_gateway.jobstate.apply`,
+inside a transaction that holds the job's row (a row lock on PostgreSQL, a writer lock on
+SQLite); this module persists what the state machine returns and nothing else."""
 
 from __future__ import annotations
 
@@ -7,21 +8,59 @@ import asyncio
 import copy
 import datetime
 import uuid
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
-from sqlalchemy import select, text, update
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from asya_protocol import EventType, StepEvent
+from asya_protocol import Envelope, StepEvent
 
-from .db import TERMINAL, Job, JobEvent, sessions, utcnow
-from .fanout import Branches, empty_state
+from . import jobstate
+from .db import Job, JobEvent, sessions, utcnow
+from .jobstate import TERMINAL, Event, JobState, JobStatus, Terminal, Timeout, Transition
+from .messages import JOB_HEADER
 
-__all__ = ["JOB_HEADER", "JobStore"]
+__all__ = ["JOB_HEADER", "Applied", "JobStore"]
 
-JOB_HEADER = "asya-job-id"
 Notify = Callable[[AsyncSession, str], Awaitable[None]]
+T = TypeVar("T")
+_UNFINISHED_EXCLUDES = sorted(status.value for status in TERMINAL)
+
+
+@dataclass(frozen=True)
+class Applied:
+    """A job after some events: ``changed`` if any of them changed its state."""
+
+    job: Job
+    changed: bool
+
+
+def state_of(job: Job) -> JobState:
+    return JobState(
+        status=JobStatus(job.status),
+        root_id=job.root_id,
+        branches=job.branches,
+        progress=job.progress,
+        message=job.message,
+        result=job.result,
+        error=job.error,
+        updated_at=job.updated_at,
+        finished_at=job.finished_at,
+    )
+
+
+def _store_state(job: Job, state: JobState) -> None:
+    job.status = state.status.value
+    job.branches = copy.deepcopy(dict(state.branches))  # a new value: the ORM sees it
+    job.progress = state.progress
+    job.message = state.message
+    job.result = state.result
+    job.error = state.error
+    if state.updated_at is not None:
+        job.updated_at = state.updated_at
+    job.finished_at = state.finished_at
 
 
 class JobStore:
@@ -38,13 +77,17 @@ class JobStore:
             stmt = stmt.with_for_update()
         return (await session.execute(stmt)).scalar_one_or_none()
 
-    async def _event(
-        self, session: AsyncSession, job_id: str, kind: str, data: dict[str, Any]
-    ) -> None:
-        session.add(JobEvent(job_id=job_id, type=kind, data=data, created_at=utcnow()))
+    async def _record(self, session: AsyncSession, job_id: str, transition: Transition) -> None:
+        if jobstate.Effect.NOTIFY not in transition.effects:
+            return
+        now = utcnow()
+        for record in transition.records:
+            session.add(
+                JobEvent(job_id=job_id, type=record.kind.value, data=record.data, created_at=now)
+            )
         await self._notify(session, job_id)
 
-    async def _write(self, fn: Callable[[AsyncSession], Awaitable[Any]]) -> Any:
+    async def _write(self, fn: Callable[[AsyncSession], Awaitable[T]]) -> T:
         if self._sqlite:
             async with self._sqlite_lock, self.sessions() as session, session.begin():
                 return await fn(session)
@@ -57,64 +100,61 @@ class JobStore:
         """A pending job and the id of its first envelope."""
         now = utcnow()
         job_id, root = str(uuid.uuid4()), str(uuid.uuid4())
+        transition = jobstate.created(tool, root, now)
         job = Job(
             id=job_id,
             tool=tool,
-            status="pending",
             input=arguments,
-            result=None,
-            error=None,
-            progress=0.0,
-            message=None,
             root_id=root,
-            branches=empty_state(),
             created_at=now,
-            updated_at=now,
             deadline=now + datetime.timedelta(seconds=timeout),
-            finished_at=None,
         )
+        _store_state(job, transition.state)
 
         async def go(session: AsyncSession) -> None:
             session.add(job)
             await session.flush()
-            await self._event(session, job_id, "status", {"status": "pending", "tool": tool})
+            await self._record(session, job_id, transition)
 
         await self._write(go)
         return job, root
 
-    async def mark_running(self, job_id: str) -> bool:
-        async def go(session: AsyncSession) -> bool:
-            result = await session.execute(
-                update(Job)
-                .where(Job.id == job_id, Job.status == "pending")
-                .values(status="running", updated_at=utcnow())
-            )
-            if not result.rowcount:  # type: ignore[attr-defined]
-                return False  # already further along (its first step reported first)
-            await self._event(session, job_id, "status", {"status": "running"})
-            return True
+    async def apply(
+        self, job_id: str, events: Sequence[Event], *, advisory: bool = False
+    ) -> Applied | None:
+        """Apply events to a job, in order, in one transaction; None if there is no such job.
 
-        return bool(await self._write(go))
+        ``advisory`` events (step events) need not reach the disk before the commit returns: a
+        crash may lose the last few progress events, never a job's final state.
+        """
 
-    async def fail(self, job_id: str, error: dict[str, Any], status: str = "failed") -> bool:
-        async def go(session: AsyncSession) -> bool:
-            now = utcnow()
-            result = await session.execute(
-                update(Job)
-                .where(Job.id == job_id, Job.status.not_in(TERMINAL))
-                .values(status=status, error=error, updated_at=now, finished_at=now)
-            )
-            if not result.rowcount:  # type: ignore[attr-defined]
-                return False
-            await self._event(session, job_id, "status", {"status": status, "error": error})
-            return True
+        async def go(session: AsyncSession) -> Applied | None:
+            if advisory and not self._sqlite:
+                await session.execute(text("SET LOCAL synchronous_commit = off"))
+            job = await self._locked_job(session, job_id)
+            if job is None:
+                return None
+            state, changed = state_of(job), False
+            for event in events:
+                transition = jobstate.apply(state, event, utcnow())
+                await self._record(session, job_id, transition)
+                state, changed = transition.state, changed or transition.changed
+            if changed:
+                _store_state(job, state)
+            return Applied(job, changed)
 
-        return bool(await self._write(go))
+        return await self._write(go)
 
-    async def cancel(self, job_id: str) -> bool:
-        return await self.fail(
-            job_id, {"error": "cancelled", "message": "cancelled by the client"}, "cancelled"
-        )
+    async def on_terminal(self, job_id: str, envelope: Envelope, ok: bool) -> None:
+        """A message of this job reached happy-end (``ok``) or error-end."""
+        event = Terminal(envelope.id or "", ok, envelope.payload_value())
+        await self.apply(job_id, [event])
+
+    async def on_steps(self, job_id: str, events: Sequence[StepEvent]) -> None:
+        """Apply a job's step events, in order, in one transaction."""
+        wanted = [e for e in events if jobstate.relevant(e)]
+        if wanted:
+            await self.apply(job_id, wanted, advisory=True)
 
     async def sweep_timeouts(self) -> list[str]:
         """Time out every unfinished job past its deadline (atomic: safe with many replicas)."""
@@ -123,153 +163,18 @@ class JobStore:
             ids = list(
                 (
                     await session.execute(
-                        select(Job.id).where(Job.status.not_in(TERMINAL), Job.deadline < now)
+                        select(Job.id).where(
+                            Job.status.not_in(_UNFINISHED_EXCLUDES), Job.deadline < now
+                        )
                     )
                 ).scalars()
             )
         timed_out = []
         for job_id in ids:
-            error = {"error": "timeout", "message": "the job did not finish before its deadline"}
-            if await self.fail(job_id, error, "timed_out"):
+            applied = await self.apply(job_id, [Timeout()])
+            if applied is not None and applied.changed:
                 timed_out.append(job_id)
         return timed_out
-
-    async def on_terminal(self, job_id: str, envelope: dict[str, Any], ok: bool) -> None:
-        """A message of this job reached happy-end (``ok``) or error-end."""
-        message_id = envelope.get("id") or ""
-        payload = envelope.get("payload")
-        outcome = {"ok": True, "result": payload} if ok else {"ok": False, "error": payload}
-
-        async def go(session: AsyncSession) -> None:
-            job = await self._locked_job(session, job_id)
-            if job is None or job.status in TERMINAL:
-                return
-            branches = Branches(copy.deepcopy(job.branches))
-            branches.ended(message_id, outcome)
-            job.branches = copy.deepcopy(branches.state)  # a new value: the ORM sees it
-            await self._event(session, job_id, "branch", {"id": message_id, **outcome})
-            await self._maybe_finish(session, job, branches)
-
-        await self._write(go)
-
-    async def on_step(self, job_id: str, event: StepEvent) -> None:
-        await self.on_steps(job_id, [event])
-
-    async def on_steps(self, job_id: str, events: list[StepEvent]) -> None:
-        """Apply a job's step events, in order, in one transaction."""
-        events = [e for e in events if e.type is not EventType.RECEIVED]  # "started" says more
-        if not events:
-            return
-
-        async def go(session: AsyncSession) -> None:
-            if not self._sqlite:
-                # Step events are advisory: do not wait for their commit to reach the disk.
-                # (A crash may lose the last few progress events, never a job's final state.)
-                await session.execute(text("SET LOCAL synchronous_commit = off"))
-            job = await self._locked_job(session, job_id)
-            if job is None:
-                return
-            for event in events:
-                await self._apply_step(session, job, event)
-
-        await self._write(go)
-
-    async def _apply_step(self, session: AsyncSession, job: Job, event: StepEvent) -> None:
-        job_id = job.id
-        if job.status in TERMINAL:
-            # Step events travel apart from results and may come after the job finished:
-            # keep them in the history, change nothing else.
-            await self._event(
-                session,
-                job_id,
-                "progress",
-                {
-                    "type": event.type.value,
-                    "actor": event.actor,
-                    "step": event.current or 0,
-                    "steps": list(event.steps),
-                    "late": True,
-                },
-            )
-            return
-        now = utcnow()
-        if job.status == "pending":
-            job.status = "running"
-        steps = max(len(event.steps), 1)
-        current = event.current or 0
-        if event.type is EventType.PROGRESS:
-            overall = (current + (event.progress or 0.0)) / steps
-        elif event.type is EventType.DONE:
-            overall = (current + 1) / steps
-        else:
-            overall = current / steps
-        if job.progress is None or overall > job.progress:
-            job.progress = min(overall, 1.0)
-        if event.message:
-            job.message = event.message
-        job.updated_at = now
-        branches = Branches(copy.deepcopy(job.branches))
-        if event.type is EventType.DONE and event.id:
-            if event.child_ids:
-                branches.fanned_out(event.id, list(event.child_ids))
-            elif event.children == 0:
-                branches.ended(event.id, {"ok": True, "result": None, "dropped": True})
-            job.branches = copy.deepcopy(branches.state)  # a new value: the ORM sees it
-        data = {
-            "type": event.type.value,
-            "actor": event.actor,
-            "step": current,
-            "steps": list(event.steps),
-            "progress": job.progress,
-        }
-        if event.message:
-            data["message"] = event.message
-        if event.error:
-            data["error"] = event.error
-        await self._event(session, job_id, "progress", data)
-        await self._maybe_finish(session, job, branches)
-
-    async def _maybe_finish(self, session: AsyncSession, job: Job, branches: Branches) -> None:
-        if not branches.complete(job.root_id):
-            return
-        leaves = branches.leaves(job.root_id)
-        fan_out = bool(branches.state["children"])
-        failed = [leaf for leaf in leaves if not leaf.get("ok")]
-        now = utcnow()
-        if fan_out:
-            job.result = {
-                "branches": [
-                    {k: v for k, v in leaf.items() if k in ("id", "result", "error", "dropped")}
-                    for leaf in leaves
-                ]
-            }
-        else:
-            job.result = leaves[0].get("result") if leaves and leaves[0].get("ok") else None
-        if failed:
-            job.status = "failed"
-            job.error = (
-                failed[0]["error"]
-                if not fan_out
-                else {
-                    "error": "branch_failed",
-                    "message": f"{len(failed)} of {len(leaves)} branches failed",
-                    "branches": [f["error"] for f in failed],
-                }
-            )
-        else:
-            job.status = "succeeded"
-        job.progress = 1.0 if not failed else job.progress
-        job.finished_at = job.updated_at = now
-        await self._event(
-            session,
-            job.id,
-            "status",
-            {
-                "status": job.status,
-                "result": job.result,
-                "error": job.error,
-            },
-        )
 
     # --- queries ------------------------------------------------------------------------------
 

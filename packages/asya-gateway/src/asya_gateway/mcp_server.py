@@ -10,40 +10,63 @@ no task support of its own, and its result check for ``tools/call`` admits only 
 pass it, so a client starts the job with a plain ``tools/call`` (which returns the job id at once
 when it carries no progress token) and follows it with the task methods. The 2026-07-28
 revision has no tasks.
+
+Each handler is a module-level function of the typed request context, whose lifespan context is
+the :class:`~asya_gateway.service.Gateway` (the server's lifespan yields it).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import mcp_types as types
+from mcp.server import ServerRequestContext
 from mcp.server.lowlevel.server import Server
 from mcp.shared.exceptions import MCPError
 
 from .__about__ import __version__
-from .db import Job
-from .service import Gateway, InvalidArguments, StartFailed, UnknownTool
+from .db import Job, JobEvent
+from .errors import InvalidArguments, JobFinished, NoSuchJob, StartFailed, UnknownTool
+from .jobstate import HistoryKind, JobStatus
+from .service import Gateway
 
-__all__ = ["build_mcp_server", "job_result_content", "job_task"]
+__all__ = [
+    "McpContext",
+    "build_mcp_server",
+    "call_tool",
+    "cancel_task",
+    "get_task",
+    "job_result_content",
+    "job_task",
+    "list_tasks",
+    "list_tools",
+    "task_result",
+]
 
+McpContext = ServerRequestContext[Gateway, Any]
 TASK_REVISIONS = frozenset({"2025-11-25"})
+TASKS_PAGE = 50
 _TASK_STATUS = {
-    "pending": "working",
-    "running": "working",
-    "succeeded": "completed",
-    "failed": "failed",
-    "timed_out": "failed",
-    "cancelled": "cancelled",
+    JobStatus.PENDING: "working",
+    JobStatus.RUNNING: "working",
+    JobStatus.SUCCEEDED: "completed",
+    JobStatus.FAILED: "failed",
+    JobStatus.TIMED_OUT: "failed",
+    JobStatus.CANCELLED: "cancelled",
 }
 
 
 def job_task(job: Job) -> dict[str, Any]:
     """The MCP Task fields of a job."""
+    status = job.job_status
     return {
         "task_id": job.id,
-        "status": _TASK_STATUS[job.status],
-        "status_message": job.message if job.status in ("pending", "running") else job.status,
+        "status": _TASK_STATUS[status],
+        "status_message": status.value if status.terminal else job.message,
         "created_at": job.created_at.isoformat(),
         "last_updated_at": job.updated_at.isoformat(),
         "ttl": None,
@@ -51,7 +74,21 @@ def job_task(job: Job) -> dict[str, Any]:
     }
 
 
-class _GatewayServer(Server[Any]):
+def job_result_content(job: Job) -> types.CallToolResult:
+    status = job.job_status
+    summary = {"job_id": job.id, "status": job.status}
+    if status is JobStatus.SUCCEEDED:
+        summary["result"] = job.result
+    elif job.error is not None:
+        summary["error"] = job.error
+    return types.CallToolResult(
+        content=[types.TextContent(text=json.dumps(summary))],
+        structured_content=summary,
+        is_error=status.terminal and status is not JobStatus.SUCCEEDED,
+    )
+
+
+class _GatewayServer(Server[Gateway]):
     """Advertises task support on the revision that has tasks."""
 
     def get_capabilities(self, *args: Any, **kwargs: Any) -> types.ServerCapabilities:
@@ -64,97 +101,110 @@ class _GatewayServer(Server[Any]):
         return capabilities
 
 
-def job_result_content(job: Job) -> types.CallToolResult:
-    summary = {"job_id": job.id, "status": job.status}
-    if job.status == "succeeded":
-        summary["result"] = job.result
-    elif job.error is not None:
-        summary["error"] = job.error
-    is_error = job.status in ("failed", "timed_out", "cancelled")
-    return types.CallToolResult(
-        content=[types.TextContent(text=json.dumps(summary))],
-        structured_content=summary,
-        is_error=is_error,
+async def list_tools(
+    ctx: McpContext, params: types.PaginatedRequestParams | None
+) -> types.ListToolsResult:
+    return types.ListToolsResult(
+        tools=[
+            types.Tool(name=t.name, description=t.description, input_schema=t.input_schema)
+            for t in ctx.lifespan_context.tools.values()
+        ]
     )
 
 
-def build_mcp_server(gateway: Gateway) -> Server[Any]:
-    async def list_tools(ctx: Any, params: Any) -> types.ListToolsResult:
-        return types.ListToolsResult(
-            tools=[
-                types.Tool(name=t.name, description=t.description, input_schema=t.input_schema)
-                for t in gateway.tools.values()
-            ]
+async def call_tool(ctx: McpContext, params: types.CallToolRequestParams) -> types.CallToolResult:
+    gateway = ctx.lifespan_context
+    try:
+        job = await gateway.start(params.name, params.arguments or {})
+    except UnknownTool:
+        raise MCPError(types.INVALID_PARAMS, f"unknown tool: {params.name}") from None
+    except InvalidArguments as exc:
+        text = "invalid arguments: " + "; ".join(exc.errors)
+        return types.CallToolResult(content=[types.TextContent(text=text)], is_error=True)
+    except StartFailed as exc:
+        return job_result_content(exc.job)
+    token = (ctx.meta or {}).get("progress_token") if ctx.meta is not None else None
+    if token is None:
+        return job_result_content(job)  # at once: follow it with /jobs/{id} or SSE
+    async for event in gateway.events(job.id):
+        await _forward_progress(ctx, event)
+    finished = await gateway.get(job.id)
+    if finished.job_status is JobStatus.SUCCEEDED:
+        # Step events may land after the result (they travel apart): always close at 100 %.
+        await ctx.session.report_progress(1.0, 1.0, "done")
+    return job_result_content(finished)
+
+
+async def _forward_progress(ctx: McpContext, event: JobEvent) -> None:
+    if event.type == HistoryKind.PROGRESS and event.data.get("progress") is not None:
+        await ctx.session.report_progress(
+            float(event.data["progress"]),
+            1.0,
+            event.data.get("message") or event.data.get("actor"),
         )
 
-    async def call_tool(ctx: Any, params: types.CallToolRequestParams) -> types.CallToolResult:
-        arguments = params.arguments or {}
-        try:
-            job = await gateway.start(params.name, arguments)
-        except UnknownTool:
-            raise MCPError(types.INVALID_PARAMS, f"unknown tool: {params.name}") from None
-        except InvalidArguments as exc:
-            text = "invalid arguments: " + "; ".join(exc.errors)
-            return types.CallToolResult(content=[types.TextContent(text=text)], is_error=True)
-        except StartFailed as exc:
-            return job_result_content(exc.job)
-        token = (ctx.meta or {}).get("progress_token") if ctx.meta is not None else None
-        if token is None:
-            return job_result_content(job)  # at once: follow it with /jobs/{id} or SSE
 
-        async def forward(event: Any) -> None:
-            if event.type == "progress" and event.data.get("progress") is not None:
-                await ctx.session.report_progress(
-                    float(event.data["progress"]),
-                    1.0,
-                    event.data.get("message") or event.data.get("actor"),
-                )
+async def _task(gateway: Gateway, task_id: str) -> Job:
+    try:
+        return await gateway.get(task_id)
+    except NoSuchJob:
+        raise MCPError(types.INVALID_PARAMS, f"unknown task: {task_id}") from None
 
-        finished = await gateway.follow(job.id, on_event=forward)
-        if finished is not None and finished.status == "succeeded":
-            # Step events may land after the result (they travel apart): always close at 100 %.
-            await ctx.session.report_progress(1.0, 1.0, "done")
-        return job_result_content(finished or job)
 
-    async def find(task_id: str) -> Job:
-        job = await gateway.store.get(task_id)
-        if job is None:
-            raise MCPError(types.INVALID_PARAMS, f"unknown task: {task_id}")
-        return job
+async def get_task(ctx: McpContext, params: types.GetTaskRequestParams) -> types.GetTaskResult:
+    return types.GetTaskResult(**job_task(await _task(ctx.lifespan_context, params.task_id)))
 
-    async def get_task(ctx: Any, params: types.GetTaskRequestParams) -> types.GetTaskResult:
-        return types.GetTaskResult(**job_task(await find(params.task_id)))
 
-    async def task_result(ctx: Any, params: types.GetTaskPayloadRequestParams) -> Any:
-        job = await find(params.task_id)
-        finished = (
-            await gateway.follow(job.id, on_event=_nothing)
-            if job.status not in ("succeeded", "failed", "timed_out", "cancelled")
-            else job
-        )
-        result = job_result_content(finished or job)
-        result.meta = {"io.modelcontextprotocol/related-task": {"taskId": job.id}}
-        return result
+async def task_result(
+    ctx: McpContext, params: types.GetTaskPayloadRequestParams
+) -> types.CallToolResult:
+    job = await _task(ctx.lifespan_context, params.task_id)
+    finished = job if job.job_status.terminal else await ctx.lifespan_context.wait(job.id)
+    result = job_result_content(finished)
+    result.meta = {"io.modelcontextprotocol/related-task": {"taskId": job.id}}
+    return result
 
-    async def cancel_task(
-        ctx: Any, params: types.CancelTaskRequestParams
-    ) -> types.CancelTaskResult:
-        job = await find(params.task_id)
-        if not await gateway.store.cancel(job.id):
-            raise MCPError(types.INVALID_PARAMS, f"cannot cancel a task that is {job.status}")
-        return types.CancelTaskResult(**job_task(await find(job.id)))
 
-    async def list_tasks(ctx: Any, params: Any) -> types.ListTasksResult:
-        cursor = getattr(params, "cursor", None) if params is not None else None
-        jobs = await gateway.store.list_jobs(limit=50, before=cursor)
-        next_cursor = jobs[-1].id if len(jobs) == 50 else None
-        return types.ListTasksResult(
-            tasks=[types.Task(**job_task(j)) for j in jobs], next_cursor=next_cursor
-        )
+async def cancel_task(
+    ctx: McpContext, params: types.CancelTaskRequestParams
+) -> types.CancelTaskResult:
+    try:
+        job = await ctx.lifespan_context.cancel(params.task_id)
+    except NoSuchJob:
+        raise MCPError(types.INVALID_PARAMS, f"unknown task: {params.task_id}") from None
+    except JobFinished as exc:
+        raise MCPError(
+            types.INVALID_PARAMS, f"cannot cancel a task that is {exc.job.status}"
+        ) from None
+    return types.CancelTaskResult(**job_task(job))
 
+
+async def list_tasks(
+    ctx: McpContext, params: types.PaginatedRequestParams | None
+) -> types.ListTasksResult:
+    cursor = params.cursor if params is not None else None
+    jobs = await ctx.lifespan_context.list_jobs(limit=TASKS_PAGE, before=cursor)
+    return types.ListTasksResult(
+        tasks=[types.Task(**job_task(j)) for j in jobs],
+        next_cursor=jobs[-1].id if len(jobs) == TASKS_PAGE else None,
+    )
+
+
+def _provides(
+    gateway: Gateway,
+) -> Callable[[Server[Gateway]], AbstractAsyncContextManager[Gateway]]:
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Server[Gateway]) -> AsyncIterator[Gateway]:
+        yield gateway
+
+    return lifespan
+
+
+def build_mcp_server(gateway: Gateway) -> Server[Gateway]:
     server = _GatewayServer(
         "asya-gateway",
         version=__version__,
+        lifespan=_provides(gateway),
         on_list_tools=list_tools,
         on_call_tool=call_tool,
     )
@@ -163,7 +213,3 @@ def build_mcp_server(gateway: Gateway) -> Server[Any]:
     server.add_request_handler("tasks/cancel", types.CancelTaskRequestParams, cancel_task)
     server.add_request_handler("tasks/list", types.PaginatedRequestParams, list_tasks)
     return server
-
-
-async def _nothing(_: Any) -> None:
-    return None

@@ -1,42 +1,33 @@
-"""The gateway's use cases, shared by REST and MCP: start a job, follow it, cancel it."""
+"""The gateway's use cases, shared by REST and MCP: start a job, follow it, cancel it, list.
+
+REST and MCP handlers reach jobs only through :class:`Gateway`; the job store only persists what
+the state machine (:mod:`asya_gateway.jobstate`) decides.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
-from .broker import GatewayBroker, PublishFailed
-from .db import TERMINAL, Job, JobEvent
-from .jobs import JOB_HEADER, JobStore
+from .broker import GatewayBroker
+from .db import Job, JobEvent
+from .errors import (
+    InvalidArguments,
+    JobFinished,
+    NoSuchJob,
+    PublishFailed,
+    StartFailed,
+    UnknownTool,
+)
+from .jobs import JobStore
+from .jobstate import Cancel, Published, PublishRejected
+from .messages import first_envelope
 from .notify import Notifier
 from .tools import Tool
 
-__all__ = ["Gateway", "InvalidArguments", "StartFailed", "UnknownTool"]
-
-
-class UnknownTool(Exception):
-    pass
-
-
-class InvalidArguments(Exception):
-    def __init__(self, errors: list[str]) -> None:
-        super().__init__("; ".join(errors))
-        self.errors = errors
-
-
-class StartFailed(Exception):
-    """The job was recorded but its first message could not be published (job is failed)."""
-
-    def __init__(self, job: Job, reason: str) -> None:
-        super().__init__(reason)
-        self.job = job
-
-
-def _traceparent() -> str:
-    return f"00-{os.urandom(16).hex()}-{os.urandom(8).hex()}-01"
+__all__ = ["Gateway", "InvalidArguments", "JobFinished", "NoSuchJob", "StartFailed", "UnknownTool"]
 
 
 class Gateway:
@@ -65,35 +56,46 @@ class Gateway:
         job, root = await self.store.create(
             tool.name, arguments, tool.timeout or self.default_timeout
         )
-        envelope = {
-            "id": root,
-            "route": {"steps": list(tool.steps), "current": 0},
-            "payload": arguments,
-            "headers": {JOB_HEADER: job.id, "traceparent": _traceparent()},
-        }
+        envelope = first_envelope(tool.steps, arguments, job_id=job.id, root_id=root)
         try:
             await self.broker.publish_job(envelope)
         except PublishFailed as exc:
-            await self.store.fail(job.id, {"error": "unroutable", "message": str(exc)})
-            failed = await self.store.get(job.id)
-            raise StartFailed(failed or job, str(exc)) from exc
-        if await self.store.mark_running(job.id):
-            job.status = "running"
-        else:
-            # The pipeline's events or its result got there first (a fast pipeline, or a slow
-            # publisher confirm): answer with what the job is now, never a stale "pending".
-            job = await self.store.get(job.id) or job
+            failed = await self.store.apply(job.id, [PublishRejected(str(exc))])
+            raise StartFailed(failed.job if failed else job, str(exc)) from exc
+        # If the pipeline's events or its result got there first (a fast pipeline, or a slow
+        # publisher confirm), this answers with what the job is now, never a stale "pending".
+        running = await self.store.apply(job.id, [Published()])
+        return running.job if running else job
+
+    async def get(self, job_id: str) -> Job:
+        job = await self.store.get(job_id)
+        if job is None:
+            raise NoSuchJob(job_id)
         return job
 
-    async def follow(
+    async def list_jobs(
         self,
-        job_id: str,
         *,
-        after: int = 0,
-        on_event: Callable[[JobEvent], Awaitable[None]],
-        poll: float = 2.0,
-    ) -> Job | None:
-        """Call ``on_event`` for every event after ``after`` until the job finishes; return it.
+        status: str | None = None,
+        tool: str | None = None,
+        limit: int = 50,
+        before: str | None = None,
+    ) -> list[Job]:
+        return await self.store.list_jobs(status=status, tool=tool, limit=limit, before=before)
+
+    async def cancel(self, job_id: str) -> Job:
+        """Cancel an unfinished job; :class:`JobFinished` if it already finished."""
+        applied = await self.store.apply(job_id, [Cancel()])
+        if applied is None:
+            raise NoSuchJob(job_id)
+        if not applied.changed:
+            raise JobFinished(applied.job)
+        return applied.job
+
+    async def events(
+        self, job_id: str, *, after: int = 0, poll: float = 2.0
+    ) -> AsyncIterator[JobEvent]:
+        """Every event after ``after``, until the job finishes.
 
         Woken by notifications (this replica's or, on PostgreSQL, any replica's); a bounded
         re-check every ``poll`` seconds covers a lost notification.
@@ -104,15 +106,21 @@ class Gateway:
                 wake.clear()
                 for event in await self.store.events_since(job_id, after):
                     after = event.id
-                    await on_event(event)
+                    yield event
                 job = await self.store.get(job_id)
-                if job is None or job.status in TERMINAL:
+                if job is None or job.job_status.terminal:
                     for event in await self.store.events_since(job_id, after):
                         after = event.id
-                        await on_event(event)
-                    return job
+                        yield event
+                    return
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(poll):
                         await wake.wait()
         finally:
             self.notifier.unsubscribe(job_id, wake)
+
+    async def wait(self, job_id: str) -> Job:
+        """The job once it has finished."""
+        async for _ in self.events(job_id):
+            pass
+        return await self.get(job_id)

@@ -1,27 +1,40 @@
-"""Gateway settings, read once from the environment and validated at start."""
+"""Gateway settings, read once from the environment and validated at start, on the shared
+mechanism of :mod:`asya_protocol.settings` (a bad value is a ``SettingsError`` naming it)."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from urllib.parse import urlsplit
 
 from asya_protocol import (
     DEFAULT_ERROR_END_QUEUE,
     DEFAULT_EVENTS_EXCHANGE,
+    DEFAULT_EXCHANGE,
     DEFAULT_HAPPY_END_QUEUE,
-    RouteError,
+    SettingsError,
     validate_queue_name,
 )
+from asya_protocol.settings import (
+    amqp_url,
+    boolean,
+    choice,
+    integer,
+    listed,
+    load,
+    log_level,
+    number,
+    text,
+    var,
+)
 
-__all__ = ["GatewaySettings", "SettingsError", "database_url"]
+__all__ = ["AuthMode", "GatewaySettings", "SettingsError", "database_url"]
 
 
-class SettingsError(Exception):
-    def __init__(self, variable: str, reason: str) -> None:
-        super().__init__(f"{variable}: {reason}")
-        self.variable = variable
+class AuthMode(StrEnum):
+    REQUIRED = "required"
+    DISABLED = "disabled"  # no tokens: a local run only
 
 
 def database_url(raw: str) -> str:
@@ -34,97 +47,56 @@ def database_url(raw: str) -> str:
     raise ValueError("expected postgresql://... or sqlite:///path")
 
 
-def _queue(env: Mapping[str, str], name: str, default: str) -> str:
-    raw = env.get(name, "").strip() or default
-    try:
-        return validate_queue_name(raw)
-    except RouteError as exc:
-        raise SettingsError(name, str(exc)) from None
+def _auth(raw: str) -> AuthMode:
+    return choice(AuthMode)(raw.lower())
 
 
 @dataclass(frozen=True, kw_only=True)
 class GatewaySettings:
-    database_url: str = "sqlite+aiosqlite:///asya-gateway.db"
-    rabbitmq_url: str = "amqp://guest:guest@127.0.0.1:5672/"
-    exchange: str = "asya"
-    events_exchange: str = DEFAULT_EVENTS_EXCHANGE
-    happy_end: str = DEFAULT_HAPPY_END_QUEUE
-    error_end: str = DEFAULT_ERROR_END_QUEUE
-    events_queue: str = "asya-gateway-events"
-    tools_path: str = "tools.yaml"
-    host: str = "127.0.0.1"
-    port: int = 8000
-    tokens: frozenset[str] = frozenset()
-    max_body: int = 1_048_576
-    allowed_origins: frozenset[str] = frozenset()
-    migrate: bool = True
-    default_timeout: float = 3600.0
-    log_level: str = "INFO"
+    """Every setting of the gateway. Build with :meth:`from_env` (or directly, in tests)."""
+
+    database_url: str = var(
+        "ASYA_DATABASE_URL", database_url, default="sqlite+aiosqlite:///asya-gateway.db"
+    )
+    rabbitmq_url: str = var(
+        "ASYA_RABBITMQ_URL", amqp_url, default="amqp://guest:guest@127.0.0.1:5672/"
+    )
+    exchange: str = var("ASYA_RABBITMQ_EXCHANGE", validate_queue_name, default=DEFAULT_EXCHANGE)
+    events_exchange: str = var(
+        "ASYA_EVENTS_EXCHANGE", validate_queue_name, default=DEFAULT_EVENTS_EXCHANGE
+    )
+    happy_end: str = var(
+        "ASYA_HAPPY_END_QUEUE", validate_queue_name, default=DEFAULT_HAPPY_END_QUEUE
+    )
+    error_end: str = var(
+        "ASYA_ERROR_END_QUEUE", validate_queue_name, default=DEFAULT_ERROR_END_QUEUE
+    )
+    events_queue: str = var(
+        "ASYA_GATEWAY_EVENTS_QUEUE", validate_queue_name, default="asya-gateway-events"
+    )
+    tools_path: str = var("ASYA_GATEWAY_TOOLS", text, default="tools.yaml")
+    host: str = var("ASYA_GATEWAY_HOST", text, default="127.0.0.1")
+    port: int = var("ASYA_GATEWAY_PORT", integer(0, 65535), default=8000)
+    tokens: frozenset[str] = var("ASYA_GATEWAY_TOKENS", listed(), default=frozenset())
+    auth: AuthMode = var("ASYA_GATEWAY_AUTH", _auth, default=AuthMode.REQUIRED)
+    max_body: int = var("ASYA_GATEWAY_MAX_BODY", integer(1024), default=1_048_576)
+    allowed_origins: frozenset[str] = var(
+        "ASYA_GATEWAY_ALLOWED_ORIGINS", listed(), default=frozenset()
+    )
+    migrate: bool = var("ASYA_GATEWAY_MIGRATE", boolean, default=True)
+    default_timeout: float = var(
+        "ASYA_GATEWAY_DEFAULT_TIMEOUT", number(0.0, above=True), default=3600.0
+    )
+    log_level: str = var("ASYA_LOG_LEVEL", log_level, default="INFO")
+
+    def __post_init__(self) -> None:
+        if not self.tokens and self.auth is not AuthMode.DISABLED:
+            raise ValueError(
+                "ASYA_GATEWAY_TOKENS: set at least one bearer token "
+                "(or ASYA_GATEWAY_AUTH=disabled for a local run)"
+            )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> GatewaySettings:
-        env = os.environ if env is None else env
-        raw_db = env.get("ASYA_DATABASE_URL", "").strip() or cls.database_url
-        try:
-            db = database_url(raw_db)
-        except ValueError as exc:
-            raise SettingsError("ASYA_DATABASE_URL", str(exc)) from None
-        amqp = env.get("ASYA_RABBITMQ_URL", "").strip() or cls.rabbitmq_url
-        if urlsplit(amqp).scheme not in ("amqp", "amqps"):
-            raise SettingsError(
-                "ASYA_RABBITMQ_URL", "expected amqp://user:password@host:port/vhost"
-            )
-        tokens = frozenset(
-            t.strip() for t in env.get("ASYA_GATEWAY_TOKENS", "").split(",") if t.strip()
-        )
-        if not tokens and env.get("ASYA_GATEWAY_AUTH", "required").strip().lower() != "disabled":
-            raise SettingsError(
-                "ASYA_GATEWAY_TOKENS",
-                "set at least one bearer token (or ASYA_GATEWAY_AUTH=disabled for a local run)",
-            )
-        port_raw = env.get("ASYA_GATEWAY_PORT", "").strip() or "8000"
-        if not port_raw.isdigit() or not 0 <= int(port_raw) <= 65535:
-            raise SettingsError("ASYA_GATEWAY_PORT", f"expected 0..65535, got {port_raw!r}")
-        body_raw = env.get("ASYA_GATEWAY_MAX_BODY", "").strip() or str(cls.max_body)
-        if not body_raw.isdigit() or int(body_raw) < 1024:
-            raise SettingsError(
-                "ASYA_GATEWAY_MAX_BODY", f"expected bytes >= 1024, got {body_raw!r}"
-            )
-        migrate = env.get("ASYA_GATEWAY_MIGRATE", "true").strip().lower()
-        if migrate not in ("true", "false"):
-            raise SettingsError("ASYA_GATEWAY_MIGRATE", f"expected true or false, got {migrate!r}")
-        timeout_raw = env.get("ASYA_GATEWAY_DEFAULT_TIMEOUT", "").strip() or "3600"
-        try:
-            timeout = float(timeout_raw)
-        except ValueError:
-            raise SettingsError(
-                "ASYA_GATEWAY_DEFAULT_TIMEOUT", f"expected seconds, got {timeout_raw!r}"
-            ) from None
-        if not timeout > 0:
-            raise SettingsError("ASYA_GATEWAY_DEFAULT_TIMEOUT", "must be > 0")
-        level = (env.get("ASYA_LOG_LEVEL", "").strip() or "INFO").upper()
-        if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
-            raise SettingsError(
-                "ASYA_LOG_LEVEL", f"expected DEBUG, INFO, WARNING or ERROR, got {level!r}"
-            )
-        origins = frozenset(
-            o.strip() for o in env.get("ASYA_GATEWAY_ALLOWED_ORIGINS", "").split(",") if o.strip()
-        )
-        return cls(
-            database_url=db,
-            rabbitmq_url=amqp,
-            exchange=_queue(env, "ASYA_RABBITMQ_EXCHANGE", "asya"),
-            events_exchange=_queue(env, "ASYA_EVENTS_EXCHANGE", DEFAULT_EVENTS_EXCHANGE),
-            happy_end=_queue(env, "ASYA_HAPPY_END_QUEUE", DEFAULT_HAPPY_END_QUEUE),
-            error_end=_queue(env, "ASYA_ERROR_END_QUEUE", DEFAULT_ERROR_END_QUEUE),
-            events_queue=_queue(env, "ASYA_GATEWAY_EVENTS_QUEUE", "asya-gateway-events"),
-            tools_path=env.get("ASYA_GATEWAY_TOOLS", "").strip() or "tools.yaml",
-            host=env.get("ASYA_GATEWAY_HOST", "").strip() or "127.0.0.1",
-            port=int(port_raw),
-            tokens=tokens,
-            max_body=int(body_raw),
-            allowed_origins=origins,
-            migrate=migrate == "true",
-            default_timeout=timeout,
-            log_level=level,
-        )
+        """From ``env`` (default: the process environment, read by ``load``)."""
+        return load(cls, env)
