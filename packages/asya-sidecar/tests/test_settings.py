@@ -6,6 +6,13 @@ import sys
 
 import pytest
 
+from asya_protocol import (
+    DEFAULT_ERROR_END_QUEUE,
+    DEFAULT_EVENTS_EXCHANGE,
+    DEFAULT_EXCHANGE,
+    DEFAULT_HAPPY_END_QUEUE,
+    DEFAULT_SOCKET_PATH,
+)
 from asya_sidecar import SettingsError, SidecarSettings
 
 
@@ -13,14 +20,14 @@ def test_defaults() -> None:
     s = SidecarSettings.from_env({"ASYA_ACTOR_NAME": "inference"})
     assert (s.actor, s.exchange, s.happy_end, s.error_end) == (
         "inference",
-        "asya",
-        "happy-end",
-        "error-end",
+        DEFAULT_EXCHANGE,
+        DEFAULT_HAPPY_END_QUEUE,
+        DEFAULT_ERROR_END_QUEUE,
     )
     assert s.concurrency == 1
     assert s.retry.max_attempts == 1  # no retry unless asked, as in the seed
-    assert s.socket_path == "/var/run/asya/runtime.sock"
-    assert s.events_exchange == "asya.events"
+    assert s.socket_path == DEFAULT_SOCKET_PATH
+    assert s.events_exchange == DEFAULT_EVENTS_EXCHANGE
     assert s.http_port == 8080
 
 

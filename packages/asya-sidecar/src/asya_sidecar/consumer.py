@@ -19,8 +19,10 @@ from typing import Any
 from asya_protocol import (
     Backoff,
     Envelope,
+    ErrorCode,
     ErrorReply,
     EventType,
+    Feature,
     HandlerMode,
     ProgressReply,
     StepEvent,
@@ -95,16 +97,11 @@ class Sidecar:
             sorted(info.features) or "none",
         )
         envelope_mode = info.mode is HandlerMode.ENVELOPE
-        if envelope_mode and "envelope" not in info.features:  # pragma: no cover - our runtime
+        if (
+            envelope_mode and Feature.ENVELOPE.value not in info.features
+        ):  # pragma: no cover - our runtime
             raise RuntimeUnavailable("runtime is in envelope mode but did not negotiate it")
-        self._ctx = RoutingContext(
-            actor=s.actor,
-            happy_end=s.happy_end,
-            error_end=s.error_end,
-            retry=s.retry,
-            redelivery_limit=s.redelivery_limit,
-            envelope_mode=envelope_mode,
-        )
+        self._ctx = RoutingContext.of(s, envelope_mode=envelope_mode)
         self._runtime_up.set()
         probes = ProbeServer(live=lambda: True, ready=self._ready, metrics=self.metrics.render)
         if s.http_port is not None:
@@ -272,7 +269,7 @@ class Sidecar:
         await self._emit(transport, EventType.RECEIVED, envelope, attempt=process.attempt)
         if len(process.request) > self.settings.max_frame_size:
             outcome: RuntimeOutcome = ErrorReply(
-                error="frame_too_large",
+                error=ErrorCode.FRAME_TOO_LARGE,
                 message=f"payload of {len(process.request)} bytes exceeds the frame limit "
                 f"of {self.settings.max_frame_size}",
             )
@@ -299,7 +296,7 @@ class Sidecar:
             self._runtime_down.set()
             outcome = RuntimeUnavailableOutcome(str(exc))
         if isinstance(outcome, ErrorReply | RuntimeTimeout):
-            code = outcome.error if isinstance(outcome, ErrorReply) else "timeout"
+            code = outcome.error if isinstance(outcome, ErrorReply) else ErrorCode.TIMEOUT
             self.metrics.runtime_error(code)
         return after_runtime(process, outcome, ctx, random_unit=self._rng())
 

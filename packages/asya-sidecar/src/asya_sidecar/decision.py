@@ -35,7 +35,7 @@ from asya_protocol import (
 
 from .results import Results, envelope_results, payload_results
 from .retries import attempt_of, delay_ms, next_attempt, retry_queue_name, without_attempt
-from .settings import RetryPolicy
+from .settings import RetryPolicy, SidecarSettings
 
 __all__ = [
     "REDELIVERY_HEADER",
@@ -91,10 +91,6 @@ class Decision:
     """The error code, for error-end, retry and requeue outcomes."""
     reason: str = ""
 
-    @property
-    def destinations(self) -> tuple[str, ...]:
-        return tuple(o.routing_key for o in self.publish)
-
 
 @dataclass(frozen=True)
 class RoutingContext:
@@ -104,6 +100,18 @@ class RoutingContext:
     retry: RetryPolicy
     redelivery_limit: int
     envelope_mode: bool = False
+
+    @classmethod
+    def of(cls, settings: SidecarSettings, *, envelope_mode: bool) -> RoutingContext:
+        """The context of the actor ``settings`` describe, its runtime in the mode it said."""
+        return cls(
+            actor=settings.actor,
+            happy_end=settings.happy_end,
+            error_end=settings.error_end,
+            retry=settings.retry,
+            redelivery_limit=settings.redelivery_limit,
+            envelope_mode=envelope_mode,
+        )
 
 
 @dataclass(frozen=True)

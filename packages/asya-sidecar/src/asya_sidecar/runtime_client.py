@@ -255,7 +255,7 @@ def _decode(conn: _Conn, frame: bytes) -> OkReply | ErrorReply | ProgressReply:
         # Not UTF-8, or nested past the limit: never published; error-end instead.
         return ErrorReply(error=ErrorCode.PARSE_ERROR, message=f"runtime result refused: {exc}")
     except ProtocolError as exc:
-        return ErrorReply(error="protocol_error", message=f"bad runtime reply: {exc}")
+        return ErrorReply(error=ErrorCode.PROTOCOL_ERROR, message=f"bad runtime reply: {exc}")
 
 
 async def _pending(reader: asyncio.StreamReader) -> bytes | None:
