@@ -31,15 +31,25 @@ def sidecar_env(url: str, names: AmqpNames, socket_path: str, **extra: str) -> d
     }
 
 
+async def queued_work(
+    bus: Any, runtimes: Any, flow: Any, *, concurrency: int, count: int, seconds: float
+) -> tuple[str, dict[str, str], set[str]]:
+    """A slow runtime, the environment of a sidecar process for it, and ``count`` messages
+    already on its queue: (queue, environment, their ids)."""
+    _, path = runtimes("slow", env={"ASYA_RUNTIME_CONCURRENCY": str(concurrency)})
+    queue = bus.queue("work")
+    env = sidecar_env(bus.url, bus.names, path, ASYA_CONCURRENCY=str(concurrency))
+    await bus.declare(queue, bus.happy_end, bus.error_end)
+    return queue, env, await flow.publish_many(bus, queue, count, seconds=seconds)
+
+
 async def test_kill_9_sidecar_mid_stream(
     amqp_bus: Any, runtimes: Any, tmp_path: Path, flow: Any
 ) -> None:
-    _, path = runtimes("slow", env={"ASYA_RUNTIME_CONCURRENCY": "4"})
     bus = amqp_bus
-    queue = bus.queue("work")
-    env = sidecar_env(bus.url, bus.names, path, ASYA_CONCURRENCY="4")
-    await bus.declare(queue, bus.happy_end, bus.error_end)
-    expected = await flow.publish_many(bus, queue, 120, seconds=0.02)
+    queue, env, expected = await queued_work(
+        bus, runtimes, flow, concurrency=4, count=120, seconds=0.02
+    )
     with sidecar_process(queue, env=env, log_dir=tmp_path) as first:
         await flow.wait_for_depth(bus, bus.happy_end, 20, timeout=60)
         first.kill()  # SIGKILL: no ack for what was in flight
@@ -83,12 +93,10 @@ async def test_broker_connection_cut(
 async def test_sigterm_finishes_in_flight_and_leaves_the_rest(
     amqp_bus: Any, runtimes: Any, tmp_path: Path, flow: Any
 ) -> None:
-    _, path = runtimes("slow", env={"ASYA_RUNTIME_CONCURRENCY": "2"})
     bus = amqp_bus
-    queue = bus.queue("work")
-    env = sidecar_env(bus.url, bus.names, path, ASYA_CONCURRENCY="2")
-    await bus.declare(queue, bus.happy_end, bus.error_end)
-    expected = await flow.publish_many(bus, queue, 10, seconds=0.5)
+    queue, env, expected = await queued_work(
+        bus, runtimes, flow, concurrency=2, count=10, seconds=0.5
+    )
     with sidecar_process(queue, env=env, log_dir=tmp_path) as proc:
         await flow.wait_for_depth(bus, bus.happy_end, 1, timeout=60)
         proc.signal(signal.SIGTERM)
