@@ -4,14 +4,9 @@ the gateway, on real RabbitMQ and PostgreSQL; an MCP client; processes killed mi
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import os
-import signal
-import sys
 from collections.abc import AsyncIterator
-from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,130 +14,63 @@ import httpx
 import pytest
 
 from asya_testing import AmqpNames, fresh_database
-from asya_testing.processes import (
-    ManagedProcess,
-    free_port,
-    managed_process,
-    runtime_process,
-    sidecar_process,
-)
-from asya_testing.services import unavailable
+from asya_testing.amqp import isolated_names
+from asya_testing.instances import ServiceInstance, postgres_instance, rabbitmq_instance
+from asya_testing.pipeline import AUTH, ProcessPipeline, process_pipeline
+from asya_testing.processes import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 SEED = str(ROOT / "examples/seed")
 STEPS = ("preprocess", "inference", "postprocess")
-TOKEN = "e2e-token"  # noqa: S105 - a test credential
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
-
-
-@dataclass
-class System:
-    url: str
-    names: AmqpNames
-    log_dir: Path
-    sidecar_env: dict[str, dict[str, str]]
-    gateway_env: dict[str, str] = field(default_factory=dict)
-    runtimes: dict[str, tuple[ManagedProcess, str]] = field(default_factory=dict)
-    sidecars: dict[str, ManagedProcess] = field(default_factory=dict)
-    stack: ExitStack = field(default_factory=ExitStack)
-
-    def start_runtime(self, step: str, socket_path: str | None = None) -> None:
-        self.runtimes[step] = self.stack.enter_context(
-            runtime_process(
-                f"handlers:{step}",
-                python_path=[SEED],
-                log_dir=self.log_dir,
-                socket_path=socket_path,
-            )
-        )
-
-    def start_sidecar(self, step: str) -> None:
-        self.sidecars[step] = self.stack.enter_context(
-            sidecar_process(
-                self.names.queue(step), env=self.sidecar_env[step], log_dir=self.log_dir
-            )
-        )
+TOOLS = [
+    {
+        "name": "classify_text",
+        "description": "Classify a text",
+        "steps": list(STEPS),
+        "timeout": 120,
+        "input_schema": {
+            "type": "object",
+            "properties": {"text": {"type": "string"}},
+            "required": ["text"],
+        },
+    }
+]
+System = ProcessPipeline
 
 
 @pytest.fixture
 async def system(
     amqp_url: str, amqp_names: AmqpNames, database_url: str, tmp_path: Path
 ) -> AsyncIterator[System]:
-    async with fresh_database(database_url) as database:
-        q = amqp_names.queue
-        tools = tmp_path / "tools.yaml"
-        tools.write_text(
-            json.dumps(
-                {
-                    "tools": [
-                        {
-                            "name": "classify_text",
-                            "description": "Classify a text",
-                            "steps": [q(s) for s in STEPS],
-                            "timeout": 120,
-                            "input_schema": {
-                                "type": "object",
-                                "properties": {"text": {"type": "string"}},
-                                "required": ["text"],
-                            },
-                        }
-                    ]
-                }
-            )
-        )
-        port = free_port()
-        common = {
-            "ASYA_RABBITMQ_URL": amqp_url,
-            "ASYA_RABBITMQ_EXCHANGE": amqp_names.exchange,
-            "ASYA_HAPPY_END_QUEUE": amqp_names.happy_end,
-            "ASYA_ERROR_END_QUEUE": amqp_names.error_end,
-            "ASYA_EVENTS_EXCHANGE": amqp_names.events_exchange,
-        }
-        system = System(
-            url=f"http://127.0.0.1:{port}", names=amqp_names, log_dir=tmp_path, sidecar_env={}
-        )
-        with system.stack:
-            for step in STEPS:
-                system.start_runtime(step)
-                system.sidecar_env[step] = {
-                    **common,
-                    "ASYA_SOCKET_PATH": system.runtimes[step][1],
-                    "ASYA_CONCURRENCY": "4",
-                    "ASYA_RUNTIME_WAIT": "60",
-                }
-                system.start_sidecar(step)
-            env = {
-                **os.environ,
-                **common,
-                "ASYA_DATABASE_URL": database,
-                "ASYA_GATEWAY_EVENTS_QUEUE": q("gateway-events"),
-                "ASYA_GATEWAY_TOOLS": str(tools),
-                "ASYA_GATEWAY_TOKENS": TOKEN,
-                "ASYA_GATEWAY_PORT": str(port),
-            }
-            system.gateway_env = env
-            await start_gateway(system, port)
-            yield system
+    async with (
+        fresh_database(database_url) as database,
+        process_pipeline(
+            amqp_url, amqp_names, database, tmp_path, handlers=SEED, steps=STEPS, tools=TOOLS
+        ) as pipeline,
+    ):
+        yield pipeline
 
 
-async def start_gateway(system: System, port: int) -> str:
-    env = {**system.gateway_env, "ASYA_GATEWAY_PORT": str(port)}
-    gateway = system.stack.enter_context(
-        managed_process(
-            [sys.executable, "-m", "asya_gateway"],
-            env,
-            log_dir=system.log_dir,
-            name=f"gateway-{port}",
-        )
-    )
-    url = f"http://127.0.0.1:{port}"
-    async with httpx.AsyncClient(base_url=url) as client, asyncio.timeout(60):
-        while True:
-            with contextlib.suppress(httpx.TransportError):
-                if (await client.get("/healthz")).status_code == 200:
-                    return url
-            assert gateway.alive(), gateway.log()
-            await asyncio.sleep(0.1)
+@dataclass
+class Private:
+    """The seed pipeline on a broker and a database of its own, restarted for real."""
+
+    system: System
+    broker: ServiceInstance
+    database: ServiceInstance
+
+
+@pytest.fixture
+async def private(tmp_path: Path) -> AsyncIterator[Private]:
+    with rabbitmq_instance() as broker, postgres_instance() as server:
+        async with (
+            isolated_names(broker.url) as names,
+            fresh_database(server.url) as database,
+            process_pipeline(
+                broker.url, names, database, tmp_path, handlers=SEED, steps=STEPS, tools=TOOLS
+            ) as pipeline,
+        ):
+            yield Private(pipeline, broker, server)
 
 
 async def statuses(url: str, job_id: str) -> list[str]:
@@ -158,7 +86,7 @@ async def statuses(url: str, job_id: str) -> list[str]:
 
 
 async def test_two_gateway_processes_share_jobs_and_stream_events(system: System) -> None:
-    second = await start_gateway(system, free_port())
+    second = await system.start_gateway(free_port())
     async with httpx.AsyncClient(base_url=system.url, headers=AUTH) as client:
         job = (
             await client.post(
@@ -223,8 +151,7 @@ async def run_jobs(system: System, count: int, chaos: Any) -> list[dict[str, Any
 
 async def test_kill_9_sidecar_mid_run_loses_no_job(system: System) -> None:
     async def chaos() -> None:
-        system.sidecars["inference"].kill()
-        system.start_sidecar("inference")
+        system.restart_sidecar("inference")
 
     jobs = await run_jobs(system, 200, chaos)
     assert {j["status"] for j in jobs} == {"succeeded"}
@@ -236,47 +163,23 @@ async def test_kill_9_sidecar_mid_run_loses_no_job(system: System) -> None:
 
 async def test_kill_9_runtime_mid_run_loses_no_job(system: System) -> None:
     async def chaos() -> None:
-        proc, path = system.runtimes["inference"]
-        proc.signal(signal.SIGKILL)
-        proc.wait(timeout=10)
-        await asyncio.sleep(0.5)  # the sidecar notices; its messages wait, unacked
-        system.start_runtime("inference", socket_path=path)
+        system.restart_runtime("inference")
 
     jobs = await run_jobs(system, 200, chaos)
     assert {j["status"] for j in jobs} == {"succeeded"}
 
 
-def _run(*argv: str) -> None:
-    import subprocess
-
-    subprocess.run(list(argv), check=True, capture_output=True, timeout=120)
-
-
-def need_tool(path: str, what: str) -> None:
-    """These tests restart the local services with their Debian tools (.ci/services.sh); without
-    them the test skips, or fails under CI."""
-    if not os.path.exists(path):
-        unavailable(f"needs {what} ({path}) to restart the local service")
-
-
-async def test_rabbitmq_restart_mid_run_loses_no_job(system: System) -> None:
-    need_tool("/usr/sbin/rabbitmqctl", "the local broker's rabbitmqctl")
-
+async def test_rabbitmq_restart_mid_run_loses_no_job(private: Private) -> None:
     async def chaos() -> None:
-        await asyncio.to_thread(_run, "rabbitmqctl", "-q", "stop_app")
-        await asyncio.sleep(1.0)
-        await asyncio.to_thread(_run, "rabbitmqctl", "-q", "start_app")
+        await asyncio.to_thread(private.broker.restart, 1.0)
 
-    jobs = await run_jobs(system, 200, chaos)
+    jobs = await run_jobs(private.system, 200, chaos)
     assert {j["status"] for j in jobs} == {"succeeded"}
 
 
-async def test_postgres_restart_mid_run_loses_no_job(system: System) -> None:
-    need_tool("/usr/bin/pg_ctlcluster", "the local PostgreSQL cluster tools")
-
+async def test_postgres_restart_mid_run_loses_no_job(private: Private) -> None:
     async def chaos() -> None:
-        version = sorted(os.listdir("/usr/lib/postgresql"))[-1]
-        await asyncio.to_thread(_run, "pg_ctlcluster", version, "main", "restart")
+        await asyncio.to_thread(private.database.restart)
 
-    jobs = await run_jobs(system, 200, chaos)
+    jobs = await run_jobs(private.system, 200, chaos)
     assert {j["status"] for j in jobs} == {"succeeded"}
