@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
 import sys
 
 from asya_protocol import signals as _signals
@@ -29,7 +28,7 @@ async def _run(settings: OperatorSettings) -> int:
 
     stop = asyncio.Event()
     _signals.attach(stop)
-    if os.environ.get("KUBERNETES_SERVICE_HOST"):
+    if settings.in_cluster:
         config.load_incluster_config()  # type: ignore[no-untyped-call]
     else:
         await config.load_kube_config()

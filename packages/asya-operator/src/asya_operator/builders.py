@@ -7,10 +7,15 @@ leave out is removed from the live objects, and calling them twice gives the sam
 from __future__ import annotations
 
 import copy
+import posixpath
 from dataclasses import dataclass
 from typing import Any
 
 import msgspec
+
+from asya_protocol import DEFAULT_SOCKET_PATH
+from asya_protocol.actor_settings import RuntimeSettings, SidecarSettings
+from asya_protocol.settings import env_name, render
 
 from .model import (
     GROUP,
@@ -22,6 +27,7 @@ from .model import (
     RUNTIME_CONTAINER,
     VERSION,
     AsyaSpec,
+    SecretKeyRef,
     WorkloadKind,
 )
 
@@ -31,11 +37,13 @@ __all__ = [
     "MANAGED_BY",
     "SIDECAR_HTTP_PORT",
     "SOCKET_DIR",
+    "SOCKET_PATH",
     "Actor",
     "desired_objects",
     "scaled_job",
     "scaled_object",
     "sidecar_container",
+    "sidecar_env",
     "trigger_authentication",
     "workload",
 ]
@@ -43,11 +51,11 @@ __all__ = [
 ACTOR_LABEL = "asya.sh/actor"
 KEDA_JOB_LABEL = "scaledjob.keda.sh/name"  # KEDA labels the Jobs of a ScaledJob with its name
 MANAGED_BY = {"app.kubernetes.io/managed-by": "asya-operator"}
-SOCKET_DIR = "/var/run/asya"
-SOCKET_PATH = f"{SOCKET_DIR}/runtime.sock"
+SOCKET_PATH = DEFAULT_SOCKET_PATH
+SOCKET_DIR = posixpath.dirname(SOCKET_PATH)  # the shared emptyDir, mounted in both containers
 HANDLER_DIR = "/opt/asya/handler"
 SIDECAR_HTTP_PORT = 8080
-JOB_IDLE_EXIT = "30"  # a Job's sidecar exits (and the Job completes) after this many idle seconds
+JOB_IDLE_EXIT = 30.0  # a Job's sidecar exits (and the Job completes) after this many idle seconds
 SIDECAR_UID = 10001
 SHARED_GID = 10001
 
@@ -106,39 +114,45 @@ class Actor:
         }
 
 
-def _secret_env(name: str, ref: Any) -> dict[str, Any]:
+def _sidecar_env(path: str, value: object) -> dict[str, str]:
+    """One variable of the sidecar's env, named and written by its settings schema."""
+    name, text = render(SidecarSettings, path, value)
+    return {"name": name, "value": text}
+
+
+def _secret_env(path: str, ref: SecretKeyRef) -> dict[str, Any]:
+    name = env_name(SidecarSettings, path)
     return {"name": name, "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}}
 
 
-def _env(name: str, value: object) -> dict[str, str]:
-    return {"name": name, "value": str(value)}
-
-
-def _seconds(value: float) -> str:
-    return f"{value:g}"
+def sidecar_env(actor: Actor) -> list[dict[str, Any]]:
+    """The sidecar's env before ``sidecar.env`` overrides: the spec in the sidecar's own terms."""
+    s = actor.spec
+    env = [
+        _sidecar_env("actor", actor.queue),
+        _secret_env("rabbitmq_url", s.transport.url_secret_ref),
+        _sidecar_env("exchange", s.transport.exchange),
+        _sidecar_env("socket_path", SOCKET_PATH),
+        _sidecar_env("runtime_timeout", s.runtime.timeout),
+        _sidecar_env("happy_end", s.transport.happy_end),
+        _sidecar_env("error_end", s.transport.error_end),
+        _sidecar_env("concurrency", s.runtime.concurrency),
+        _sidecar_env("retry.max_attempts", s.retry.max_attempts),
+        _sidecar_env("retry.base_delay", s.retry.base_delay),
+        _sidecar_env("retry.max_delay", s.retry.max_delay),
+        _sidecar_env("retry.codes", s.retry.codes),
+        _sidecar_env("redelivery_limit", s.retry.redelivery_limit),
+        _sidecar_env("shutdown_grace", s.runtime.shutdown_grace),
+        _sidecar_env("http_port", SIDECAR_HTTP_PORT),
+    ]
+    if s.workload.kind is WorkloadKind.JOB:
+        env.append(_sidecar_env("exit_when_idle", JOB_IDLE_EXIT))
+    return env
 
 
 def sidecar_container(actor: Actor) -> dict[str, Any]:
     s = actor.spec
-    env = [
-        _env("ASYA_ACTOR_NAME", actor.queue),
-        _secret_env("ASYA_RABBITMQ_URL", s.transport.url_secret_ref),
-        _env("ASYA_RABBITMQ_EXCHANGE", s.transport.exchange),
-        _env("ASYA_SOCKET_PATH", SOCKET_PATH),
-        _env("ASYA_RUNTIME_TIMEOUT", _seconds(s.runtime.timeout)),
-        _env("ASYA_HAPPY_END_QUEUE", s.transport.happy_end),
-        _env("ASYA_ERROR_END_QUEUE", s.transport.error_end),
-        _env("ASYA_CONCURRENCY", s.runtime.concurrency),
-        _env("ASYA_RETRY_MAX_ATTEMPTS", s.retry.max_attempts),
-        _env("ASYA_RETRY_BASE_DELAY", _seconds(s.retry.base_delay)),
-        _env("ASYA_RETRY_MAX_DELAY", _seconds(s.retry.max_delay)),
-        _env("ASYA_RETRY_CODES", ",".join(s.retry.codes)),
-        _env("ASYA_REDELIVERY_LIMIT", s.retry.redelivery_limit),
-        _env("ASYA_SHUTDOWN_GRACE", _seconds(s.runtime.shutdown_grace)),
-        _env("ASYA_HTTP_PORT", SIDECAR_HTTP_PORT),
-    ]
-    if s.workload.kind is WorkloadKind.JOB:
-        env.append(_env("ASYA_EXIT_WHEN_IDLE", JOB_IDLE_EXIT))
+    env = sidecar_env(actor)
     # sidecar.env adds variables and overrides the operator's (one definition of each name)
     override = {e.get("name") for e in s.sidecar.env}
     env = [e for e in env if e["name"] not in override] + copy.deepcopy(s.sidecar.env)
@@ -176,20 +190,24 @@ def sidecar_container(actor: Actor) -> dict[str, Any]:
 def _runtime_container(actor: Actor, container: dict[str, Any]) -> dict[str, Any]:
     s = actor.spec
     out = copy.deepcopy(container)
-    wanted = {
-        "ASYA_SOCKET_PATH": SOCKET_PATH,
-        "ASYA_HANDLER_MODE": s.handler_mode.value,
-        "ASYA_RUNTIME_CONCURRENCY": str(s.runtime.concurrency),
-        "ASYA_SHUTDOWN_GRACE": _seconds(s.runtime.shutdown_grace),
-    }
+    wanted = dict(
+        render(RuntimeSettings, path, value)
+        for path, value in (
+            ("socket_path", SOCKET_PATH),
+            ("mode", s.handler_mode),
+            ("concurrency", s.runtime.concurrency),
+            ("shutdown_grace", s.runtime.shutdown_grace),
+        )
+    )
+    handler = env_name(RuntimeSettings, "handler")
     if s.handler:
-        wanted["ASYA_HANDLER"] = s.handler
+        wanted[handler] = s.handler
     if s.handler_script is not None:
         module = s.handler_script.key.removesuffix(".py")
-        wanted.setdefault("ASYA_HANDLER", f"{module}:handler")
+        wanted.setdefault(handler, f"{module}:handler")
         wanted["PYTHONPATH"] = HANDLER_DIR
     env = [e for e in out.get("env", []) if e.get("name") not in wanted]
-    out["env"] = env + [_env(k, v) for k, v in wanted.items()]
+    out["env"] = env + [{"name": k, "value": v} for k, v in wanted.items()]
     mounts = [m for m in out.get("volumeMounts", []) if m.get("name") != RESERVED_VOLUME]
     mounts.append({"name": RESERVED_VOLUME, "mountPath": SOCKET_DIR})
     if s.handler_script is not None:

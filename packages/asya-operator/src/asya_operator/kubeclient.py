@@ -1,17 +1,121 @@
 """The few Kubernetes API calls the operator makes, by path, without discovery round trips.
 
-Every call raises :class:`kubernetes_asyncio.client.exceptions.ApiException` on an HTTP error.
+This is the one place that sees HTTP status numbers: every call raises a :class:`KubeError`
+subclass named for what happened (:class:`NotFound`, :class:`Conflict`, :class:`Gone`, ...),
+carrying the API server's ``Status`` body and chaining the client's exception. Everything above
+catches names, never numbers.
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import AsyncIterator
 from typing import Any, cast
 
 from kubernetes_asyncio.client import ApiClient
+from kubernetes_asyncio.client.exceptions import ApiException
 
-__all__ = ["FIELD_MANAGER", "KubeClient", "resource_path"]
+__all__ = [
+    "FIELD_MANAGER",
+    "ClientError",
+    "Conflict",
+    "Forbidden",
+    "Gone",
+    "Invalid",
+    "KubeClient",
+    "KubeError",
+    "NotFound",
+    "ServerError",
+    "TooManyRequests",
+    "Unauthorized",
+    "kube_error",
+    "resource_path",
+]
 
 FIELD_MANAGER = "asya-operator"
+
+
+class KubeError(Exception):
+    """An error answer from the API server (or a watch's ERROR event)."""
+
+    def __init__(self, status: int, reason: str, body: dict[str, Any] | None = None) -> None:
+        self.status = status
+        self.reason = reason
+        self.body = body or {}
+        super().__init__(f"HTTP {status} {reason}: {self.message}")
+
+    @property
+    def message(self) -> str:
+        """The API server's own message (e.g. which field it refused), else the HTTP reason."""
+        message = self.body.get("message")
+        return str(message) if message else f"HTTP {self.status} {self.reason}"
+
+
+class ClientError(KubeError):
+    """A 4xx answer without a class of its own: the request is wrong, retrying will not help."""
+
+
+class ServerError(KubeError):
+    """A 5xx answer: the API server (or something behind it) failed; a temporary error."""
+
+
+class Unauthorized(ClientError):
+    """401."""
+
+
+class Forbidden(ClientError):
+    """403: RBAC refuses the request."""
+
+
+class NotFound(ClientError):
+    """404."""
+
+
+class Conflict(ClientError):
+    """409: already exists, or the resourceVersion we wrote against is stale."""
+
+
+class Gone(ClientError):
+    """410: a watch's resourceVersion is too old; list again."""
+
+
+class Invalid(ClientError):
+    """422: the object fails validation (schema, CEL rule, immutable field)."""
+
+
+class TooManyRequests(ClientError):
+    """429: throttled (API priority and fairness); a temporary error."""
+
+
+TEMPORARY: tuple[type[KubeError], ...] = (ServerError, TooManyRequests)
+"""The errors a retry can cure: the reconcile re-raises these instead of reporting them."""
+
+_BY_STATUS: dict[int, type[KubeError]] = {
+    401: Unauthorized,
+    403: Forbidden,
+    404: NotFound,
+    409: Conflict,
+    410: Gone,
+    422: Invalid,
+    429: TooManyRequests,
+}
+
+
+def kube_error(status: int, reason: str = "", body: object = None) -> KubeError:
+    """The named error for an HTTP status; ``body`` is a ``Status`` object, as JSON or parsed."""
+    parsed: Any = body
+    if isinstance(body, bytes | str):
+        try:
+            parsed = json.loads(body or b"{}")
+        except ValueError:
+            parsed = {}
+    cls = _BY_STATUS.get(status) or (ServerError if status >= 500 else ClientError)
+    return cls(status, reason, parsed if isinstance(parsed, dict) else {})
+
+
+def _mapped(exc: ApiException) -> KubeError:
+    return kube_error(int(exc.status or 0), str(exc.reason or ""), exc.body)
+
 
 # (apiVersion, kind) -> plural; every kind the operator touches is namespaced.
 _PLURALS: dict[tuple[str, str], str] = {
@@ -52,18 +156,25 @@ class KubeClient:
         body: Any = None,
         query: list[tuple[str, str]] | None = None,
         content_type: str = "application/json",
-    ) -> dict[str, Any]:
-        result = await self.api.call_api(
-            path,
-            method,
-            query_params=query or [],
-            header_params={"Content-Type": content_type, "Accept": "application/json"},
-            body=body,
-            response_types_map={200: "object", 201: "object", 202: "object"},
-            auth_settings=["BearerToken"],
-            _return_http_data_only=True,
-        )
-        return cast(dict[str, Any], result or {})
+        stream: bool = False,
+    ) -> Any:
+        try:
+            return await self.api.call_api(
+                path,
+                method,
+                query_params=query or [],
+                header_params={"Content-Type": content_type, "Accept": "application/json"},
+                body=body,
+                response_types_map={200: "object", 201: "object", 202: "object"},
+                auth_settings=["BearerToken"],
+                _return_http_data_only=True,
+                _preload_content=not stream,
+            )
+        except ApiException as exc:
+            raise _mapped(exc) from exc
+
+    async def _json(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        return cast(dict[str, Any], await self._call(method, path, **kwargs) or {})
 
     async def apply(
         self, obj: dict[str, Any], *, field_manager: str = FIELD_MANAGER
@@ -71,7 +182,7 @@ class KubeClient:
         """Server-side apply, forcing ownership of the fields we set."""
         meta = obj["metadata"]
         path = resource_path(obj["apiVersion"], obj["kind"], meta.get("namespace"), meta["name"])
-        return await self._call(
+        return await self._json(
             "PATCH",
             path,
             body=obj,
@@ -80,13 +191,50 @@ class KubeClient:
         )
 
     async def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any]:
-        return await self._call("GET", resource_path(api_version, kind, namespace, name))
+        return await self._json("GET", resource_path(api_version, kind, namespace, name))
 
     async def list_objects(
         self, api_version: str, kind: str, namespace: str | None, *, label_selector: str = ""
     ) -> dict[str, Any]:
+        """A list (``items`` and ``metadata.resourceVersion``); all namespaces for None."""
         query = [("labelSelector", label_selector)] if label_selector else []
-        return await self._call("GET", resource_path(api_version, kind, namespace), query=query)
+        return await self._json("GET", resource_path(api_version, kind, namespace), query=query)
+
+    async def watch(
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str | None,
+        *,
+        resource_version: str,
+        label_selector: str = "",
+        timeout_seconds: int = 300,
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Watch events (``type``, ``object``) from ``resource_version`` until the server ends
+        the watch; an ERROR event (410 Gone for a version too old) raises its :class:`KubeError`.
+        """
+        query = [
+            ("watch", "true"),
+            ("resourceVersion", resource_version),
+            ("allowWatchBookmarks", "true"),
+            ("timeoutSeconds", str(timeout_seconds)),
+        ]
+        if label_selector:
+            query.append(("labelSelector", label_selector))
+        response = await self._call(
+            "GET", resource_path(api_version, kind, namespace), query=query, stream=True
+        )
+        try:
+            if not 200 <= response.status <= 299:
+                raise kube_error(response.status, str(response.reason or ""), await response.read())
+            while line := await response.content.readline():
+                event = json.loads(line)
+                if event.get("type") == "ERROR":
+                    status = event.get("object") or {}
+                    raise kube_error(int(status.get("code") or 0), "watch error", status)
+                yield event
+        finally:
+            response.close()
 
     async def delete(self, api_version: str, kind: str, namespace: str, name: str) -> None:
         await self._call(
@@ -108,27 +256,16 @@ class KubeClient:
         path = resource_path(api_version, kind, namespace, name)
         if subresource:
             path = f"{path}/{subresource}"
-        return await self._call(
+        return await self._json(
             "PATCH", path, body=patch, content_type="application/merge-patch+json"
-        )
-
-    async def json_patch(
-        self, api_version: str, kind: str, namespace: str, name: str, ops: list[dict[str, Any]]
-    ) -> dict[str, Any]:
-        return await self._call(
-            "PATCH",
-            resource_path(api_version, kind, namespace, name),
-            body=ops,
-            content_type="application/json-patch+json",
         )
 
     async def create(self, obj: dict[str, Any]) -> dict[str, Any]:
         meta = obj["metadata"]
-        return await self._call(
-            "POST", resource_path(obj["apiVersion"], obj["kind"], meta.get("namespace")), body=obj
-        )
+        path = resource_path(obj["apiVersion"], obj["kind"], meta.get("namespace"))
+        return await self._json("POST", path, body=obj)
 
     async def replace(self, obj: dict[str, Any]) -> dict[str, Any]:
         meta = obj["metadata"]
         path = resource_path(obj["apiVersion"], obj["kind"], meta.get("namespace"), meta["name"])
-        return await self._call("PUT", path, body=obj)
+        return await self._json("PUT", path, body=obj)

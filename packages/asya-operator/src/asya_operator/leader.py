@@ -12,9 +12,7 @@ import datetime
 import logging
 from typing import Any
 
-from kubernetes_asyncio.client.exceptions import ApiException
-
-from .kubeclient import KubeClient
+from .kubeclient import Conflict, KubeClient, KubeError, NotFound
 
 __all__ = ["LeaderElector"]
 
@@ -69,15 +67,11 @@ class LeaderElector:
         now = datetime.datetime.now(datetime.UTC)
         try:
             current = await self.kube.get(LEASE, "Lease", self.namespace, self.name)
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
+        except NotFound:
             try:
                 await self.kube.create(self._lease(transitions=0, acquired=_micro(now), rv=None))
-            except ApiException as create_exc:
-                if create_exc.status == 409:
-                    return False  # someone else created it first
-                raise
+            except Conflict:
+                return False  # someone else created it first
             return True
         spec = current.get("spec") or {}
         holder = spec.get("holderIdentity")
@@ -96,10 +90,8 @@ class LeaderElector:
                     rv=current["metadata"]["resourceVersion"],
                 )
             )
-        except ApiException as exc:
-            if exc.status == 409:
-                return False  # lost a race: another replica wrote first
-            raise
+        except Conflict:
+            return False  # lost a race: another replica wrote first
         if holder != self.identity:
             log.info("%s acquired the lease (was %s)", self.identity, holder or "nobody")
         return True
@@ -120,7 +112,7 @@ class LeaderElector:
                     continue
                 log.warning("%s lost the lease to another replica", self.identity)
                 return
-            except (ApiException, OSError) as exc:
+            except (KubeError, OSError) as exc:
                 log.warning("lease renewal failed: %s", exc)
             if asyncio.get_running_loop().time() - last_ok > self.duration:
                 log.warning("%s could not renew the lease for %ss", self.identity, self.duration)
@@ -137,5 +129,5 @@ class LeaderElector:
             )
             current["spec"]["holderIdentity"] = ""
             await self.kube.replace(current)
-        except ApiException as exc:
-            log.warning("releasing the lease failed: %s", exc.status)
+        except KubeError as exc:
+            log.warning("releasing the lease failed: %s", exc)

@@ -13,6 +13,14 @@ from typing import Annotated, Any
 import msgspec
 from msgspec import Meta
 
+from asya_protocol import (
+    ERROR_CODE_PATTERN,
+    MAX_QUEUE_NAME_BYTES,
+    QUEUE_NAME_PATTERN,
+    RESERVED_QUEUE_PREFIX,
+    HandlerMode,
+)
+
 __all__ = [
     "GROUP",
     "KIND",
@@ -26,7 +34,6 @@ __all__ = [
     "AsyaSpec",
     "AsyaStatus",
     "Condition",
-    "HandlerMode",
     "HandlerScript",
     "RetrySpec",
     "RuntimeSpec",
@@ -47,14 +54,15 @@ RUNTIME_CONTAINER = "asya-runtime"
 RESERVED_CONTAINER = "asya-sidecar"
 RESERVED_VOLUME = "asya-socket"
 
-RESERVED_PREFIX = "amq."
+RESERVED_PREFIX = RESERVED_QUEUE_PREFIX
 """RabbitMQ refuses to declare a queue or an exchange whose name starts with this (403
 ACCESS_REFUSED), and the sidecar refuses such a name at start, so the CRD refuses it first."""
 RESERVED_MESSAGE = f"names starting with '{RESERVED_PREFIX}' are reserved by RabbitMQ"
 
 _QUEUE = Meta(
-    pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$",
-    max_length=255,
+    # Anchored, RE2-compatible: the API server checks it as well as msgspec.
+    pattern=f"^{QUEUE_NAME_PATTERN}$",
+    max_length=MAX_QUEUE_NAME_BYTES,
     description="A queue (step) name: letters, digits, '.', '_', ':', '-'; not starting with "
     f"'{RESERVED_PREFIX}'.",
     # The API server's patterns are RE2 (no look-ahead), so the prefix is a CEL rule; the
@@ -72,11 +80,6 @@ class WorkloadKind(StrEnum):
     DEPLOYMENT = "Deployment"
     STATEFUL_SET = "StatefulSet"
     JOB = "Job"
-
-
-class HandlerMode(StrEnum):
-    PAYLOAD = "payload"
-    ENVELOPE = "envelope"
 
 
 def _refuse_reserved(**names: str | None) -> None:
@@ -151,7 +154,7 @@ class RetrySpec(_Base):
     max_attempts: Annotated[int, Meta(ge=1, le=1000)] = 1
     base_delay: Annotated[float, Meta(ge=0, le=86400)] = 1.0
     max_delay: Annotated[float, Meta(ge=0, le=86400)] = 300.0
-    codes: list[Annotated[str, Meta(pattern=r"^[a-z][a-z0-9_]{0,63}$")]] = msgspec.field(
+    codes: list[Annotated[str, Meta(pattern=f"^{ERROR_CODE_PATTERN}$")]] = msgspec.field(
         default_factory=list
     )
     redelivery_limit: Annotated[int, Meta(ge=0, le=1000)] = 5
@@ -209,7 +212,9 @@ class AsyaSpec(_Base):
         _refuse_reserved(queue=self.queue)
 
 
-class Condition(_Base):
+# The status is written as a merge patch, so every field is written, defaults too: a count of 0
+# must overwrite an older count (the schema is the same either way).
+class Condition(_Base, omit_defaults=False):
     type: str
     status: str
     reason: str
@@ -218,7 +223,7 @@ class Condition(_Base):
     last_transition_time: str = ""
 
 
-class AsyaStatus(_Base):
+class AsyaStatus(_Base, omit_defaults=False):
     conditions: list[Condition] = msgspec.field(default_factory=list)
     observed_generation: int = 0
     queue: str = ""

@@ -1,78 +1,55 @@
-"""Operator settings, from the environment, validated at start."""
+"""Operator settings, from the environment, validated at start (asya-protocol's one mechanism)."""
 
 from __future__ import annotations
 
-import os
+import dataclasses
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+
+from asya_protocol import SettingsError
+from asya_protocol.settings import (
+    amqp_url,
+    boolean,
+    integer,
+    listed,
+    load,
+    log_level,
+    number,
+    text,
+    var,
+)
 
 __all__ = ["OperatorSettings", "SettingsError"]
 
 
-class SettingsError(Exception):
-    def __init__(self, variable: str, reason: str) -> None:
-        super().__init__(f"{variable}: {reason}")
-        self.variable = variable
-
-
-def _positive(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise SettingsError(name, f"expected a number of seconds, got {raw!r}") from None
-    if not value > 0:
-        raise SettingsError(name, f"must be > 0, got {raw!r}")
-    return value
+def _given(raw: str) -> bool:
+    """True for any non-blank value (a blank one counts as not set)."""
+    return bool(raw)
 
 
 @dataclass(frozen=True, kw_only=True)
 class OperatorSettings:
-    rabbitmq_url: str
-    namespace: str = "default"
-    identity: str = ""
-    watch_namespaces: tuple[str, ...] = ()
-    resync: float = 300.0
-    leader_election: bool = True
-    lease_duration: int = 15
-    workers: int = 4
-    log_level: str = "INFO"
+    rabbitmq_url: str = var(
+        "ASYA_RABBITMQ_URL", amqp_url, required="expected amqp://user:password@host:port/vhost"
+    )
+    namespace: str = var("ASYA_OPERATOR_NAMESPACE", text, default="default")
+    """Where the leader-election Lease lives."""
+    identity: str = var("ASYA_OPERATOR_POD_NAME", text, default="")
+    """This replica's identity in the Lease; :meth:`from_env` makes a blank one the host name."""
+    watch_namespaces: tuple[str, ...] = var("ASYA_WATCH_NAMESPACES", listed(into=tuple), default=())
+    resync: float = var("ASYA_RESYNC_SECONDS", number(0.0, above=True), default=300.0)
+    leader_election: bool = var("ASYA_LEADER_ELECTION", boolean, default=True)
+    lease_duration: int = var("ASYA_LEASE_SECONDS", integer(1), default=15)
+    workers: int = var("ASYA_OPERATOR_WORKERS", integer(1, 64), default=4)
+    log_level: str = var("ASYA_LOG_LEVEL", log_level, default="INFO")
+    in_cluster: bool = var("KUBERNETES_SERVICE_HOST", _given, default=False)
+    """Set by the kubelet in every pod: use the in-cluster config instead of a kubeconfig."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> OperatorSettings:
-        env = os.environ if env is None else env
-        url = env.get("ASYA_RABBITMQ_URL", "").strip()
-        parts = urlsplit(url)
-        if parts.scheme not in ("amqp", "amqps") or not parts.hostname:
-            raise SettingsError(
-                "ASYA_RABBITMQ_URL", "expected amqp://user:password@host:port/vhost"
-            )
-        election = env.get("ASYA_LEADER_ELECTION", "true").strip().lower()
-        if election not in ("true", "false"):
-            raise SettingsError("ASYA_LEADER_ELECTION", f"expected true or false, got {election!r}")
-        workers_raw = env.get("ASYA_OPERATOR_WORKERS", "4").strip() or "4"
-        if not workers_raw.isdigit() or not 1 <= int(workers_raw) <= 64:
-            raise SettingsError("ASYA_OPERATOR_WORKERS", f"expected 1..64, got {workers_raw!r}")
-        level = (env.get("ASYA_LOG_LEVEL", "INFO").strip() or "INFO").upper()
-        if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
-            raise SettingsError(
-                "ASYA_LOG_LEVEL", f"expected DEBUG, INFO, WARNING or ERROR, got {level!r}"
-            )
-        watch = tuple(
-            n.strip() for n in env.get("ASYA_WATCH_NAMESPACES", "").split(",") if n.strip()
-        )
-        return cls(
-            rabbitmq_url=url,
-            namespace=env.get("ASYA_OPERATOR_NAMESPACE", "").strip() or "default",
-            identity=env.get("ASYA_OPERATOR_POD_NAME", "").strip() or socket.gethostname(),
-            watch_namespaces=watch,
-            resync=_positive(env, "ASYA_RESYNC_SECONDS", 300.0),
-            leader_election=election == "true",
-            lease_duration=int(_positive(env, "ASYA_LEASE_SECONDS", 15)),
-            workers=int(workers_raw),
-            log_level=level,
-        )
+        """Raises :class:`SettingsError` naming the first bad variable."""
+        settings = load(cls, env)
+        if not settings.identity:
+            settings = dataclasses.replace(settings, identity=socket.gethostname())
+        return settings

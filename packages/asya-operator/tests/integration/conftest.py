@@ -9,7 +9,7 @@ from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from asya_operator.controller import Controller
-from asya_operator.kubeclient import KubeClient
+from asya_operator.kubeclient import KubeClient, KubeError
 from asya_operator.queues import QueueManager
 from asya_testing import AmqpNames
 
@@ -100,7 +100,8 @@ async def run_controller(
 
 
 async def _eventually(check: Callable[[], Awaitable[Any]], timeout: float = 30.0) -> Any:
-    """Poll ``check`` until it returns something truthy without raising AssertionError."""
+    """Poll ``check`` until it returns something truthy without raising AssertionError (or an
+    API error: the test's own client raises ``ApiException``, the operator's ``KubeError``)."""
     last: Exception | None = None
     deadline = asyncio.get_running_loop().time() + timeout
     while asyncio.get_running_loop().time() < deadline:
@@ -108,7 +109,7 @@ async def _eventually(check: Callable[[], Awaitable[Any]], timeout: float = 30.0
             result = await check()
             if result:
                 return result
-        except (AssertionError, KeyError, TypeError, ApiException) as exc:
+        except (AssertionError, KeyError, TypeError, ApiException, KubeError) as exc:
             last = exc
         await asyncio.sleep(0.1)
     raise AssertionError(f"not true within {timeout}s: {last!r}")
