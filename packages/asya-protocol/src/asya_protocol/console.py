@@ -1,0 +1,76 @@
+"""The start every Asya command shares: arguments, settings from the environment, logging.
+
+    def _main(argv: list[str] | None) -> int:
+        if (status := no_arguments("asya-sidecar", USAGE, argv)) is not None:
+            return status
+        settings = start("asya-sidecar", SidecarSettings, quiet=("aiormq",))
+        ...
+
+A bad or missing setting ends the process with status 2 and one line on stderr naming the
+variable (``asya-sidecar: cannot start: ASYA_CONCURRENCY: must be within 1..10000 (got '0')``),
+never a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any, TypeVar
+
+from .settings import SettingsError, load
+
+__all__ = ["LOG_FORMAT", "cannot_start", "configure_logging", "no_arguments", "start", "usage"]
+
+S = TypeVar("S")
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def usage(command: str, what: str) -> str:
+    """The help of a command that takes no arguments, only ASYA_* variables."""
+    return (
+        f"usage: {command} [-h]\n\n{what}\n"
+        "It takes no arguments: every setting is an environment variable (ASYA_*), listed in the\n"
+        f"package README ({command}). A bad or missing setting stops it at start, naming the "
+        "variable.\n"
+    )
+
+
+def no_arguments(command: str, help_text: str, argv: Sequence[str] | None) -> int | None:
+    """Handle ``-h``/``--help`` (status 0) and refuse any argument (status 2); else None."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args in (["-h"], ["--help"]):
+        sys.stdout.write(help_text)
+        return 0
+    if args:
+        sys.stderr.write(f"{command}: unexpected argument {args[0]!r}\n{help_text}")
+        return 2
+    return None
+
+
+def cannot_start(command: str, reason: object) -> int:
+    """Say why the command cannot start; the exit status for it (2)."""
+    sys.stderr.write(f"{command}: cannot start: {reason}\n")
+    return 2
+
+
+def configure_logging(level: str, quiet: Sequence[str] = ()) -> None:
+    """Log to stderr at ``level``; the ``quiet`` loggers (chatty libraries) at WARNING or above."""
+    logging.basicConfig(level=level, format=LOG_FORMAT, stream=sys.stderr)
+    for name in quiet:
+        logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLogger().level))
+
+
+def start(command: str, cls: type[S], *, quiet: Sequence[str] = ()) -> S:
+    """Settings of ``cls`` from the environment, and logging at their ``log_level``.
+
+    Exits the process with status 2 (:func:`cannot_start`) on a :class:`SettingsError`.
+    """
+    try:
+        settings = load(cls)
+    except SettingsError as exc:
+        raise SystemExit(cannot_start(command, exc)) from None
+    level: Any = getattr(settings, "log_level", "INFO")
+    configure_logging(str(level), quiet)
+    return settings
