@@ -44,7 +44,9 @@ def finished(status: JobStatus) -> JobState:
 
 
 def step(kind: EventType, current: int = 0, **fields: Any) -> StepEvent:
-    return StepEvent(type=kind, actor=STEPS[current], time=0.0, steps=STEPS, current=current, **fields)
+    return StepEvent(
+        type=kind, actor=STEPS[current], time=0.0, steps=STEPS, current=current, **fields
+    )
 
 
 def ignored(transition: Transition, before: JobState) -> bool:
@@ -349,7 +351,9 @@ def test_a_dropped_branch() -> None:
 
 def test_transitions_do_not_change_the_state_they_were_given() -> None:
     before = apply(job(), fan_out("c1", "c2"), NOW).state
-    snapshot = dataclasses.replace(before, branches={k: dict(v) for k, v in before.branches.items()})
+    snapshot = dataclasses.replace(
+        before, branches={k: dict(v) for k, v in before.branches.items()}
+    )
     apply(before, Terminal("c1", True, 1), NOW)
     apply(before, fan_out("x"), NOW)
     assert before == snapshot

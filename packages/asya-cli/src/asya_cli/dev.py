@@ -24,9 +24,7 @@ import uvicorn
 
 from asya_gateway import AuthMode, GatewaySettings, create_app
 from asya_gateway import MemoryBroker as GatewayMemoryBroker
-from asya_gateway.app import BrokerFactory
-from asya_gateway.jobs import JobStore
-from asya_gateway.settings import database_url as normalise_database_url
+from asya_gateway import database_url as normalise_database_url
 from asya_protocol import BlockingRuntimeClient, ControlRequest, encode_control
 from asya_sidecar import (
     MemoryBroker,
@@ -119,21 +117,6 @@ def start_runtimes(
     return runtimes
 
 
-def _in_process(broker: MemoryBroker, settings: GatewaySettings) -> BrokerFactory:
-    """The gateway's side of the in-process broker the sidecars use."""
-
-    def factory(store: JobStore) -> GatewayMemoryBroker:
-        return GatewayMemoryBroker(
-            broker,
-            store,
-            happy_end=settings.happy_end,
-            error_end=settings.error_end,
-            unroutable=(Unroutable,),
-        )
-
-    return factory
-
-
 async def run_dev(pipeline: Pipeline, options: Options, say: Callable[[str], None]) -> None:
     if not _port_free(options.port):
         raise DevError(f"port {options.port} on 127.0.0.1 is taken", "pass another one with --port")
@@ -158,7 +141,16 @@ async def run_dev(pipeline: Pipeline, options: Options, say: Callable[[str], Non
             rabbitmq_url=options.rabbitmq_url or SidecarSettings.rabbitmq_url,
         )
         sidecars.append(amqp_sidecar(sc) if options.rabbitmq_url else memory_sidecar(broker, sc))
-    factory = None if options.rabbitmq_url else _in_process(broker, settings)
+    factory = (
+        None
+        if options.rabbitmq_url
+        else GatewayMemoryBroker.factory(
+            broker,
+            happy_end=settings.happy_end,
+            error_end=settings.error_end,
+            unroutable=(Unroutable,),
+        )
+    )
     app = create_app(settings, pipeline.tools, broker_factory=factory)
     server = uvicorn.Server(
         uvicorn.Config(

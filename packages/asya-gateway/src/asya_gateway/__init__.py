@@ -15,7 +15,7 @@ from .errors import (
 )
 from .jobstate import JobStatus
 from .memory import InProcessQueues, MemoryBroker
-from .settings import AuthMode, GatewaySettings
+from .settings import AuthMode, GatewaySettings, database_url
 from .tools import Tool, ToolsFileError, load_tools, parse_tools
 
 __all__ = [
@@ -38,6 +38,7 @@ __all__ = [
     "UnknownTool",
     "__version__",
     "create_app",
+    "database_url",
     "load_tools",
     "parse_tools",
 ]

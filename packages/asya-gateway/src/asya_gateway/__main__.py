@@ -12,6 +12,14 @@ from asya_protocol import signals as _signals
 from .settings import GatewaySettings, SettingsError
 from .tools import ToolsFileError
 
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def _cannot_start(reason: object) -> int:
+    """A bad setting or tools file: say which, and exit with status 2."""
+    sys.stderr.write(f"asya-gateway: cannot start: {reason}\n")
+    return 2
+
 
 def main(argv: list[str] | None = None) -> int:
     # uvicorn takes the signals over while it serves, and re-raises a caught one to these
@@ -29,11 +37,8 @@ def _main(argv: list[str] | None) -> int:
     try:
         settings = GatewaySettings.from_env()
     except SettingsError as exc:
-        sys.stderr.write(f"asya-gateway: cannot start: {exc}\n")
-        return 2
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+        return _cannot_start(exc)
+    logging.basicConfig(level=settings.log_level, format=LOG_FORMAT)
     if args.command == "migrate":
         from .migrate import upgrade  # noqa: PLC0415
 
@@ -47,8 +52,7 @@ def _main(argv: list[str] | None) -> int:
     try:
         app = create_app(settings)
     except ToolsFileError as exc:
-        sys.stderr.write(f"asya-gateway: cannot start: ASYA_GATEWAY_TOOLS: {exc}\n")
-        return 2
+        return _cannot_start(f"ASYA_GATEWAY_TOOLS: {exc}")
     uvicorn.run(
         app.asgi,
         host=settings.host,

@@ -20,10 +20,10 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from .db import JobEvent
 from .errors import InvalidArguments, JobFinished, NoSuchJob, StartFailed, UnknownTool
-from .middleware import AuthAndLimits
+from .jobs import JobQuery
 from .service import Gateway
 
-__all__ = ["AuthAndLimits", "Metrics", "build_api", "gateway_of", "metrics_of", "router"]
+__all__ = ["Metrics", "build_api", "gateway_of", "metrics_of", "router"]
 
 KEEP_ALIVE = 15  # seconds between SSE comments on an idle stream
 
@@ -97,27 +97,28 @@ async def list_jobs(
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     before: str | None = None,
 ) -> dict[str, Any]:
-    jobs = await gateway.list_jobs(status=status, tool=tool, limit=limit, before=before)
+    query = JobQuery(status=status, tool=tool, limit=limit, before=before)
+    jobs = await gateway.list_jobs(query)
     items = [j.to_dict() for j in jobs]
     return {"items": items, "next": items[-1]["id"] if len(items) == limit else None}
 
 
 @router.get("/jobs/{job_id}")
 async def get_job(job_id: str, gateway: GatewayDep) -> dict[str, Any]:
-    try:
-        return (await gateway.get(job_id)).to_dict()
-    except NoSuchJob:
-        raise HTTPException(404, "no such job") from None
+    return (await gateway.get(job_id)).to_dict()
 
 
 @router.post("/jobs/{job_id}/cancel")
 async def cancel_job(job_id: str, gateway: GatewayDep) -> dict[str, Any]:
-    try:
-        return (await gateway.cancel(job_id)).to_dict()
-    except NoSuchJob:
-        raise HTTPException(404, "no such job") from None
-    except JobFinished as exc:
-        raise HTTPException(409, str(exc)) from None
+    return (await gateway.cancel(job_id)).to_dict()
+
+
+async def no_such_job(_: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse({"detail": "no such job"}, status_code=404)
+
+
+async def job_finished(_: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse({"detail": str(exc)}, status_code=409)
 
 
 def sse_event(event: JobEvent) -> ServerSentEvent:
@@ -133,10 +134,7 @@ async def _stream(gateway: Gateway, job_id: str, after: int) -> AsyncIterator[Se
 
 @router.get("/jobs/{job_id}/events")
 async def job_events(job_id: str, request: Request, gateway: GatewayDep) -> EventSourceResponse:
-    try:
-        await gateway.get(job_id)
-    except NoSuchJob:
-        raise HTTPException(404, "no such job") from None
+    await gateway.get(job_id)  # 404 before the stream starts
     raw = request.headers.get("last-event-id", "0")
     after = int(raw) if raw.isdigit() else 0
     return EventSourceResponse(
@@ -152,4 +150,6 @@ def build_api(gateway: Gateway, metrics: Metrics) -> FastAPI:
     app.state.gateway = gateway
     app.state.metrics = metrics
     app.include_router(router)
+    app.add_exception_handler(NoSuchJob, no_such_job)
+    app.add_exception_handler(JobFinished, job_finished)
     return app

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -47,24 +48,13 @@ class _Parts:
     settings: GatewaySettings
     engine: AsyncEngine
     notifier: Notifier
-    store: JobStore
+    gateway: Gateway
     broker: GatewayBroker
     sessions: StreamableHTTPSessionManager
 
 
 def _rabbitmq(settings: GatewaySettings) -> BrokerFactory:
-    def factory(store: JobStore) -> GatewayBroker:
-        return Broker(
-            settings.rabbitmq_url,
-            exchange=settings.exchange,
-            events_exchange=settings.events_exchange,
-            happy_end=settings.happy_end,
-            error_end=settings.error_end,
-            events_queue=settings.events_queue,
-            store=store,
-        )
-
-    return factory
+    return functools.partial(Broker, settings)
 
 
 def create_app(
@@ -104,7 +94,7 @@ def create_app(
     api.router.routes.append(
         Route("/mcp", endpoint=StreamableHTTPASGIApp(sessions), methods=["GET", "POST", "DELETE"])
     )
-    api.state.parts = _Parts(settings, engine, notifier, store, broker, sessions)
+    api.state.parts = _Parts(settings, engine, notifier, gateway, broker, sessions)
     api.router.lifespan_context = _lifespan
     asgi = AuthAndLimits(
         api,
@@ -123,7 +113,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     await parts.notifier.start()
     async with asyncio.TaskGroup() as tg, parts.sessions.run():
         consumer = tg.create_task(parts.broker.consume(), name="consumer")
-        sweeper = tg.create_task(_sweep(parts.store), name="timeouts")
+        sweeper = tg.create_task(_sweep(parts.gateway), name="timeouts")
         try:
             yield
         finally:
@@ -134,8 +124,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     await parts.engine.dispose()
 
 
-async def _sweep(store: JobStore) -> None:
+async def _sweep(gateway: Gateway) -> None:
     while True:
-        for job_id in await store.sweep_timeouts():
+        for job_id in await gateway.time_out_overdue():
             log.info("job %s timed out", job_id)
         await asyncio.sleep(1.0)

@@ -19,6 +19,7 @@ from asya_protocol import Backoff, Envelope, StepEvent, encode_envelope
 from .errors import PublishFailed
 from .jobs import JobStore
 from .messages import step_event, terminal_message
+from .settings import GatewaySettings
 
 __all__ = ["Broker", "GatewayBroker", "PublishFailed"]
 
@@ -41,23 +42,10 @@ class GatewayBroker(Protocol):
 
 
 class Broker:
-    def __init__(
-        self,
-        url: str,
-        *,
-        exchange: str,
-        events_exchange: str,
-        happy_end: str,
-        error_end: str,
-        events_queue: str,
-        store: JobStore,
-    ) -> None:
-        self.url = url
-        self.exchange = exchange
-        self.events_exchange = events_exchange
-        self.happy_end = happy_end
-        self.error_end = error_end
-        self.events_queue = events_queue
+    """RabbitMQ at ``settings.rabbitmq_url``, with the settings' exchanges and queues."""
+
+    def __init__(self, settings: GatewaySettings, store: JobStore) -> None:
+        self.settings = settings
         self.store = store
         self._connection: Any = None
         self._publish: Any = None
@@ -71,7 +59,7 @@ class Broker:
         async with self._lock:
             if self._publish is None or self._publish.is_closed:
                 if self._connection is None or self._connection.is_closed:
-                    self._connection = await aiormq.connect(self.url)
+                    self._connection = await aiormq.connect(self.settings.rabbitmq_url)
                 self._publish = await self._connection.channel(publisher_confirms=True)
             return self._publish
 
@@ -81,7 +69,7 @@ class Broker:
             channel = await self._channel()
             confirm = await channel.basic_publish(
                 encode_envelope(envelope),
-                exchange=self.exchange,
+                exchange=self.settings.exchange,
                 routing_key=first,
                 properties=spec.Basic.Properties(
                     delivery_mode=2, content_type="application/json", correlation_id=envelope.id
@@ -107,23 +95,24 @@ class Broker:
             await self._backoff.sleep()
 
     async def _declare(self, channel: Any) -> None:
+        s = self.settings
         await channel.basic_qos(prefetch_count=32)
-        await channel.exchange_declare(self.exchange, exchange_type="topic", durable=True)
-        await channel.exchange_declare(self.events_exchange, exchange_type="topic", durable=True)
-        for queue in (self.happy_end, self.error_end):
+        await channel.exchange_declare(s.exchange, exchange_type="topic", durable=True)
+        await channel.exchange_declare(s.events_exchange, exchange_type="topic", durable=True)
+        for queue in (s.happy_end, s.error_end):
             await channel.queue_declare(queue, durable=True)
-            await channel.queue_bind(queue, self.exchange, routing_key=queue)
-        await channel.queue_declare(self.events_queue, durable=True)
-        await channel.queue_bind(self.events_queue, self.events_exchange, routing_key="#")
+            await channel.queue_bind(queue, s.exchange, routing_key=queue)
+        await channel.queue_declare(s.events_queue, durable=True)
+        await channel.queue_bind(s.events_queue, s.events_exchange, routing_key="#")
 
     async def _consume_once(self) -> None:
-        connection = await aiormq.connect(self.url)
+        connection = await aiormq.connect(self.settings.rabbitmq_url)
         try:
             channel = await connection.channel()
             await self._declare(channel)
-            await channel.basic_consume(self.happy_end, self._on_happy_end)
-            await channel.basic_consume(self.error_end, self._on_error_end)
-            await channel.basic_consume(self.events_queue, self._collect_event)
+            await channel.basic_consume(self.settings.happy_end, self._on_happy_end)
+            await channel.basic_consume(self.settings.error_end, self._on_error_end)
+            await channel.basic_consume(self.settings.events_queue, self._collect_event)
             self.connected.set()
             self._backoff.reset()
             async with asyncio.TaskGroup() as tg:
@@ -137,10 +126,10 @@ class Broker:
                 await connection.close()
 
     async def _on_happy_end(self, message: aiormq.abc.DeliveredMessage) -> None:
-        await self._handle(self.happy_end, message, ok=True)
+        await self._handle(self.settings.happy_end, message, ok=True)
 
     async def _on_error_end(self, message: aiormq.abc.DeliveredMessage) -> None:
-        await self._handle(self.error_end, message, ok=False)
+        await self._handle(self.settings.error_end, message, ok=False)
 
     async def _collect_event(self, message: aiormq.abc.DeliveredMessage) -> None:
         """Step events are applied in batches (one transaction per job per batch), acked after."""

@@ -22,7 +22,7 @@ from .db import Job, JobEvent, sessions, utcnow
 from .jobstate import TERMINAL, Event, JobState, JobStatus, Terminal, Timeout, Transition
 from .messages import JOB_HEADER
 
-__all__ = ["JOB_HEADER", "Applied", "JobStore"]
+__all__ = ["JOB_HEADER", "Applied", "JobQuery", "JobStore"]
 
 Notify = Callable[[AsyncSession, str], Awaitable[None]]
 T = TypeVar("T")
@@ -35,6 +35,16 @@ class Applied:
 
     job: Job
     changed: bool
+
+
+@dataclass(frozen=True, kw_only=True)
+class JobQuery:
+    """Which jobs to list, newest first: ``before`` is the id the previous page ended with."""
+
+    status: str | None = None
+    tool: str | None = None
+    limit: int = 50
+    before: str | None = None
 
 
 def state_of(job: Job) -> JobState:
@@ -183,22 +193,15 @@ class JobStore:
             job: Job | None = await session.get(Job, job_id)
             return job
 
-    async def list_jobs(
-        self,
-        *,
-        status: str | None = None,
-        tool: str | None = None,
-        limit: int = 50,
-        before: str | None = None,
-    ) -> list[Job]:
-        stmt = select(Job).order_by(Job.created_at.desc(), Job.id.desc()).limit(limit)
-        if status:
-            stmt = stmt.where(Job.status == status)
-        if tool:
-            stmt = stmt.where(Job.tool == tool)
+    async def list_jobs(self, query: JobQuery) -> list[Job]:
+        stmt = select(Job).order_by(Job.created_at.desc(), Job.id.desc()).limit(query.limit)
+        if query.status:
+            stmt = stmt.where(Job.status == query.status)
+        if query.tool:
+            stmt = stmt.where(Job.tool == query.tool)
         async with self.sessions() as session:
-            if before:
-                anchor = await session.get(Job, before)
+            if query.before:
+                anchor = await session.get(Job, query.before)
                 if anchor is not None:
                     stmt = stmt.where(
                         (Job.created_at < anchor.created_at)

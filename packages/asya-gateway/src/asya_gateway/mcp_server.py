@@ -21,6 +21,7 @@ import contextlib
 import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
+from enum import StrEnum
 from typing import Any
 
 import mcp_types as types
@@ -31,11 +32,13 @@ from mcp.shared.exceptions import MCPError
 from .__about__ import __version__
 from .db import Job, JobEvent
 from .errors import InvalidArguments, JobFinished, NoSuchJob, StartFailed, UnknownTool
+from .jobs import JobQuery
 from .jobstate import HistoryKind, JobStatus
 from .service import Gateway
 
 __all__ = [
     "McpContext",
+    "TaskStatus",
     "build_mcp_server",
     "call_tool",
     "cancel_task",
@@ -50,13 +53,24 @@ __all__ = [
 McpContext = ServerRequestContext[Gateway, Any]
 TASK_REVISIONS = frozenset({"2025-11-25"})
 TASKS_PAGE = 50
+
+
+class TaskStatus(StrEnum):
+    """MCP task states (revision 2025-11-25), as a job's status maps onto them."""
+
+    WORKING = "working"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
 _TASK_STATUS = {
-    JobStatus.PENDING: "working",
-    JobStatus.RUNNING: "working",
-    JobStatus.SUCCEEDED: "completed",
-    JobStatus.FAILED: "failed",
-    JobStatus.TIMED_OUT: "failed",
-    JobStatus.CANCELLED: "cancelled",
+    JobStatus.PENDING: TaskStatus.WORKING,
+    JobStatus.RUNNING: TaskStatus.WORKING,
+    JobStatus.SUCCEEDED: TaskStatus.COMPLETED,
+    JobStatus.FAILED: TaskStatus.FAILED,
+    JobStatus.TIMED_OUT: TaskStatus.FAILED,
+    JobStatus.CANCELLED: TaskStatus.CANCELLED,
 }
 
 
@@ -65,7 +79,7 @@ def job_task(job: Job) -> dict[str, Any]:
     status = job.job_status
     return {
         "task_id": job.id,
-        "status": _TASK_STATUS[status],
+        "status": _TASK_STATUS[status].value,
         "status_message": status.value if status.terminal else job.message,
         "created_at": job.created_at.isoformat(),
         "last_updated_at": job.updated_at.isoformat(),
@@ -183,7 +197,7 @@ async def list_tasks(
     ctx: McpContext, params: types.PaginatedRequestParams | None
 ) -> types.ListTasksResult:
     cursor = params.cursor if params is not None else None
-    jobs = await ctx.lifespan_context.list_jobs(limit=TASKS_PAGE, before=cursor)
+    jobs = await ctx.lifespan_context.list_jobs(JobQuery(limit=TASKS_PAGE, before=cursor))
     return types.ListTasksResult(
         tasks=[types.Task(**job_task(j)) for j in jobs],
         next_cursor=jobs[-1].id if len(jobs) == TASKS_PAGE else None,

@@ -9,6 +9,7 @@ the same functions as on RabbitMQ (:mod:`asya_gateway.messages`).
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -57,6 +58,20 @@ class MemoryBroker:
         queues.declare(happy_end)
         queues.declare(error_end)
         queues.event_listeners.append(lambda _key, body: self._events.put_nowait(body))
+
+    @classmethod
+    def factory(
+        cls,
+        queues: InProcessQueues,
+        *,
+        happy_end: str,
+        error_end: str,
+        unroutable: tuple[type[Exception], ...] = (),
+    ) -> Callable[[JobStore], MemoryBroker]:
+        """The ``broker_factory`` of :func:`asya_gateway.create_app` for these queues."""
+        return functools.partial(
+            cls, queues, happy_end=happy_end, error_end=error_end, unroutable=unroutable
+        )
 
     async def publish_job(self, envelope: Envelope) -> None:
         first = envelope.route.steps[0]

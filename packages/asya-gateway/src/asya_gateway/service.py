@@ -21,7 +21,7 @@ from .errors import (
     StartFailed,
     UnknownTool,
 )
-from .jobs import JobStore
+from .jobs import JobQuery, JobStore
 from .jobstate import Cancel, Published, PublishRejected
 from .messages import first_envelope
 from .notify import Notifier
@@ -73,15 +73,8 @@ class Gateway:
             raise NoSuchJob(job_id)
         return job
 
-    async def list_jobs(
-        self,
-        *,
-        status: str | None = None,
-        tool: str | None = None,
-        limit: int = 50,
-        before: str | None = None,
-    ) -> list[Job]:
-        return await self.store.list_jobs(status=status, tool=tool, limit=limit, before=before)
+    async def list_jobs(self, query: JobQuery) -> list[Job]:
+        return await self.store.list_jobs(query)
 
     async def cancel(self, job_id: str) -> Job:
         """Cancel an unfinished job; :class:`JobFinished` if it already finished."""
@@ -91,6 +84,10 @@ class Gateway:
         if not applied.changed:
             raise JobFinished(applied.job)
         return applied.job
+
+    async def time_out_overdue(self) -> list[str]:
+        """Time out every unfinished job past its deadline; the ids of those timed out."""
+        return await self.store.sweep_timeouts()
 
     async def events(
         self, job_id: str, *, after: int = 0, poll: float = 2.0

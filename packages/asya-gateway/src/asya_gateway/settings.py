@@ -3,31 +3,16 @@ mechanism of :mod:`asya_protocol.settings` (a bad value is a ``SettingsError`` n
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 from urllib.parse import urlsplit
 
-from asya_protocol import (
-    DEFAULT_ERROR_END_QUEUE,
-    DEFAULT_EVENTS_EXCHANGE,
-    DEFAULT_EXCHANGE,
-    DEFAULT_HAPPY_END_QUEUE,
-    SettingsError,
-    validate_queue_name,
-)
-from asya_protocol.settings import (
-    amqp_url,
-    boolean,
-    choice,
-    integer,
-    listed,
-    load,
-    log_level,
-    number,
-    text,
-    var,
-)
+from asya_protocol import DEFAULT_EVENTS_EXCHANGE, SettingsError, validate_queue_name
+from asya_protocol.actor_settings import SidecarSettings
+from asya_protocol.settings import boolean, choice, integer, listed, load, number, text, var
 
 __all__ = ["AuthMode", "GatewaySettings", "SettingsError", "database_url"]
 
@@ -51,6 +36,16 @@ def _auth(raw: str) -> AuthMode:
     return choice(AuthMode)(raw.lower())
 
 
+def _as_actors(variable: str) -> Any:
+    """A field read exactly as the actors read ``variable`` (the same parser and default),
+    from its one definition in :class:`asya_protocol.actor_settings.SidecarSettings`."""
+    for f in dataclasses.fields(SidecarSettings):
+        spec = f.metadata.get("env")
+        if spec is not None and spec.name == variable:
+            return dataclasses.field(default=f.default, metadata=f.metadata)
+    raise KeyError(variable)
+
+
 @dataclass(frozen=True, kw_only=True)
 class GatewaySettings:
     """Every setting of the gateway. Build with :meth:`from_env` (or directly, in tests)."""
@@ -58,19 +53,13 @@ class GatewaySettings:
     database_url: str = var(
         "ASYA_DATABASE_URL", database_url, default="sqlite+aiosqlite:///asya-gateway.db"
     )
-    rabbitmq_url: str = var(
-        "ASYA_RABBITMQ_URL", amqp_url, default="amqp://guest:guest@127.0.0.1:5672/"
-    )
-    exchange: str = var("ASYA_RABBITMQ_EXCHANGE", validate_queue_name, default=DEFAULT_EXCHANGE)
+    rabbitmq_url: str = _as_actors("ASYA_RABBITMQ_URL")
+    exchange: str = _as_actors("ASYA_RABBITMQ_EXCHANGE")
     events_exchange: str = var(
         "ASYA_EVENTS_EXCHANGE", validate_queue_name, default=DEFAULT_EVENTS_EXCHANGE
     )
-    happy_end: str = var(
-        "ASYA_HAPPY_END_QUEUE", validate_queue_name, default=DEFAULT_HAPPY_END_QUEUE
-    )
-    error_end: str = var(
-        "ASYA_ERROR_END_QUEUE", validate_queue_name, default=DEFAULT_ERROR_END_QUEUE
-    )
+    happy_end: str = _as_actors("ASYA_HAPPY_END_QUEUE")
+    error_end: str = _as_actors("ASYA_ERROR_END_QUEUE")
     events_queue: str = var(
         "ASYA_GATEWAY_EVENTS_QUEUE", validate_queue_name, default="asya-gateway-events"
     )
@@ -87,7 +76,7 @@ class GatewaySettings:
     default_timeout: float = var(
         "ASYA_GATEWAY_DEFAULT_TIMEOUT", number(0.0, above=True), default=3600.0
     )
-    log_level: str = var("ASYA_LOG_LEVEL", log_level, default="INFO")
+    log_level: str = _as_actors("ASYA_LOG_LEVEL")
 
     def __post_init__(self) -> None:
         if not self.tokens and self.auth is not AuthMode.DISABLED:

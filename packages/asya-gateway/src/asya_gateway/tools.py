@@ -56,59 +56,88 @@ class Tool:
         return errors
 
 
-def parse_tools(doc: Any, source: str) -> dict[str, Tool]:
-    def fail(where: str, message: str) -> ToolsFileError:
-        return ToolsFileError(f"{source}: {where}: {message}")
+_FIELDS = frozenset({"name", "description", "steps", "input_schema", "timeout"})
 
+
+def _fail(source: str, where: str, message: str) -> ToolsFileError:
+    return ToolsFileError(f"{source}: {where}: {message}")
+
+
+def _name(raw: dict[str, Any], index: int, source: str) -> str:
+    name = raw.get("name")
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise _fail(
+            source,
+            f"tools[{index}].name",
+            "expected 1-128 characters of letters, digits, '_', '.', '-'",
+        )
+    return name
+
+
+def _steps(raw: dict[str, Any], label: str, source: str) -> tuple[str, ...]:
+    steps = raw.get("steps")
+    if not isinstance(steps, list) or not steps:
+        raise _fail(source, f"{label}.steps", "expected a non-empty list of queue names")
+    try:
+        for step in steps:
+            validate_queue_name(step)
+    except RouteError as exc:
+        raise _fail(source, f"{label}.steps", str(exc)) from None
+    return tuple(steps)
+
+
+def _schema(raw: dict[str, Any], label: str, source: str) -> dict[str, Any]:
+    schema = raw.get("input_schema", {"type": "object"})
+    if not isinstance(schema, dict) or schema.get("type", "object") != "object":
+        raise _fail(source, f"{label}.input_schema", "expected a JSON Schema of type object")
+    try:
+        jsonschema.Draft202012Validator.check_schema(schema)
+    except jsonschema.SchemaError as exc:
+        raise _fail(source, f"{label}.input_schema", exc.message) from None
+    return schema
+
+
+def _timeout(raw: dict[str, Any], label: str, source: str) -> float | None:
+    timeout = raw.get("timeout")
+    if timeout is None:
+        return None
+    if not isinstance(timeout, int | float) or isinstance(timeout, bool) or timeout <= 0:
+        raise _fail(source, f"{label}.timeout", "expected a positive number of seconds")
+    return float(timeout)
+
+
+def _tool(raw: Any, index: int, source: str, seen: dict[str, Tool]) -> Tool:
+    if not isinstance(raw, dict):
+        raise _fail(source, f"tools[{index}]", "expected a mapping")
+    name = _name(raw, index, source)
+    label = f"tool {name!r}"
+    if name in seen:
+        raise _fail(source, label, "defined twice")
+    unknown = set(raw) - _FIELDS
+    if unknown:
+        raise _fail(source, label, f"unknown field(s) {sorted(unknown)}")
+    description = raw.get("description", "")
+    if not isinstance(description, str):
+        raise _fail(source, f"{label}.description", "expected a string")
+    steps = _steps(raw, label, source)
+    schema = _schema(raw, label, source)
+    return Tool(
+        name=name,
+        description=description,
+        steps=steps,
+        input_schema={"type": "object", **schema},
+        timeout=_timeout(raw, label, source),
+        _validator=jsonschema.Draft202012Validator(schema),
+    )
+
+
+def parse_tools(doc: Any, source: str) -> dict[str, Tool]:
     if not isinstance(doc, dict) or not isinstance(doc.get("tools"), list) or not doc["tools"]:
-        raise fail("tools", "expected a non-empty list under 'tools'")
+        raise _fail(source, "tools", "expected a non-empty list under 'tools'")
     tools: dict[str, Tool] = {}
     for index, raw in enumerate(doc["tools"]):
-        label = f"tools[{index}]"
-        if not isinstance(raw, dict):
-            raise fail(label, "expected a mapping")
-        name = raw.get("name")
-        if not isinstance(name, str) or not _NAME.fullmatch(name):
-            raise fail(
-                f"{label}.name", "expected 1-128 characters of letters, digits, '_', '.', '-'"
-            )
-        label = f"tool {name!r}"
-        if name in tools:
-            raise fail(label, "defined twice")
-        unknown = set(raw) - {"name", "description", "steps", "input_schema", "timeout"}
-        if unknown:
-            raise fail(label, f"unknown field(s) {sorted(unknown)}")
-        description = raw.get("description", "")
-        if not isinstance(description, str):
-            raise fail(f"{label}.description", "expected a string")
-        steps = raw.get("steps")
-        if not isinstance(steps, list) or not steps:
-            raise fail(f"{label}.steps", "expected a non-empty list of queue names")
-        try:
-            for step in steps:
-                validate_queue_name(step)
-        except RouteError as exc:
-            raise fail(f"{label}.steps", str(exc)) from None
-        schema = raw.get("input_schema", {"type": "object"})
-        if not isinstance(schema, dict) or schema.get("type", "object") != "object":
-            raise fail(f"{label}.input_schema", "expected a JSON Schema of type object")
-        try:
-            jsonschema.Draft202012Validator.check_schema(schema)
-        except jsonschema.SchemaError as exc:
-            raise fail(f"{label}.input_schema", exc.message) from None
-        timeout = raw.get("timeout")
-        if timeout is not None and (
-            not isinstance(timeout, int | float) or isinstance(timeout, bool) or timeout <= 0
-        ):
-            raise fail(f"{label}.timeout", "expected a positive number of seconds")
-        tools[name] = Tool(
-            name=name,
-            description=description,
-            steps=tuple(steps),
-            input_schema={"type": "object", **schema},
-            timeout=float(timeout) if timeout is not None else None,
-            _validator=jsonschema.Draft202012Validator(schema),
-        )
+        tool = _tool(raw, index, source, tools)
+        tools[tool.name] = tool
     return tools
 
 

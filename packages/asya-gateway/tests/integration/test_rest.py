@@ -21,6 +21,20 @@ async def wait_job(client: httpx.AsyncClient, job_id: str, timeout: float = 30) 
             await asyncio.sleep(0.05)
 
 
+async def sse_events(response: httpx.Response) -> list[tuple[int, str, dict[str, Any]]]:
+    """``(id, event, data)`` of every event in an SSE stream, until it ends."""
+    events = []
+    current: dict[str, str] = {}
+    async for line in response.aiter_lines():
+        if line.startswith(("id:", "event:", "data:")):
+            key, _, value = line.partition(":")
+            current[key] = value.strip()
+        elif line == "" and current:
+            events.append((int(current["id"]), current["event"], json.loads(current["data"])))
+            current = {}
+    return events
+
+
 async def test_seed_job_through_rest(gateway: Any, actors: None) -> None:
     async with httpx.AsyncClient(base_url=gateway.url, headers=AUTH) as client:
         created = await client.post(
@@ -47,19 +61,9 @@ async def test_sse_streams_progress_and_resumes(gateway: Any, actors: None) -> N
                 "/jobs", json={"tool": "classify_text", "arguments": {"text": "Hello world"}}
             )
         ).json()
-        events: list[tuple[int, str, dict[str, Any]]] = []
         async with client.stream("GET", f"/jobs/{job['id']}/events") as response:
             assert response.headers["content-type"].startswith("text/event-stream")
-            current: dict[str, str] = {}
-            async for line in response.aiter_lines():
-                if line.startswith(("id:", "event:", "data:")):
-                    key, _, value = line.partition(":")
-                    current[key] = value.strip()
-                elif line == "" and current:
-                    events.append(
-                        (int(current["id"]), current["event"], json.loads(current["data"]))
-                    )
-                    current = {}
+            events = await sse_events(response)
         statuses = [e[2]["status"] for e in events if e[1] == "status"]
         assert statuses[0] == "pending"
         assert statuses[-1] == "succeeded"
