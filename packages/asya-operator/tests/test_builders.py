@@ -368,3 +368,35 @@ def test_invalid_spec_raises(bad: dict[str, Any]) -> None:
 
     with pytest.raises(msgspec.ValidationError):
         actor(**bad)
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {},
+        {"workload": {**BASE["spec"]["workload"], "kind": "Job"}},
+        {
+            "runtime": {"timeout": 0.25, "concurrency": 10000, "shutdownGrace": 0},
+            "retry": {"maxAttempts": 1000, "baseDelay": 0, "maxDelay": 86400, "codes": ["a_1"]},
+        },
+    ],
+)
+def test_the_built_env_is_what_the_sidecar_and_runtime_read(spec: dict[str, Any]) -> None:
+    """The env goes through the containers' own settings schema and reads back as the spec."""
+    from asya_protocol.actor_settings import RuntimeSettings, SidecarSettings
+    from asya_protocol.settings import load
+
+    a = actor(**spec)
+    pod = workload(a)["spec"]["template"]["spec"]
+    containers = pod.get("initContainers", []) + pod["containers"]
+    by_name = {c["name"]: c for c in containers}
+    senv = {e["name"]: e["value"] for e in by_name["asya-sidecar"]["env"] if "value" in e}
+    sidecar = load(SidecarSettings, senv, rabbitmq_url="amqp://from-the-secret/")
+    assert (sidecar.actor, sidecar.concurrency) == (a.queue, a.spec.runtime.concurrency)
+    assert sidecar.runtime_timeout == a.spec.runtime.timeout
+    assert sidecar.retry.max_attempts == a.spec.retry.max_attempts
+    assert sidecar.retry.codes == frozenset(a.spec.retry.codes)
+    runtime_env = {e["name"]: e["value"] for e in by_name["asya-runtime"]["env"]}
+    runtime = load(RuntimeSettings, runtime_env)
+    assert (runtime.handler, runtime.mode) == (a.spec.handler, a.spec.handler_mode)
+    assert runtime.socket_path == sidecar.socket_path
