@@ -19,6 +19,9 @@ log = logging.getLogger("asya_operator")
 
 
 async def _run(settings: OperatorSettings) -> int:
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     from kubernetes_asyncio import client, config  # noqa: PLC0415
 
     from .controller import Controller  # noqa: PLC0415
@@ -86,6 +89,13 @@ async def _run(settings: OperatorSettings) -> int:
                 await elector.release()
 
 
+def _print_crd() -> int:
+    from .crd import crd_yaml  # noqa: PLC0415
+
+    sys.stdout.write(crd_yaml())
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     with _signals.honoured():
         return _main(argv)
@@ -98,18 +108,12 @@ def _main(argv: list[str] | None) -> int:
     sub.add_parser("crd", help="print the Asya CustomResourceDefinition as YAML")
     args = parser.parse_args(argv)
     if args.command == "crd":
-        from .crd import crd_yaml  # noqa: PLC0415
-
-        sys.stdout.write(crd_yaml())
-        return 0
+        return _print_crd()
     try:
         settings = OperatorSettings.from_env()
     except SettingsError as exc:
         sys.stderr.write(f"asya-operator: cannot start: {exc}\n")
         return 2
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
     return asyncio.run(_run(settings))
 
 

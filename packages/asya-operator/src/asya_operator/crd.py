@@ -34,6 +34,8 @@ from .model import (
 __all__ = ["crd", "crd_yaml", "openapi_schema"]
 
 _DROP = {"title", "$schema"}
+# JSON Schema's exclusive bound -> OpenAPI v3.0's bound, flagged exclusive.
+_EXCLUSIVE = {"exclusiveMinimum": "minimum", "exclusiveMaximum": "maximum"}
 
 
 def _inline(schema: Any, defs: dict[str, Any]) -> Any:
@@ -51,6 +53,11 @@ def _inline(schema: Any, defs: dict[str, Any]) -> Any:
         rest = {k: v for k, v in schema.items() if k not in ("anyOf", "default")}
         if len(options) == 1:
             return _inline({**options[0], **rest}, defs)
+    return _structural(schema, defs)
+
+
+def _structural(schema: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
+    """One schema object's keys in Kubernetes' dialect (OpenAPI v3.0 bounds, no titles)."""
     out: dict[str, Any] = {}
     for key, value in schema.items():
         if key in _DROP:
@@ -59,19 +66,16 @@ def _inline(schema: Any, defs: dict[str, Any]) -> Any:
             out[key] = {k: _inline(v, defs) for k, v in value.items()}
         elif key in ("items", "additionalProperties"):
             out[key] = _inline(value, defs) if isinstance(value, dict) else value
-        elif key == "exclusiveMinimum":
-            out["minimum"], out["exclusiveMinimum"] = value, True
-        elif key == "exclusiveMaximum":
-            out["maximum"], out["exclusiveMaximum"] = value, True
+        elif key in _EXCLUSIVE:
+            out[_EXCLUSIVE[key]], out[key] = value, True
         else:
             out[key] = value
     if "enum" in out and "type" not in out:
         out["type"] = "string"
-    if out.get("type") == "object" and "properties" not in out:
+    if out.get("type") == "object":
         out.pop("additionalProperties", None)
-        out["x-kubernetes-preserve-unknown-fields"] = True
-    if out.get("type") == "object" and "properties" in out:
-        out.pop("additionalProperties", None)
+        if "properties" not in out:
+            out["x-kubernetes-preserve-unknown-fields"] = True
     return out
 
 

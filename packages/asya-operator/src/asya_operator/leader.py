@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import logging
+from dataclasses import KW_ONLY, dataclass
 from typing import Any
 
 from .kubeclient import Conflict, KubeClient, KubeError, NotFound
@@ -28,21 +29,15 @@ def _parse(raw: str) -> datetime.datetime:
     return datetime.datetime.strptime(raw.replace("Z", "+0000"), "%Y-%m-%dT%H:%M:%S.%f%z")
 
 
+@dataclass
 class LeaderElector:
-    def __init__(
-        self,
-        kube: KubeClient,
-        namespace: str,
-        identity: str,
-        *,
-        name: str = "asya-operator",
-        duration: int = 15,
-    ) -> None:
-        self.kube = kube
-        self.namespace = namespace
-        self.identity = identity
-        self.name = name
-        self.duration = duration
+    kube: KubeClient
+    namespace: str
+    identity: str
+    _: KW_ONLY
+    name: str = "asya-operator"
+    duration: int = 15
+    """Seconds the lease holds without a renewal; renewed every third of it."""
 
     def _lease(self, *, transitions: int, acquired: str, rv: str | None) -> dict[str, Any]:
         now = _micro(datetime.datetime.now(datetime.UTC))

@@ -8,17 +8,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from asya_protocol import SettingsError
-from asya_protocol.settings import (
-    amqp_url,
-    boolean,
-    integer,
-    listed,
-    load,
-    log_level,
-    number,
-    text,
-    var,
-)
+from asya_protocol import settings as parsers
+from asya_protocol.settings import load, var
 
 __all__ = ["OperatorSettings", "SettingsError"]
 
@@ -31,18 +22,22 @@ def _given(raw: str) -> bool:
 @dataclass(frozen=True, kw_only=True)
 class OperatorSettings:
     rabbitmq_url: str = var(
-        "ASYA_RABBITMQ_URL", amqp_url, required="expected amqp://user:password@host:port/vhost"
+        "ASYA_RABBITMQ_URL",
+        parsers.amqp_url,
+        required="expected amqp://user:password@host:port/vhost",
     )
-    namespace: str = var("ASYA_OPERATOR_NAMESPACE", text, default="default")
+    namespace: str = var("ASYA_OPERATOR_NAMESPACE", parsers.text, default="default")
     """Where the leader-election Lease lives."""
-    identity: str = var("ASYA_OPERATOR_POD_NAME", text, default="")
+    identity: str = var("ASYA_OPERATOR_POD_NAME", parsers.text, default="")
     """This replica's identity in the Lease; :meth:`from_env` makes a blank one the host name."""
-    watch_namespaces: tuple[str, ...] = var("ASYA_WATCH_NAMESPACES", listed(into=tuple), default=())
-    resync: float = var("ASYA_RESYNC_SECONDS", number(0.0, above=True), default=300.0)
-    leader_election: bool = var("ASYA_LEADER_ELECTION", boolean, default=True)
-    lease_duration: int = var("ASYA_LEASE_SECONDS", integer(1), default=15)
-    workers: int = var("ASYA_OPERATOR_WORKERS", integer(1, 64), default=4)
-    log_level: str = var("ASYA_LOG_LEVEL", log_level, default="INFO")
+    watch_namespaces: tuple[str, ...] = var(
+        "ASYA_WATCH_NAMESPACES", parsers.listed(into=tuple), default=()
+    )
+    resync: float = var("ASYA_RESYNC_SECONDS", parsers.number(0.0, above=True), default=300.0)
+    leader_election: bool = var("ASYA_LEADER_ELECTION", parsers.boolean, default=True)
+    lease_duration: int = var("ASYA_LEASE_SECONDS", parsers.integer(1), default=15)
+    workers: int = var("ASYA_OPERATOR_WORKERS", parsers.integer(1, 64), default=4)
+    log_level: str = var("ASYA_LOG_LEVEL", parsers.log_level, default="INFO")
     in_cluster: bool = var("KUBERNETES_SERVICE_HOST", _given, default=False)
     """Set by the kubelet in every pod: use the in-cluster config instead of a kubeconfig."""
 
