@@ -12,16 +12,14 @@ import logging
 import sys
 
 from asya_protocol import signals as _signals
+from asya_protocol.console import start
 
-from .settings import OperatorSettings, SettingsError
+from .settings import OperatorSettings
 
 log = logging.getLogger("asya_operator")
 
 
 async def _run(settings: OperatorSettings) -> int:
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
     from kubernetes_asyncio import client, config  # noqa: PLC0415
 
     from .controller import Controller  # noqa: PLC0415
@@ -109,11 +107,7 @@ def _main(argv: list[str] | None) -> int:
     args = parser.parse_args(argv)
     if args.command == "crd":
         return _print_crd()
-    try:
-        settings = OperatorSettings.from_env()
-    except SettingsError as exc:
-        sys.stderr.write(f"asya-operator: cannot start: {exc}\n")
-        return 2
+    settings = start("asya-operator", OperatorSettings)
     return asyncio.run(_run(settings))
 
 
