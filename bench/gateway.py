@@ -130,6 +130,52 @@ async def raw_latency(url: str, tag: str, samples: int) -> list[float]:
         await delete(url, exchange, queues)
 
 
+async def wait_healthy(client: httpx.AsyncClient) -> None:
+    async with asyncio.timeout(60):
+        while True:
+            try:
+                if (await client.get("/healthz")).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            await asyncio.sleep(0.2)
+
+
+async def measure(client: httpx.AsyncClient, args: argparse.Namespace) -> tuple[list[float], float]:
+    """Seed-pipeline latency through the gateway, then the rate of accepted tool calls."""
+    await wait_healthy(client)
+    body = {"tool": "classify_text", "arguments": {"text": "Hello world"}}
+
+    async def latency_one() -> float:
+        t0 = time.perf_counter()
+        job = (await client.post("/jobs", json=body)).json()
+        async with client.stream("GET", f"/jobs/{job['id']}/events") as response:
+            async for line in response.aiter_lines():
+                if line.startswith("data:") and '"succeeded"' in line:
+                    return time.perf_counter() - t0
+        raise RuntimeError(f"job {job['id']} did not succeed")
+
+    for _ in range(10):
+        await latency_one()  # warm up every process
+    gateway_samples = [await latency_one() for _ in range(args.samples)]
+
+    sem = asyncio.Semaphore(args.concurrency)
+
+    accept = {"tool": "accept_only", "arguments": {"text": "Hello world"}}
+
+    async def call() -> None:
+        async with sem:
+            response = await client.post("/jobs", json=accept)
+            response.raise_for_status()
+
+    t0 = time.perf_counter()
+    async with asyncio.TaskGroup() as tg:
+        for _ in range(args.calls):
+            tg.create_task(call())
+    rate = args.calls / (time.perf_counter() - t0)
+    return gateway_samples, rate
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -215,43 +261,7 @@ async def main() -> None:
             async with httpx.AsyncClient(
                 base_url=f"http://127.0.0.1:{port}", headers=headers, timeout=60
             ) as client:
-                async with asyncio.timeout(60):
-                    while True:
-                        try:
-                            if (await client.get("/healthz")).status_code == 200:
-                                break
-                        except httpx.TransportError:
-                            pass
-                        await asyncio.sleep(0.2)
-                body = {"tool": "classify_text", "arguments": {"text": "Hello world"}}
-
-                async def latency_one() -> float:
-                    t0 = time.perf_counter()
-                    job = (await client.post("/jobs", json=body)).json()
-                    async with client.stream("GET", f"/jobs/{job['id']}/events") as response:
-                        async for line in response.aiter_lines():
-                            if line.startswith("data:") and '"succeeded"' in line:
-                                return time.perf_counter() - t0
-                    raise RuntimeError(f"job {job['id']} did not succeed")
-
-                for _ in range(10):
-                    await latency_one()  # warm up every process
-                gateway_samples = [await latency_one() for _ in range(args.samples)]
-
-                sem = asyncio.Semaphore(args.concurrency)
-
-                accept = {"tool": "accept_only", "arguments": {"text": "Hello world"}}
-
-                async def call() -> None:
-                    async with sem:
-                        response = await client.post("/jobs", json=accept)
-                        response.raise_for_status()
-
-                t0 = time.perf_counter()
-                async with asyncio.TaskGroup() as tg:
-                    for _ in range(args.calls):
-                        tg.create_task(call())
-                rate = args.calls / (time.perf_counter() - t0)
+                gateway_samples, rate = await measure(client, args)
         await delete(amqp, exchange, [*q.values(), happy, error, events_queue, parked])
     raw_samples = await raw_latency(amqp, tag, args.samples)
 
