@@ -160,6 +160,15 @@ def _instance(kind: str, user: str) -> Iterator[Path]:
 
 
 @contextmanager
+def _running(instance: ServiceInstance) -> Iterator[None]:
+    try:
+        instance.start()
+        yield
+    finally:
+        instance.kill()
+
+
+@contextmanager
 def rabbitmq_instance() -> Iterator[ServiceInstance]:
     """A RabbitMQ node of its own (own name, ports, data), user ``guest`` from loopback."""
     server = _tool("/usr/sbin/rabbitmq-server", "RabbitMQ's rabbitmq-server")
@@ -199,11 +208,8 @@ def rabbitmq_instance() -> Iterator[ServiceInstance]:
             _user="rabbitmq",
             _log=directory / "server.log",
         )
-        try:
-            broker.start()
+        with _running(broker):
             yield broker
-        finally:
-            broker.kill()
 
 
 @contextmanager
@@ -235,8 +241,5 @@ def postgres_instance() -> Iterator[ServiceInstance]:
             _user="postgres",
             _log=directory / "server.log",
         )
-        try:
-            database.start()
+        with _running(database):
             yield database
-        finally:
-            database.kill()

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from .environment import ASSETS_ENV, current
-from .processes import free_port
+from .processes import free_port, stop_process
 
 __all__ = ["ControlPlane", "assets_dir", "control_plane", "free_port", "helm_template"]
 
@@ -207,16 +207,6 @@ def _start(argv: Sequence[str], log: Path) -> subprocess.Popen[bytes]:
         )
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=15)
-
-
 def _ready(host: str, pki: dict[str, Path]) -> bool:
     context = ssl.create_default_context(cafile=str(pki["ca"]))
     context.load_cert_chain(str(pki["client_cert"]), str(pki["client_key"]))
@@ -248,7 +238,7 @@ def control_plane(assets: Path, *, ready_timeout: float = 90.0) -> Iterator[Cont
             ],
             workdir / "etcd.log",
         )
-        stack.callback(_stop, etcd)
+        stack.callback(stop_process, etcd)
         host = f"https://127.0.0.1:{api_port}"
         apiserver = _start(
             [
@@ -271,7 +261,7 @@ def control_plane(assets: Path, *, ready_timeout: float = 90.0) -> Iterator[Cont
             ],
             workdir / "apiserver.log",
         )
-        stack.callback(_stop, apiserver)
+        stack.callback(stop_process, apiserver)
         deadline = time.monotonic() + ready_timeout
         while not _ready(host, pki):
             for name, proc in (("etcd", etcd), ("kube-apiserver", apiserver)):

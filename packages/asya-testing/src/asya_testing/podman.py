@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from .processes import stop_process
 from .services import unavailable
 
 __all__ = ["PodmanError", "podman", "podman_service", "require_images"]
@@ -87,10 +88,5 @@ def podman_service(directory: Path, timeout: float = 30.0) -> Iterator[str]:
             time.sleep(0.05)
         yield f"unix://{sock}"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=15)
+        stop_process(proc)
         log.close()

@@ -88,13 +88,18 @@ class ManagedProcess:
         return self.process.wait(timeout=timeout)
 
     def stop(self, timeout: float = 10.0) -> int:
-        if self.alive():
-            self.process.terminate()
-            try:
-                return self.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-        return self.process.wait(timeout=timeout)
+        return stop_process(self.process, timeout)
+
+
+def stop_process(proc: subprocess.Popen[bytes], timeout: float = 15.0) -> int:
+    """SIGTERM, then SIGKILL if it is still running after ``timeout``; the exit status."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            return proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    return proc.wait(timeout=timeout)
 
 
 START_MOMENTS = (0.0, 0.02, 0.1, 0.3)
