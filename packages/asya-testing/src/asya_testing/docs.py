@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import sys
+import types
 from pathlib import Path
 
 __all__ = ["python_blocks", "run_python_blocks"]
@@ -21,8 +23,14 @@ def run_python_blocks(path: Path) -> int:
     A block that raises fails the caller's test with the file and block number in the error.
     """
     blocks = python_blocks(path)
-    namespace: dict[str, object] = {"__name__": f"docs:{path.name}"}
-    for number, source in enumerate(blocks, start=1):
-        code = compile(source, f"{path}:block{number}", "exec")
-        exec(code, namespace)  # noqa: S102 - running our own documentation is the point
+    # A module of its own in sys.modules while the blocks run: dataclasses and typing look a
+    # class's module up there (an example may declare a dataclass).
+    module = types.ModuleType("asya_docs_" + re.sub(r"\W", "_", path.stem))
+    sys.modules[module.__name__] = module
+    try:
+        for number, source in enumerate(blocks, start=1):
+            code = compile(source, f"{path}:block{number}", "exec")
+            exec(code, module.__dict__)  # noqa: S102 - running our own documentation is the point
+    finally:
+        del sys.modules[module.__name__]
     return len(blocks)
