@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+import time
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 from asya_runtime import AsyaError, progress
@@ -145,3 +147,50 @@ def nested_result(payload: dict[str, Any]) -> Any:
     for _ in range(int(payload["depth"])):
         value = [value]
     return value
+
+
+async def sleeps_forever(payload: dict[str, Any]) -> None:
+    """Never returns by itself; when cancelled, its ``finally`` leaves a mark named by
+    ``payload["value"]`` in ``TEST_MARK_DIR`` (and ``started-<value>`` when it starts)."""
+    marks = Path(os.environ["TEST_MARK_DIR"])
+    (marks / f"started-{payload['value']}").write_text("started")
+    try:
+        await asyncio.Event().wait()
+    finally:
+        (marks / str(payload["value"])).write_text("cancelled")
+
+
+async def forever_or_fast(payload: dict[str, Any]) -> Any:
+    """``{"fast": x}`` answers x at once; anything else is :func:`sleeps_forever`."""
+    if "fast" in payload:
+        return payload["fast"]
+    return await sleeps_forever(payload)
+
+
+release_stuck = threading.Event()
+"""Set by a test to let :func:`stuck_thread` return (in-process servers only)."""
+stuck_started = threading.Event()
+
+
+def stuck_thread(payload: dict[str, Any]) -> Any:
+    """A ``def`` handler that blocks: until :data:`release_stuck` is set (in-process tests),
+    or in ``time.sleep`` for ``payload["sleep"]`` seconds (a process that must exit)."""
+    if "fast" in payload:
+        return payload["fast"]
+    stuck_started.set()
+    if "sleep" in payload:
+        time.sleep(float(payload["sleep"]))
+    else:
+        release_stuck.wait(60)
+    return "released"
+
+
+async def ignores_cancel(payload: dict[str, Any]) -> str:
+    """An async handler that swallows its cancellation and runs on for ``payload["more"]`` s;
+    it leaves ``started`` in ``TEST_MARK_DIR``."""
+    (Path(os.environ["TEST_MARK_DIR"]) / "started").write_text("started")
+    try:
+        await asyncio.Event().wait()
+    except asyncio.CancelledError:
+        await asyncio.sleep(float(payload["more"]))
+    return "ignored"

@@ -8,12 +8,21 @@ import json
 import os
 import signal
 import socket
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from asya_protocol import BlockingRuntimeClient, OkReply, read_frame_blocking, write_frame_blocking
+from asya_protocol import (
+    BlockingRuntimeClient,
+    ControlRequest,
+    ErrorReply,
+    OkReply,
+    encode_control,
+    read_frame_blocking,
+    write_frame_blocking,
+)
 from asya_testing.processes import ping, short_socket_path, wait_until
 
 StartRuntime = Any  # conftest.start_runtime
@@ -105,3 +114,38 @@ def test_stale_socket_is_replaced_and_live_one_is_refused(start_runtime: StartRu
             assert second.wait(timeout=30) == 2
             assert "another process is serving on" in second.log()
         assert ping(live_path)
+
+
+def _readiness(path: str) -> str:
+    with BlockingRuntimeClient(path, timeout=5) as client:
+        client.send(encode_control(ControlRequest(op="ping")))
+        reply = client.reply()
+    return reply.error if isinstance(reply, ErrorReply) else "ready"
+
+
+def test_a_stuck_sync_handler_ends_the_process_with_status_70(
+    start_runtime: StartRuntime,
+) -> None:
+    """A ``def`` handler in ``time.sleep``: not ready past ASYA_RUNTIME_TIMEOUT, and past
+    ASYA_HANDLER_STUCK_EXIT the process exits 70 (the kubelet restarts it); no reply is sent,
+    so the sidecar gives the message back."""
+    env = {"ASYA_RUNTIME_TIMEOUT": "0.3", "ASYA_HANDLER_STUCK_EXIT": "0.5"}
+    with (
+        start_runtime("stuck_thread", env=env) as (proc, path),
+        BlockingRuntimeClient(path, timeout=20) as client,
+    ):
+        assert _readiness(path) == "ready"
+        client.send(json.dumps({"sleep": 3600}).encode())
+        started = time.monotonic()
+        wait_until(lambda: _readiness(path) == "not_ready", timeout=5, what="not ready")
+        not_ready_after = time.monotonic() - started
+        assert proc.wait(timeout=10) == 70
+        exited_after = time.monotonic() - started
+        assert read_frame_blocking(client.sock) is None
+    assert 0.25 < not_ready_after < 0.8, not_ready_after
+    assert 0.75 < exited_after < 3.0, exited_after
+    log = proc.log()
+    assert "handler stuck: connection " in log
+    assert "a sync handler has held its slot" in log
+    assert "Traceback" not in log
+    assert "exiting so that it is restarted" in log

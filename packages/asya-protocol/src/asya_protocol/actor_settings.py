@@ -142,6 +142,11 @@ class RuntimeSettings:
     socket_path: str = var("ASYA_SOCKET_PATH", _socket_path, default=DEFAULT_SOCKET_PATH)
     mode: HandlerMode = var("ASYA_HANDLER_MODE", choice(HandlerMode), default=HandlerMode.PAYLOAD)
     concurrency: int = var("ASYA_RUNTIME_CONCURRENCY", integer(1), default=4)
+    runtime_timeout: float = var("ASYA_RUNTIME_TIMEOUT", number(0.001), default=300.0)
+    """The sidecar's per-request timeout, read by the runtime too (one value for both
+    containers): an async handler running longer is cancelled, a sync one makes it not ready."""
+    stuck_exit: float = var("ASYA_HANDLER_STUCK_EXIT", number(0.0), default=30.0)
+    """Seconds a handler may stay stuck past the timeout before the runtime exits (status 70)."""
     max_frame_size: int = var("ASYA_MAX_FRAME_SIZE", integer(1024), default=DEFAULT_MAX_FRAME_SIZE)
     shutdown_grace: float = var("ASYA_SHUTDOWN_GRACE", number(0.0), default=30.0)
     traceback_limit: int = var("ASYA_TRACEBACK_LIMIT", integer(0), default=4000)

@@ -64,6 +64,7 @@ class ErrorCode(StrEnum):
     RUNTIME_UNAVAILABLE = "runtime_unavailable"
     REDELIVERY_LIMIT = "redelivery_limit"
     UNROUTABLE = "unroutable"
+    NOT_READY = "not_ready"
 
 
 ERROR_CODE_DESCRIPTIONS: dict[ErrorCode, str] = {
@@ -83,6 +84,9 @@ ERROR_CODE_DESCRIPTIONS: dict[ErrorCode, str] = {
     "(it crashes its actor): it is parked in error-end instead of looping.",
     ErrorCode.UNROUTABLE: "The next step's queue does not exist, so the broker could not "
     "route the result.",
+    ErrorCode.NOT_READY: "The runtime is not ready (a handler holds its slot past the "
+    "runtime timeout): it answers ping and new requests with this code until it is ready again "
+    "or exits; the sidecar gives such a message back instead of failing it.",
 }
 
 ERROR_CODE_PATTERN = r"[a-z][a-z0-9_]{0,63}"

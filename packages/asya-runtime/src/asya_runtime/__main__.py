@@ -11,10 +11,13 @@ from asya_protocol import signals as _signals
 
 from .errors import RuntimeStartError, SettingsError
 from .loader import load_handler
-from .server import RuntimeServer
+from .server import RuntimeServer, Stopped
 from .settings import RuntimeSettings
 
 log = logging.getLogger("asya_runtime")
+
+EXIT_STUCK = 70
+"""Exit status when a handler stayed stuck past ASYA_HANDLER_STUCK_EXIT (EX_SOFTWARE)."""
 
 USAGE = """usage: asya-runtime [-h]
 
@@ -24,7 +27,7 @@ package README (asya-runtime). A bad or missing setting stops it at start, namin
 """
 
 
-async def _run(settings: RuntimeSettings) -> bool:
+async def _run(settings: RuntimeSettings) -> Stopped:
     # The handler is imported inside the loop so that a module creating asyncio objects at
     # import time gets this loop.
     # A stop signal while it imports (a model load can take minutes) ends start-up at once.
@@ -58,15 +61,15 @@ def _main(argv: list[str] | None) -> int:
         stream=sys.stderr,
     )
     try:
-        abandoned = asyncio.run(_run(settings))
+        stopped = asyncio.run(_run(settings))
     except RuntimeStartError as exc:
         sys.stderr.write(f"asya-runtime: cannot start: {exc}\n")
         return 2
-    if abandoned:
+    if stopped is not Stopped.CLEAN:
         # Handler threads cannot be interrupted; the interpreter would wait for them at exit.
         # Their requests got no reply, so the sidecar redelivers them: leave now.
         logging.shutdown()
-        os._exit(0)
+        os._exit(EXIT_STUCK if stopped is Stopped.STUCK else 0)
     return 0
 
 

@@ -7,11 +7,11 @@ import contextlib
 import contextvars
 import logging
 import os
-import socket
-import stat
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
 
 from asya_protocol import (
     MAX_ENVELOPE_DEPTH,
@@ -30,50 +30,43 @@ from asya_protocol import (
     encode_error,
     encode_frame,
     encode_ok,
-    encode_progress,
     is_control_frame,
     read_frame,
 )
 
 from .__about__ import __version__
+from ._progress import ProgressReporter
 from .api import _reporter
-from .errors import RuntimeStartError
 from .invoke import call_handler, error_reply_for, ok_reply_for
-from .loader import Handler
+from .loader import Handler, HandlerKind
 from .settings import RuntimeSettings
+from .slots import NotReadyError, Readiness, Request, Slots
+from .socket_file import SOCKET_MODE, prepare_socket_path
+from .watch import Abandoned, HandlerTimeout, run_watched
 
-__all__ = ["RuntimeServer", "prepare_socket_path"]
+__all__ = ["RuntimeServer", "Stopped", "prepare_socket_path"]
 
 log = logging.getLogger("asya_runtime")
 
 SUPPORTED_FEATURES = frozenset({Feature.PROGRESS, Feature.ENVELOPE})
-SOCKET_MODE = 0o660
+ASYNC_KINDS = frozenset({HandlerKind.ASYNC, HandlerKind.ASYNC_GENERATOR})
 
 
-def prepare_socket_path(path: str) -> None:
-    """Create the directory if missing; remove a stale socket; refuse to steal a live one."""
-    directory = os.path.dirname(path)
-    try:
-        os.makedirs(directory, mode=0o750, exist_ok=True)
-    except OSError as exc:
-        raise RuntimeStartError(f"ASYA_SOCKET_PATH: cannot create {directory}: {exc}") from exc
-    try:
-        mode = os.lstat(path).st_mode
-    except FileNotFoundError:
-        return
-    if not stat.S_ISSOCK(mode):
-        raise RuntimeStartError(f"ASYA_SOCKET_PATH: {path} exists and is not a socket")
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    probe.settimeout(1.0)
-    try:
-        probe.connect(path)
-    except OSError:
-        os.unlink(path)  # nobody listens: a stale file from a previous run
-        log.info("removed stale socket file %s", path)
-        return
-    finally:
-        probe.close()
-    raise RuntimeStartError(f"ASYA_SOCKET_PATH: another process is serving on {path}")
+class Stopped(StrEnum):
+    """How :meth:`RuntimeServer.serve` ended."""
+
+    CLEAN = "clean"
+    """Stopped, every request finished (or none was running)."""
+    ABANDONED = "abandoned"
+    """Stopped, but handler threads still ran after the grace period."""
+    STUCK = "stuck"
+    """A handler stayed stuck past ASYA_HANDLER_STUCK_EXIT: the process must exit non-zero."""
+
+
+def not_ready_reply(readiness: Readiness) -> bytes:
+    return encode_error(
+        ErrorCode.NOT_READY, readiness.message, retryable=True, details=readiness.details()
+    )
 
 
 @dataclass
@@ -83,6 +76,7 @@ class _Connection:
     busy: bool = False
     progress: bool = False
     envelope: bool = False
+    closing: bool = False  # close after this reply: the peer broke the protocol
 
 
 class RuntimeServer:
@@ -91,7 +85,9 @@ class RuntimeServer:
     def __init__(self, settings: RuntimeSettings, handler: Handler) -> None:
         self.settings = settings
         self.handler = handler
-        self._slots = asyncio.Semaphore(settings.concurrency)
+        self.slots = Slots(
+            settings.concurrency, timeout=settings.runtime_timeout, stuck_exit=settings.stuck_exit
+        )
         self._executor = ThreadPoolExecutor(
             max_workers=settings.concurrency, thread_name_prefix="asya-handler"
         )
@@ -99,11 +95,12 @@ class RuntimeServer:
         self._counter = 0
         self._stopping = False
 
-    async def serve(self, stop: asyncio.Event, ready: asyncio.Event | None = None) -> bool:
-        """Serve until ``stop`` is set, then shut down gracefully.
+    async def serve(self, stop: asyncio.Event, ready: asyncio.Event | None = None) -> Stopped:
+        """Serve until ``stop`` is set, then shut down gracefully; or until a handler stays
+        stuck past ASYA_HANDLER_STUCK_EXIT, then stop at once.
 
-        Returns True when the grace period ran out with handler threads still running: the
-        caller must then end the process without waiting for them.
+        Anything but :attr:`Stopped.CLEAN` means handler threads may still run: the caller
+        must then end the process without waiting for them (non-zero for ``STUCK``).
         """
         path = self.settings.socket_path
         prepare_socket_path(path)
@@ -123,14 +120,22 @@ class RuntimeServer:
         )
         if ready is not None:
             ready.set()
+        stuck = False
         try:
-            await stop.wait()
+            stuck = await _first_of(stop, self.slots.exit_requested) is self.slots.exit_requested
         finally:
-            abandoned = await self._shutdown(server)
-        return abandoned
+            if stuck:
+                log.critical(
+                    "handler stuck: %s; exiting so that it is restarted", self.slots.exit_reason
+                )
+            abandoned = await self._shutdown(server, grace=0.0 if stuck else None)
+        if stuck:
+            return Stopped.STUCK
+        return Stopped.ABANDONED if abandoned else Stopped.CLEAN
 
-    async def _shutdown(self, server: asyncio.Server) -> bool:
+    async def _shutdown(self, server: asyncio.Server, grace: float | None = None) -> bool:
         self._stopping = True
+        grace = self.settings.shutdown_grace if grace is None else grace
         server.close()  # stop accepting; existing connections stay
         for conn in self._connections.values():
             if not conn.busy:
@@ -140,12 +145,10 @@ class RuntimeServer:
         if tasks:
             busy = sum(c.busy for c in self._connections.values())
             log.info("shutting down: waiting for %d request(s) in flight", busy)
-            _, pending = await asyncio.wait(tasks, timeout=self.settings.shutdown_grace)
+            _, pending = await asyncio.wait(tasks, timeout=grace)
             if pending:
                 log.warning(
-                    "grace period of %.1fs over: dropping %d connection(s)",
-                    self.settings.shutdown_grace,
-                    len(pending),
+                    "grace period of %.1fs over: dropping %d connection(s)", grace, len(pending)
                 )
                 abandoned = True
                 for task in pending:
@@ -169,6 +172,11 @@ class RuntimeServer:
         self._connections[task] = conn
         try:
             await self._serve_connection(conn, reader, writer)
+        except asyncio.CancelledError:
+            if not self._stopping:
+                raise
+            # Dropped by _shutdown, which owns these tasks and waits for them: end quietly
+            # (asyncio logs a connection task that ends cancelled as an error).
         finally:
             del self._connections[task]
             writer.close()
@@ -178,47 +186,58 @@ class RuntimeServer:
     async def _serve_connection(
         self, conn: _Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
-        max_size = self.settings.max_frame_size
         while not self._stopping:
-            try:
-                body = await read_frame(reader, max_size=max_size)
-            except FrameTooLargeError as exc:
-                log.warning("connection %d: %s; closing it", conn.number, exc)
-                await self._send(conn, encode_error(ErrorCode.FRAME_TOO_LARGE, str(exc)))
-                return
-            except FrameError as exc:
-                log.warning("connection %d: %s", conn.number, exc)
-                return
-            except ConnectionError:
-                return
+            body = await self._next_frame(conn, reader)
             if body is None:
                 return
             conn.busy = True
             try:
-                started = time.perf_counter()
-                control = is_control_frame(body)
-                if control:
-                    reply = self._control(conn, body)
-                else:
-                    reply = await self._exchange(conn, body)
-                try:
-                    frame = encode_frame(reply, max_size=max_size)
-                except FrameTooLargeError as exc:
-                    log.warning("connection %d: result %s", conn.number, exc)
-                    frame = encode_frame(encode_error(ErrorCode.FRAME_TOO_LARGE, f"result {exc}"))
-                if not await self._send_frame(conn, frame):
+                if not await self._answer(conn, reader, body):
                     return
-                if log.isEnabledFor(logging.DEBUG):
-                    log.debug(
-                        "connection %d: %s, %d bytes in, %d bytes out, %.2f ms",
-                        conn.number,
-                        "control" if control else "request",
-                        len(body),
-                        len(reply),
-                        (time.perf_counter() - started) * 1000,
-                    )
             finally:
                 conn.busy = False
+
+    async def _next_frame(self, conn: _Connection, reader: asyncio.StreamReader) -> bytes | None:
+        """The next request or control frame; None when the connection is to end."""
+        try:
+            return await read_frame(reader, max_size=self.settings.max_frame_size)
+        except FrameTooLargeError as exc:
+            log.warning("connection %d: %s; closing it", conn.number, exc)
+            await self._send(conn, encode_error(ErrorCode.FRAME_TOO_LARGE, str(exc)))
+        except FrameError as exc:
+            log.warning("connection %d: %s", conn.number, exc)
+        except ConnectionError:
+            pass
+        return None
+
+    async def _answer(self, conn: _Connection, reader: asyncio.StreamReader, body: bytes) -> bool:
+        """Answer one frame; False when the connection is to end."""
+        started = time.perf_counter()
+        control = is_control_frame(body)
+        if control:
+            reply = self._control(conn, body)
+        else:
+            answer = await self._exchange(conn, reader, body)
+            if answer is None:
+                return False  # abandoned: the sidecar closed the connection
+            reply = answer
+        try:
+            frame = encode_frame(reply, max_size=self.settings.max_frame_size)
+        except FrameTooLargeError as exc:
+            log.warning("connection %d: result %s", conn.number, exc)
+            frame = encode_frame(encode_error(ErrorCode.FRAME_TOO_LARGE, f"result {exc}"))
+        if not await self._send_frame(conn, frame) or conn.closing:
+            return False
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "connection %d: %s, %d bytes in, %d bytes out, %.2f ms",
+                conn.number,
+                "control" if control else "request",
+                len(body),
+                len(reply),
+                (time.perf_counter() - started) * 1000,
+            )
+        return True
 
     async def _send(self, conn: _Connection, body: bytes) -> bool:
         return await self._send_frame(conn, encode_frame(body))
@@ -238,7 +257,8 @@ class RuntimeServer:
         except ProtocolError as exc:
             return encode_error(ErrorCode.PROTOCOL_ERROR, str(exc))
         if request.op == "ping":
-            return encode_ok("pong")
+            readiness = self.slots.readiness()
+            return encode_ok("pong") if readiness.ready else not_ready_reply(readiness)
         agreed = sorted(f for f in SUPPORTED_FEATURES if f.value in request.features)
         conn.progress = Feature.PROGRESS in agreed
         conn.envelope = Feature.ENVELOPE in agreed
@@ -251,7 +271,10 @@ class RuntimeServer:
             )
         )
 
-    async def _exchange(self, conn: _Connection, body: bytes) -> bytes:
+    async def _exchange(
+        self, conn: _Connection, reader: asyncio.StreamReader, body: bytes
+    ) -> bytes | None:
+        """The reply to one request, or None when the sidecar abandoned it."""
         envelope_mode = self.settings.mode is HandlerMode.ENVELOPE
         try:
             # Depth and UTF-8 are checked before decoding: a request nested too deep is a
@@ -268,46 +291,82 @@ class RuntimeServer:
                 "this runtime is in envelope mode: the sidecar must negotiate the 'envelope' "
                 "feature with a hello frame first",
             )
+        try:
+            request = await self.slots.acquire(
+                conn.number, sync=self.handler.kind not in ASYNC_KINDS
+            )
+        except NotReadyError as exc:
+            log.warning("connection %d: request refused: not ready: %s", conn.number, exc)
+            return not_ready_reply(exc.readiness)
+        ended = False
+        try:
+            reply = await self._run(conn, reader, request, value)
+            ended = True
+            return reply
+        finally:
+            # Cancelled (shutdown): a handler thread may run on, but nobody waits for it now.
+            self.slots.release(request, ended=ended)
+
+    async def _run(
+        self, conn: _Connection, reader: asyncio.StreamReader, request: Request, value: Any
+    ) -> bytes | None:
         context = contextvars.copy_context()
-        reporter = _ProgressReporter(conn) if conn.progress else None
+        reporter = ProgressReporter(conn.writer) if conn.progress else None
         context.run(_reporter.set, reporter)
-        async with self._slots:
-            try:
-                result = await call_handler(
-                    self.handler, value, executor=self._executor, context=context
+        work = call_handler(self.handler, value, executor=self._executor, context=context)
+        try:
+            if request.sync:  # a thread cannot be cancelled: the slot watch covers it
+                result = await work
+            else:
+                result = await run_watched(
+                    work,
+                    reader,
+                    timeout=self.settings.runtime_timeout,
+                    on_stuck=lambda: self.slots.mark_stuck(request),
+                    on_extra=lambda: _protocol_broken(conn),
                 )
-            except (Exception, SystemExit) as exc:  # noqa: BLE001 - becomes an error frame
-                log.warning(
-                    "connection %d: handler raised %s: %s", conn.number, type(exc).__name__, exc
-                )
-                return error_reply_for(exc, traceback_limit=self.settings.traceback_limit)
-            finally:
-                if reporter is not None:
-                    reporter.close()
+        except Abandoned:
+            log.warning(
+                "connection %d: the sidecar abandoned the request after %.3fs (it timed out or "
+                "went away): the async handler was cancelled",
+                conn.number,
+                time.monotonic() - request.started,
+            )
+            return None
+        except HandlerTimeout:
+            timeout = self.settings.runtime_timeout
+            log.warning("connection %d: handler cancelled after %gs", conn.number, timeout)
+            return encode_error(
+                ErrorCode.TIMEOUT,
+                f"the handler ran past ASYA_RUNTIME_TIMEOUT ({timeout:g}s) and was cancelled",
+            )
+        except (Exception, SystemExit) as exc:  # noqa: BLE001 - becomes an error frame
+            log.warning(
+                "connection %d: handler raised %s: %s", conn.number, type(exc).__name__, exc
+            )
+            return error_reply_for(exc, traceback_limit=self.settings.traceback_limit)
+        finally:
+            if reporter is not None:
+                reporter.close()
         return ok_reply_for(result)
 
 
-class _ProgressReporter:
-    """Writes progress frames for one request, from the loop thread or a handler thread."""
+def _protocol_broken(conn: _Connection) -> None:
+    log.warning(
+        "connection %d: the sidecar sent data before the reply (requests are not pipelined); "
+        "the connection is closed after this reply",
+        conn.number,
+    )
+    conn.closing = True
 
-    def __init__(self, conn: _Connection) -> None:
-        self._conn = conn
-        self._loop = asyncio.get_running_loop()
-        self._open = True
 
-    def __call__(self, fraction: float | None, message: str | None) -> None:
-        if self._open:
-            frame = encode_frame(encode_progress(fraction, message))
-            self._loop.call_soon_threadsafe(self._write, frame)
-
-    def _write(self, frame: bytes) -> None:
-        # Checked again on the loop: a report scheduled before close() is still written, in
-        # order, before the final frame; one from a thread that outlived the request is not.
-        if self._open and not self._conn.writer.is_closing():
-            self._conn.writer.write(frame)
-
-    def close(self) -> None:
-        self._loop.call_soon(self._close)
-
-    def _close(self) -> None:
-        self._open = False
+async def _first_of(*events: asyncio.Event) -> asyncio.Event:
+    """Wait until one of ``events`` is set; return it."""
+    waiters = {asyncio.ensure_future(e.wait()): e for e in events}
+    try:
+        done, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+        await asyncio.gather(*waiters, return_exceptions=True)
+    return waiters[next(iter(done))]
