@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -86,3 +88,22 @@ def big_result(payload: dict[str, Any]) -> dict[str, Any]:
     with open(path, "a") as f:
         f.write("x")
     return {"key": payload["key"], "data": "x" * int(payload["size"])}
+
+
+async def forever_or_fast(payload: dict[str, Any]) -> Any:
+    """``{"fast": x}`` answers x; anything else waits forever. When cancelled it leaves
+    ``payload["i"]`` as a file in ``TEST_STATE_DIR``."""
+    if "fast" in payload:
+        return payload["fast"]
+    try:
+        await asyncio.Event().wait()
+    finally:
+        (Path(os.environ["TEST_STATE_DIR"]) / str(payload["i"])).write_text("cancelled")
+
+
+def stuck_or_fast(payload: dict[str, Any]) -> Any:
+    """``{"fast": x}`` answers x; anything else is a ``def`` handler stuck in ``time.sleep``."""
+    if "fast" in payload:
+        return payload["fast"]
+    time.sleep(3600)
+    return payload

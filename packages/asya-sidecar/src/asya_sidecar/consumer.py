@@ -14,19 +14,15 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from typing import Any
 
 from asya_protocol import (
     Backoff,
-    Envelope,
     ErrorCode,
     ErrorReply,
     EventType,
     Feature,
     HandlerMode,
     ProgressReply,
-    StepEvent,
-    encode_event,
 )
 
 from .decision import (
@@ -46,6 +42,7 @@ from .http import ProbeServer
 from .metrics import Metrics
 from .runtime_client import RuntimeClient
 from .settings import SidecarSettings
+from .step_events import StepEvents
 from .transport.base import Delivery, Transport
 
 __all__ = ["Sidecar"]
@@ -67,6 +64,7 @@ class Sidecar:
         self._transport_factory = transport_factory
         self._rng = rng
         self.metrics = Metrics(settings.actor)
+        self.events = StepEvents(settings)
         self.runtime = RuntimeClient(
             settings.socket_path,
             size=settings.concurrency,
@@ -206,14 +204,26 @@ class Sidecar:
         transport = self._transport
         if transport is None or not transport.connected or not self.consuming.is_set():
             return False, "broker: not connected"
-        if not self._runtime_up.is_set() or not await self.runtime.ping(timeout=1.0):
+        state = await self.runtime.probe(timeout=1.0)
+        if not state.answered:
             return False, "runtime: not answering"
+        if not state.ready:
+            return False, f"runtime: not ready: {state.reason}"
+        if not self._runtime_up.is_set():
+            return False, "runtime: not answering"  # answering again: taken back within 1 s
         return True, "ready"
+
+    def _runtime_lost(self, reason: str) -> None:
+        """Stop sending work to the runtime until :meth:`_watch_runtime` finds it ready."""
+        if self._runtime_up.is_set():
+            log.warning("%s; no new work for it until it is ready", reason)
+        self._runtime_up.clear()
+        self._runtime_down.set()
 
     async def _watch_runtime(self) -> None:
         while True:
             await self._runtime_down.wait()
-            log.warning("runtime lost; waiting for it to come back")
+            log.warning("runtime lost or not ready; waiting for it to be ready")
             await self.runtime.close()  # pooled connections to the old process are dead
             await self.runtime.wait_answering()
             self._runtime_down.clear()
@@ -266,7 +276,7 @@ class Sidecar:
         self, transport: Transport, process: Process, ctx: RoutingContext
     ) -> Decision:
         envelope = process.envelope
-        await self._emit(transport, EventType.RECEIVED, envelope, attempt=process.attempt)
+        await self.events.emit(transport, EventType.RECEIVED, envelope, attempt=process.attempt)
         if len(process.request) > self.settings.max_frame_size:
             outcome: RuntimeOutcome = ErrorReply(
                 error=ErrorCode.FRAME_TOO_LARGE,
@@ -274,12 +284,16 @@ class Sidecar:
                 f"of {self.settings.max_frame_size}",
             )
             return after_runtime(process, outcome, ctx, random_unit=self._rng())
-        async with asyncio.timeout(self.settings.runtime_wait):
-            await self._runtime_up.wait()
-        await self._emit(transport, EventType.STARTED, envelope, attempt=process.attempt)
+        try:
+            async with asyncio.timeout(self.settings.runtime_wait):
+                await self._runtime_up.wait()
+        except TimeoutError:
+            reason = f"the runtime was not ready within {self.settings.runtime_wait:g}s"
+            return after_runtime(process, RuntimeUnavailableOutcome(reason), ctx)
+        await self.events.emit(transport, EventType.STARTED, envelope, attempt=process.attempt)
 
         async def on_progress(p: ProgressReply) -> None:
-            await self._emit(
+            await self.events.emit(
                 transport, EventType.PROGRESS, envelope, progress=p.progress, message=p.message
             )
 
@@ -292,9 +306,10 @@ class Sidecar:
             outcome = RuntimeTimeout(self.settings.runtime_timeout)
         except RuntimeUnavailable as exc:
             log.warning("runtime unavailable during a request: %s", exc)
-            self._runtime_up.clear()
-            self._runtime_down.set()
+            self._runtime_lost("runtime unavailable")
             outcome = RuntimeUnavailableOutcome(str(exc))
+        if isinstance(outcome, ErrorReply) and outcome.error == ErrorCode.NOT_READY:
+            self._runtime_lost(f"the runtime refused a request: not ready: {outcome.message}")
         if isinstance(outcome, ErrorReply | RuntimeTimeout):
             code = outcome.error if isinstance(outcome, ErrorReply) else ErrorCode.TIMEOUT
             self.metrics.runtime_error(code)
@@ -335,60 +350,4 @@ class Sidecar:
         if decision.outcome is Outcome.RETRY:
             self.metrics.retries.inc()
         if process is not None:
-            await self._emit_decision(transport, process, decision)
-
-    # --- events -------------------------------------------------------------------------------
-
-    async def _emit_decision(
-        self, transport: Transport, process: Process, decision: Decision
-    ) -> None:
-        envelope = process.envelope
-        match decision.outcome:
-            case Outcome.FORWARDED | Outcome.HAPPY_END | Outcome.FAN_OUT | Outcome.DROPPED:
-                ids = tuple(o.envelope_id or "" for o in decision.publish)
-                await self._emit(
-                    transport,
-                    EventType.DONE,
-                    envelope,
-                    destination=decision.publish[0].routing_key if decision.publish else None,
-                    children=len(decision.publish),
-                    child_ids=ids if decision.outcome is Outcome.FAN_OUT else (),
-                )
-            case Outcome.ERROR_END:
-                await self._emit(
-                    transport,
-                    EventType.FAILED,
-                    envelope,
-                    destination=self.settings.error_end,
-                    error=decision.error,
-                    message=decision.reason,
-                )
-            case Outcome.RETRY:
-                await self._emit(
-                    transport,
-                    EventType.RETRY,
-                    envelope,
-                    error=decision.error,
-                    message=decision.reason,
-                    attempt=process.attempt,
-                )
-            case _:
-                pass
-
-    async def _emit(
-        self, transport: Transport, kind: EventType, envelope: Envelope, **fields: Any
-    ) -> None:
-        if not self.settings.events_exchange:
-            return
-        event = StepEvent(
-            type=kind,
-            actor=self.settings.actor,
-            time=time.time(),
-            id=envelope.id,
-            parent_id=envelope.parent_id,
-            steps=envelope.route.steps,
-            current=envelope.route.current,
-            headers=envelope.headers,
-            **fields,
-        )
-        await transport.publish_event(f"{self.settings.actor}.{kind.value}", encode_event(event))
+            await self.events.decision(transport, process, decision)

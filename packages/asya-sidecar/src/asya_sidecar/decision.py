@@ -277,6 +277,11 @@ def after_runtime(
             except RouteError as exc:
                 return _error_end(ctx, envelope, ErrorCode.ROUTE_ERROR, str(exc))
             return _forward(ctx, results)
+        case ErrorReply(error=ErrorCode.NOT_READY):
+            # The runtime refused the work (a handler is stuck there): not the message's fault.
+            return Decision(
+                Outcome.REQUEUE, ack=False, error=ErrorCode.NOT_READY, reason=outcome.message
+            )
         case ErrorReply():
             retry = outcome.retryable is True or (
                 outcome.retryable is None and outcome.error in ctx.retry.codes

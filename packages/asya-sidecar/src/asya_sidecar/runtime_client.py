@@ -36,7 +36,7 @@ from asya_protocol import (
 
 from .errors import RuntimeUnavailable
 
-__all__ = ["ProgressCallback", "RuntimeClient", "RuntimeInfo"]
+__all__ = ["ProgressCallback", "RuntimeClient", "RuntimeInfo", "RuntimeState"]
 
 log = logging.getLogger("asya_sidecar.runtime")
 
@@ -54,6 +54,22 @@ class RuntimeInfo:
     mode: HandlerMode = HandlerMode.PAYLOAD
     features: frozenset[str] = frozenset()
     name: str = "base-protocol runtime"
+
+
+@dataclass(frozen=True)
+class RuntimeState:
+    """What a ping found: whether the runtime answered, and whether it is ready.
+
+    A runtime is ready unless it answers ``not_ready`` (a handler holds its slot past the
+    timeout): ``pong`` and a base runtime's ``parse_error`` both mean ready.
+    """
+
+    answered: bool
+    ready: bool
+    reason: str = ""
+
+
+NOT_ANSWERING = RuntimeState(answered=False, ready=False, reason="not answering")
 
 
 class _Conn:
@@ -117,26 +133,34 @@ class RuntimeClient:
         except (ConnectionError, FrameError, OSError) as exc:
             raise RuntimeUnavailable(f"runtime connection failed: {exc}") from exc
 
-    async def ping(self, timeout: float = 2.0) -> bool:
-        """True when the runtime answers a ping on a fresh connection (base runtimes too)."""
+    async def probe(self, timeout: float = 2.0) -> RuntimeState:
+        """Ping the runtime on a fresh connection: does it answer, and is it ready?"""
         try:
             async with asyncio.timeout(timeout):
                 reader, writer = await asyncio.open_unix_connection(self.socket_path)
                 conn = _Conn(reader, writer)
                 try:
-                    await self._roundtrip(conn, encode_control(ControlRequest(op="ping")))
+                    reply = await self._roundtrip(conn, encode_control(ControlRequest(op="ping")))
                 finally:
                     await conn.close()
         except (TimeoutError, OSError, RuntimeUnavailable, ProtocolError):
-            return False
-        return True
+            return NOT_ANSWERING
+        if isinstance(reply, ErrorReply) and reply.error == ErrorCode.NOT_READY:
+            return RuntimeState(answered=True, ready=False, reason=reply.message)
+        return RuntimeState(answered=True, ready=True)
+
+    async def ping(self, timeout: float = 2.0) -> bool:
+        """True when the runtime answers a ping on a fresh connection (base runtimes too),
+        ready or not."""
+        return (await self.probe(timeout)).answered
 
     async def wait_answering(self, timeout: float | None = None) -> bool:
-        """Ping until the runtime answers (True), polling with a jittered :class:`Backoff` of
-        at most :data:`POLL_MAX_DELAY`; False once ``timeout`` seconds have passed without."""
+        """Ping until the runtime answers and is ready (True), polling with a jittered
+        :class:`Backoff` of at most :data:`POLL_MAX_DELAY`; False once ``timeout`` seconds
+        have passed without."""
         backoff = Backoff(initial=POLL_INITIAL_DELAY, maximum=POLL_MAX_DELAY)
         deadline = None if timeout is None else time.monotonic() + timeout
-        while not await self.ping():
+        while not (await self.probe()).ready:
             if deadline is not None and time.monotonic() >= deadline:
                 return False
             await backoff.sleep()

@@ -1,0 +1,74 @@
+"""Step events: advisory JSON messages (no confirm awaited) on ``ASYA_EVENTS_EXCHANGE``."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from asya_protocol import Envelope, EventType, StepEvent, encode_event
+
+from .decision import Decision, Outcome, Process
+from .settings import SidecarSettings
+from .transport.base import Transport
+
+__all__ = ["StepEvents"]
+
+
+class StepEvents:
+    """Publishes an actor's step events, unless its events exchange is empty (disabled)."""
+
+    def __init__(self, settings: SidecarSettings) -> None:
+        self._settings = settings
+
+    async def decision(self, transport: Transport, process: Process, decision: Decision) -> None:
+        """The event that ends a step: done, failed or retry."""
+        envelope = process.envelope
+        match decision.outcome:
+            case Outcome.FORWARDED | Outcome.HAPPY_END | Outcome.FAN_OUT | Outcome.DROPPED:
+                ids = tuple(o.envelope_id or "" for o in decision.publish)
+                await self.emit(
+                    transport,
+                    EventType.DONE,
+                    envelope,
+                    destination=decision.publish[0].routing_key if decision.publish else None,
+                    children=len(decision.publish),
+                    child_ids=ids if decision.outcome is Outcome.FAN_OUT else (),
+                )
+            case Outcome.ERROR_END:
+                await self.emit(
+                    transport,
+                    EventType.FAILED,
+                    envelope,
+                    destination=self._settings.error_end,
+                    error=decision.error,
+                    message=decision.reason,
+                )
+            case Outcome.RETRY:
+                await self.emit(
+                    transport,
+                    EventType.RETRY,
+                    envelope,
+                    error=decision.error,
+                    message=decision.reason,
+                    attempt=process.attempt,
+                )
+            case _:
+                pass
+
+    async def emit(
+        self, transport: Transport, kind: EventType, envelope: Envelope, **fields: Any
+    ) -> None:
+        if not self._settings.events_exchange:
+            return
+        event = StepEvent(
+            type=kind,
+            actor=self._settings.actor,
+            time=time.time(),
+            id=envelope.id,
+            parent_id=envelope.parent_id,
+            steps=envelope.route.steps,
+            current=envelope.route.current,
+            headers=envelope.headers,
+            **fields,
+        )
+        await transport.publish_event(f"{self._settings.actor}.{kind.value}", encode_event(event))
