@@ -4,22 +4,26 @@ Layers (kopf's seams): :mod:`watching` lists and watches, :mod:`workqueue` de-du
 and runs the workers, :mod:`reconcile` carries out one reconcile, deciding nothing itself
 (:mod:`builders` decide the objects, :mod:`conditions` the status); :mod:`kubeclient` and
 :mod:`queues` do the I/O. Work is keyed by namespace/name, so a burst of events for one resource
-costs one reconcile.
+costs one reconcile. Every long-lived task (each watch, the workers, the resync timer) runs under
+:func:`~.supervise.supervise` and owns a check in :attr:`Controller.health`, which the probes
+report.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from functools import partial
 
 from .builders import ACTOR_LABEL, MANAGED_BY
 from .finalizers import FINALIZER
-from .kubeclient import KubeClient, KubeError
+from .health import Check, Health
+from .kubeclient import KubeClient, KubeError, resource_path
 from .model import KIND
 from .queues import QueueManager
 from .reconcile import API_VERSION, Reconciler, now
+from .supervise import supervise
 from .watching import objects
 from .workqueue import WorkQueue
 
@@ -32,6 +36,12 @@ API_ERROR_DELAY = 5.0
 _WORKLOADS = (("apps/v1", "Deployment"), ("apps/v1", "StatefulSet"), ("batch/v1", "Job"))
 
 
+def watch_name(api_version: str, kind: str, namespace: str | None) -> str:
+    """A watch's check name: its resource, after its namespace (``asyas``, ``team-a/asyas``)."""
+    plural = resource_path(api_version, kind, None).rsplit("/", 1)[-1]
+    return f"{namespace}/{plural}" if namespace else plural
+
+
 class Controller:
     def __init__(
         self,
@@ -42,6 +52,7 @@ class Controller:
         resync: float = 300.0,
         workers: int = 4,
         clock: Callable[[], str] = now,
+        health: Health | None = None,
     ) -> None:
         self.kube = kube
         self.queues = queues
@@ -49,6 +60,7 @@ class Controller:
         self.resync = resync
         self.reconciler = Reconciler(kube, queues, clock=clock)
         self.work = WorkQueue(self._reconcile_key, workers=workers)
+        self.health = health or Health()
 
     @property
     def idle(self) -> asyncio.Event:
@@ -74,43 +86,54 @@ class Controller:
             return API_ERROR_DELAY
 
     async def run(self, stop: asyncio.Event) -> None:
+        """Run every task, each supervised, until ``stop`` is set."""
         async with asyncio.TaskGroup() as tg:
-            tasks = [tg.create_task(self.work.run(), name="workers")]
+            tasks = [self._supervised(tg, "workers", self.work.run)]
             for namespace in self.namespaces or (None,):
-                tasks.append(
-                    tg.create_task(self._watch_asyas(namespace), name=f"watch-{namespace}")
-                )
-                for api_version, kind in _WORKLOADS:
-                    tasks.append(
-                        tg.create_task(
-                            self._watch_owned(api_version, kind, namespace),
-                            name=f"owned-{kind}-{namespace}",
-                        )
-                    )
-            tasks.append(tg.create_task(self._resync(), name="resync"))
+                for api_version, kind in ((API_VERSION, KIND), *_WORKLOADS):
+                    name = watch_name(api_version, kind, namespace)
+                    check = self.health.check(name)
+                    watch = partial(self._watch, api_version, kind, namespace, check)
+                    tasks.append(self._supervised(tg, name, watch, reports=True))
+            tasks.append(self._supervised(tg, "resync", self._resync))
             await stop.wait()
             for task in tasks:
                 task.cancel()
+
+    def _supervised(
+        self,
+        tg: asyncio.TaskGroup,
+        name: str,
+        run: Callable[[], Awaitable[None]],
+        *,
+        reports: bool = False,
+    ) -> asyncio.Task[None]:
+        check = self.health.check(name)
+        return tg.create_task(supervise(check, run, reports=reports), name=name)
 
     async def _resync(self) -> None:
         while True:
             await asyncio.sleep(self.resync)
             for namespace in self.namespaces or (None,):
-                with contextlib.suppress(KubeError):
+                try:
                     listing = await self.kube.list_objects(API_VERSION, KIND, namespace)
-                    for item in listing.get("items") or []:
-                        self.enqueue(item["metadata"]["namespace"], item["metadata"]["name"])
+                except KubeError as exc:  # the watches report it; the next resync retries
+                    log.warning("resync of %s failed: %s", namespace or "all namespaces", exc)
+                    continue
+                for item in listing.get("items") or []:
+                    self.enqueue(item["metadata"]["namespace"], item["metadata"]["name"])
 
-    async def _watch_asyas(self, namespace: str | None) -> None:
-        async for obj in objects(self.kube, API_VERSION, KIND, namespace):
+    async def _watch(
+        self, api_version: str, kind: str, namespace: str | None, check: Check
+    ) -> None:
+        """Asyas changing are reconciled; owned workloads changing (replicas becoming ready)
+        update their owner's status."""
+        owned = kind != KIND
+        selector = ",".join(f"{k}={v}" for k, v in MANAGED_BY.items()) if owned else ""
+        async for obj in objects(
+            self.kube, api_version, kind, namespace, label_selector=selector, check=check
+        ):
             meta = obj.get("metadata") or {}
-            self.enqueue(meta["namespace"], meta["name"])
-
-    async def _watch_owned(self, api_version: str, kind: str, namespace: str | None) -> None:
-        """Owned workloads changing (replicas becoming ready) update the owner's status."""
-        selector = ",".join(f"{k}={v}" for k, v in MANAGED_BY.items())
-        async for obj in objects(self.kube, api_version, kind, namespace, label_selector=selector):
-            meta = obj.get("metadata") or {}
-            actor = (meta.get("labels") or {}).get(ACTOR_LABEL)
-            if actor:
-                self.enqueue(meta["namespace"], actor)
+            name = (meta.get("labels") or {}).get(ACTOR_LABEL) if owned else meta["name"]
+            if name:
+                self.enqueue(meta["namespace"], name)

@@ -3,7 +3,9 @@
 This is the one place that sees HTTP status numbers: every call raises a :class:`KubeError`
 subclass named for what happened (:class:`NotFound`, :class:`Conflict`, :class:`Gone`, ...),
 carrying the API server's ``Status`` body and chaining the client's exception. Everything above
-catches names, never numbers.
+catches names, never numbers. Transport failures (refused, reset, timed out, a watch stream cut
+mid-line) are named too: :class:`Unreachable`, so nothing aiohttp raises escapes unnamed. Every
+request has a deadline (:data:`REQUEST_TIMEOUT`; a watch: its own timeout plus a margin).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any, cast
 
+import aiohttp  # kubernetes-asyncio's transport
 from kubernetes_asyncio.client import ApiClient
 from kubernetes_asyncio.client.exceptions import ApiException
 
@@ -28,11 +31,17 @@ __all__ = [
     "ServerError",
     "TooManyRequests",
     "Unauthorized",
+    "Unreachable",
     "kube_error",
     "resource_path",
 ]
 
 FIELD_MANAGER = "asya-operator"
+REQUEST_TIMEOUT = 30.0
+"""Seconds one request (not a watch) may take, connecting included."""
+CONNECT_TIMEOUT = 10.0
+WATCH_MARGIN = 30.0
+"""Seconds of silence beyond a watch's own timeout after which its connection counts as dead."""
 
 
 class KubeError(Exception):
@@ -87,7 +96,23 @@ class TooManyRequests(ClientError):
     """429: throttled (API priority and fairness); a temporary error."""
 
 
-TEMPORARY: tuple[type[KubeError], ...] = (ServerError, TooManyRequests)
+class Unreachable(KubeError):
+    """No answer: the connection was refused, reset, timed out, or a watch stream was cut (status
+    0); a temporary error. The transport's exception is chained."""
+
+    def __init__(self, cause: BaseException) -> None:
+        detail = str(cause) or type(cause).__name__
+        self.status = 0
+        self.reason = type(cause).__name__
+        self.body = {"message": f"{self.reason}: {detail}" if str(cause) else detail}
+        Exception.__init__(self, f"API server unreachable: {self.message}")
+
+
+TRANSPORT_ERRORS = (aiohttp.ClientError, OSError, TimeoutError)
+"""What the client raises when there is no HTTP answer (aiohttp's errors are not all OSErrors:
+``ServerDisconnectedError`` and ``ClientPayloadError`` are not)."""
+
+TEMPORARY: tuple[type[KubeError], ...] = (ServerError, TooManyRequests, Unreachable)
 """The errors a retry can cure: the reconcile re-raises these instead of reporting them."""
 
 _BY_STATUS: dict[int, type[KubeError]] = {
@@ -115,6 +140,26 @@ def kube_error(status: int, reason: str = "", body: object = None) -> KubeError:
 
 def _mapped(exc: ApiException) -> KubeError:
     return kube_error(int(exc.status or 0), str(exc.reason or ""), exc.body)
+
+
+_REQUEST = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT, connect=CONNECT_TIMEOUT)
+
+
+async def _read(response: Any) -> bytes:
+    try:
+        return cast(bytes, await response.read())
+    except TRANSPORT_ERRORS as exc:
+        raise Unreachable(exc) from exc
+
+
+async def _next_event(response: Any) -> dict[str, Any] | None:
+    """The next event of a watch stream; None at its end. A cut stream (a transport error, or a
+    last line cut short) raises :class:`Unreachable`."""
+    try:
+        line = await response.content.readline()
+        return cast(dict[str, Any], json.loads(line)) if line else None
+    except (*TRANSPORT_ERRORS, ValueError) as exc:  # ValueError: a line cut short
+        raise Unreachable(exc) from exc
 
 
 # (apiVersion, kind) -> plural; every kind the operator touches is namespaced.
@@ -157,6 +202,7 @@ class KubeClient:
         query: list[tuple[str, str]] | None = None,
         content_type: str = "application/json",
         stream: bool = False,
+        timeout: aiohttp.ClientTimeout | None = None,
     ) -> Any:
         try:
             return await self.api.call_api(
@@ -169,9 +215,12 @@ class KubeClient:
                 auth_settings=["BearerToken"],
                 _return_http_data_only=True,
                 _preload_content=not stream,
+                _request_timeout=timeout or _REQUEST,
             )
         except ApiException as exc:
             raise _mapped(exc) from exc
+        except TRANSPORT_ERRORS as exc:
+            raise Unreachable(exc) from exc
 
     async def _json(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
         return cast(dict[str, Any], await self._call(method, path, **kwargs) or {})
@@ -221,14 +270,20 @@ class KubeClient:
         ]
         if label_selector:
             query.append(("labelSelector", label_selector))
+        timeout = aiohttp.ClientTimeout(
+            connect=CONNECT_TIMEOUT, sock_read=timeout_seconds + WATCH_MARGIN
+        )
         response = await self._call(
-            "GET", resource_path(api_version, kind, namespace), query=query, stream=True
+            "GET",
+            resource_path(api_version, kind, namespace),
+            query=query,
+            stream=True,
+            timeout=timeout,
         )
         try:
             if not 200 <= response.status <= 299:
-                raise kube_error(response.status, str(response.reason or ""), await response.read())
-            while line := await response.content.readline():
-                event = json.loads(line)
+                raise kube_error(response.status, str(response.reason or ""), await _read(response))
+            while event := await _next_event(response):
                 if event.get("type") == "ERROR":
                     status = event.get("object") or {}
                     raise kube_error(int(status.get("code") or 0), "watch error", status)

@@ -2,7 +2,9 @@
 
 The holder renews the lease every third of its duration. Another replica takes it over only once
 ``renewTime + leaseDurationSeconds`` has passed; writes use the lease's resourceVersion, so two
-candidates cannot both win a takeover.
+candidates cannot both win a takeover. Both loops report to a :class:`~.health.Check`: it passes
+while the API server answers (holding the lease or not: a replica waiting for it is healthy) and
+fails with the error while it does not; errors are retried, never the end of the process.
 """
 
 from __future__ import annotations
@@ -10,9 +12,12 @@ from __future__ import annotations
 import asyncio
 import datetime
 import logging
-from dataclasses import KW_ONLY, dataclass
+from dataclasses import KW_ONLY, dataclass, field
 from typing import Any
 
+from asya_protocol import Backoff
+
+from .health import Check
 from .kubeclient import Conflict, KubeClient, KubeError, NotFound
 
 __all__ = ["LeaderElector"]
@@ -38,6 +43,9 @@ class LeaderElector:
     name: str = "asya-operator"
     duration: int = 15
     """Seconds the lease holds without a renewal; renewed every third of it."""
+    check: Check = field(default_factory=lambda: Check("lease"))
+    renewed: float | None = None
+    """Loop time of the last successful take or renewal (kept across a restarted :meth:`hold`)."""
 
     def _lease(self, *, transitions: int, acquired: str, rv: str | None) -> dict[str, Any]:
         now = _micro(datetime.datetime.now(datetime.UTC))
@@ -91,25 +99,39 @@ class LeaderElector:
             log.info("%s acquired the lease (was %s)", self.identity, holder or "nobody")
         return True
 
+    async def _attempt(self) -> bool | None:
+        """:meth:`try_acquire`, reporting to the check; None when the API server failed."""
+        try:
+            held = await self.try_acquire()
+        except KubeError as exc:
+            log.warning("lease %s/%s: %s", self.namespace, self.name, exc)
+            self.check.failed(exc)
+            return None
+        self.check.passed()
+        if held:
+            self.renewed = asyncio.get_running_loop().time()
+        return held
+
     async def acquire(self) -> None:
-        """Wait until we hold the lease."""
-        while not await self.try_acquire():  # noqa: ASYNC110 - polls the API server
-            await asyncio.sleep(self.duration / 3)
+        """Wait until we hold the lease; API errors are retried after the shared backoff."""
+        backoff = Backoff()
+        while not (held := await self._attempt()):
+            if held is None:
+                await backoff.sleep()
+            else:
+                backoff.reset()
+                await asyncio.sleep(self.duration / 3)
 
     async def hold(self) -> None:
         """Renew until renewal fails for a whole lease duration; then return (leadership lost)."""
-        last_ok = asyncio.get_running_loop().time()
+        loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(self.duration / 3)
-            try:
-                if await self.try_acquire():
-                    last_ok = asyncio.get_running_loop().time()
-                    continue
+            held = await self._attempt()
+            if held is False:
                 log.warning("%s lost the lease to another replica", self.identity)
                 return
-            except (KubeError, OSError) as exc:
-                log.warning("lease renewal failed: %s", exc)
-            if asyncio.get_running_loop().time() - last_ok > self.duration:
+            if held is None and loop.time() - (self.renewed or 0.0) > self.duration:
                 log.warning("%s could not renew the lease for %ss", self.identity, self.duration)
                 return
 

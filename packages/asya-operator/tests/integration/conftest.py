@@ -33,6 +33,13 @@ class CountingApi:
         return sum(n for m, n in self.counts.items() if m in ("POST", "PUT", "PATCH", "DELETE"))
 
 
+@pytest.fixture(autouse=True)
+def _probes_on_a_free_loopback_port(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Operator processes started from ``os.environ`` never take 8081 or listen beyond loopback."""
+    monkeypatch.setenv("ASYA_OPERATOR_HTTP_HOST", "127.0.0.1")
+    monkeypatch.setenv("ASYA_OPERATOR_HTTP_PORT", "0")
+
+
 @pytest.fixture
 def counting(kube_api: Any) -> CountingApi:
     return CountingApi(kube_api)
