@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -377,6 +378,18 @@ def test_runtime_unavailable_is_not_acked() -> None:
     assert decision.outcome is Outcome.REQUEUE
     assert not decision.ack
     assert decision.publish == ()
+
+
+def test_a_runtime_not_ready_is_not_the_messages_fault() -> None:
+    """A runtime with a stuck handler refuses work with not_ready: the message goes back, even
+    with retries on (a retry would be charged to the message)."""
+    reply = ErrorReply(error="not_ready", message="1 of 1 slot(s) held", retryable=True)
+    ctx = replace(CTX, retry=RetryPolicy(max_attempts=5, codes=frozenset({"not_ready"})))
+    decision = after_runtime(process(), reply, ctx)
+    assert decision.outcome is Outcome.REQUEUE
+    assert not decision.ack
+    assert decision.publish == ()
+    assert (decision.error, decision.reason) == ("not_ready", "1 of 1 slot(s) held")
 
 
 def test_no_retry_by_default_even_when_retryable() -> None:
