@@ -4,21 +4,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
 
+from asya_protocol import console
 from asya_protocol import signals as _signals
 
-from .settings import GatewaySettings, SettingsError
+from .settings import GatewaySettings
 from .tools import ToolsFileError
 
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-
-
-def _cannot_start(reason: object) -> int:
-    """A bad setting or tools file: say which, and exit with status 2."""
-    sys.stderr.write(f"asya-gateway: cannot start: {reason}\n")
-    return 2
+COMMAND = "asya-gateway"
+QUIET = ("aiormq", "sqlalchemy.engine")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,16 +24,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str] | None) -> int:
-    parser = argparse.ArgumentParser(prog="asya-gateway", description=__doc__)
+    parser = argparse.ArgumentParser(prog=COMMAND, description=__doc__)
     sub = parser.add_subparsers(dest="command")
     sub.add_parser("serve", help="serve HTTP (the default)")
     sub.add_parser("migrate", help="apply database migrations to ASYA_DATABASE_URL and exit")
     args = parser.parse_args(argv)
-    try:
-        settings = GatewaySettings.from_env()
-    except SettingsError as exc:
-        return _cannot_start(exc)
-    logging.basicConfig(level=settings.log_level, format=LOG_FORMAT)
+    # A bad setting exits with status 2 naming the variable (asya_protocol.console).
+    settings = console.start(COMMAND, GatewaySettings, quiet=QUIET)
     if args.command == "migrate":
         from .migrate import upgrade  # noqa: PLC0415
 
@@ -52,7 +44,7 @@ def _main(argv: list[str] | None) -> int:
     try:
         app = create_app(settings)
     except ToolsFileError as exc:
-        return _cannot_start(f"ASYA_GATEWAY_TOOLS: {exc}")
+        return console.cannot_start(COMMAND, f"ASYA_GATEWAY_TOOLS: {exc}")
     uvicorn.run(
         app.asgi,
         host=settings.host,

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Annotated, Any
 
+import msgspec
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CollectorRegistry, Counter, generate_latest
@@ -19,13 +20,31 @@ from pydantic import BaseModel, Field
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from .db import JobEvent
-from .errors import InvalidArguments, JobFinished, NoSuchJob, StartFailed, UnknownTool
+from .errors import (
+    DatabaseUnavailable,
+    InvalidArguments,
+    JobFinished,
+    NoSuchJob,
+    StartFailed,
+    UnknownTool,
+)
 from .jobs import JobQuery
 from .service import Gateway
+from .supervise import Supervisor
 
-__all__ = ["Metrics", "build_api", "gateway_of", "metrics_of", "router"]
+__all__ = ["Metrics", "build_api", "gateway_of", "metrics_of", "router", "supervisor_of"]
 
 KEEP_ALIVE = 15  # seconds between SSE comments on an idle stream
+PROBE_TIMEOUT = 2.0  # seconds the database has to answer /readyz
+_encoder = msgspec.json.Encoder()
+
+
+class JobJSON(JSONResponse):
+    """JSON encoded by msgspec, with no validation pass over the value: a stored input or result
+    is served however deep it nests (FastAPI's response validation would recurse over it)."""
+
+    def render(self, content: Any) -> bytes:
+        return _encoder.encode(content)
 
 
 @dataclass(frozen=True)
@@ -50,6 +69,11 @@ def gateway_of(request: Request) -> Gateway:
     return gateway
 
 
+def supervisor_of(request: Request) -> Supervisor:
+    supervisor: Supervisor = request.app.state.supervisor
+    return supervisor
+
+
 def metrics_of(request: Request) -> Metrics:
     metrics: Metrics = request.app.state.metrics
     return metrics
@@ -66,8 +90,23 @@ class JobRequest(BaseModel):
 
 
 @router.get("/healthz")
-async def healthz() -> dict[str, str]:
-    return {"status": "ok"}
+async def healthz(request: Request) -> JSONResponse:
+    """Alive unless a supervised task has not recovered for ``ASYA_GATEWAY_UNHEALTHY_AFTER``
+    seconds (then 503: a restart of the process is the remedy left)."""
+    stuck = supervisor_of(request).stuck()
+    if stuck:
+        return JSONResponse({"status": "unhealthy", "stuck": stuck}, status_code=503)
+    return JSONResponse({"status": "ok"})
+
+
+@router.get("/readyz")
+async def readyz(request: Request, gateway: GatewayDep) -> JSONResponse:
+    """Ready when the database answers (within :data:`PROBE_TIMEOUT`) and every supervised
+    task (the consumer above all) works; 503 with the reason of each check that fails."""
+    checks = {"database": await gateway.store.ping(PROBE_TIMEOUT)}
+    checks.update(supervisor_of(request).checks())
+    ready = all(value == "ok" for value in checks.values())
+    return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
 
 
 @router.get("/metrics")
@@ -84,9 +123,9 @@ async def create_job(body: JobRequest, gateway: GatewayDep, metrics: MetricsDep)
     except InvalidArguments as exc:
         raise HTTPException(422, {"message": "invalid arguments", "errors": exc.errors}) from None
     except StartFailed as exc:
-        return JSONResponse(exc.job.to_dict(), status_code=503)
+        return JobJSON(exc.job.to_dict(), status_code=503)
     metrics.started.labels(tool=body.tool, via="rest").inc()
-    return JSONResponse(job.to_dict(), status_code=201)
+    return JobJSON(job.to_dict(), status_code=201)
 
 
 @router.get("/jobs")
@@ -96,21 +135,21 @@ async def list_jobs(
     tool: str | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     before: str | None = None,
-) -> dict[str, Any]:
+) -> JobJSON:
     query = JobQuery(status=status, tool=tool, limit=limit, before=before)
     jobs = await gateway.list_jobs(query)
     items = [j.to_dict() for j in jobs]
-    return {"items": items, "next": items[-1]["id"] if len(items) == limit else None}
+    return JobJSON({"items": items, "next": items[-1]["id"] if len(items) == limit else None})
 
 
 @router.get("/jobs/{job_id}")
-async def get_job(job_id: str, gateway: GatewayDep) -> dict[str, Any]:
-    return (await gateway.get(job_id)).to_dict()
+async def get_job(job_id: str, gateway: GatewayDep) -> JobJSON:
+    return JobJSON((await gateway.get(job_id)).to_dict())
 
 
 @router.post("/jobs/{job_id}/cancel")
-async def cancel_job(job_id: str, gateway: GatewayDep) -> dict[str, Any]:
-    return (await gateway.cancel(job_id)).to_dict()
+async def cancel_job(job_id: str, gateway: GatewayDep) -> JobJSON:
+    return JobJSON((await gateway.cancel(job_id)).to_dict())
 
 
 async def no_such_job(_: Request, exc: Exception) -> JSONResponse:
@@ -119,6 +158,17 @@ async def no_such_job(_: Request, exc: Exception) -> JSONResponse:
 
 async def job_finished(_: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": str(exc)}, status_code=409)
+
+
+async def database_unavailable(_: Request, exc: Exception) -> JSONResponse:
+    """503 naming the cause (no SQL, no traceback): the client may retry."""
+    return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "2"})
+
+
+async def too_deep_to_serve(_: Request, exc: Exception) -> JSONResponse:
+    """A stored value nested too deep even to decode or encode (older rows; new ones are
+    bounded at the door): refused cleanly."""
+    return JSONResponse({"detail": "the stored job nests too deep to be served"}, status_code=500)
 
 
 def sse_event(event: JobEvent) -> ServerSentEvent:
@@ -145,11 +195,14 @@ async def job_events(job_id: str, request: Request, gateway: GatewayDep) -> Even
     )
 
 
-def build_api(gateway: Gateway, metrics: Metrics) -> FastAPI:
+def build_api(gateway: Gateway, metrics: Metrics, supervisor: Supervisor) -> FastAPI:
     app = FastAPI(title="Asya gateway", docs_url=None, redoc_url=None, openapi_url="/openapi.json")
     app.state.gateway = gateway
     app.state.metrics = metrics
+    app.state.supervisor = supervisor
     app.include_router(router)
     app.add_exception_handler(NoSuchJob, no_such_job)
     app.add_exception_handler(JobFinished, job_finished)
+    app.add_exception_handler(DatabaseUnavailable, database_unavailable)
+    app.add_exception_handler(RecursionError, too_deep_to_serve)
     return app

@@ -26,12 +26,15 @@ from .migrate import upgrade
 from .notify import Notifier
 from .service import Gateway
 from .settings import GatewaySettings
+from .supervise import Health, Supervisor
 from .tools import Tool, load_tools
 
 __all__ = ["BrokerFactory", "GatewayApp", "create_app"]
 
 log = logging.getLogger("asya_gateway")
 BrokerFactory = Callable[[JobStore], GatewayBroker]
+CONSUMER, SWEEPER, LISTENER = "consumer", "timeouts", "notifications"  # names in /readyz
+SWEEP_INTERVAL = 1.0
 
 
 @dataclass
@@ -51,6 +54,7 @@ class _Parts:
     gateway: Gateway
     broker: GatewayBroker
     sessions: StreamableHTTPSessionManager
+    supervisor: Supervisor
 
 
 def _rabbitmq(settings: GatewaySettings) -> BrokerFactory:
@@ -80,7 +84,8 @@ def create_app(
         notifier=notifier,
         default_timeout=settings.default_timeout,
     )
-    api = build_api(gateway, Metrics.create())
+    supervisor = _supervisor(settings, gateway, notifier)
+    api = build_api(gateway, Metrics.create(), supervisor)
     # Host and Origin checks are ours (AuthAndLimits); the SDK's DNS-rebinding guard would
     # refuse the Host of a gateway behind a Service, so it is configured permissively here.
     sessions = StreamableHTTPSessionManager(
@@ -94,15 +99,26 @@ def create_app(
     api.router.routes.append(
         Route("/mcp", endpoint=StreamableHTTPASGIApp(sessions), methods=["GET", "POST", "DELETE"])
     )
-    api.state.parts = _Parts(settings, engine, notifier, gateway, broker, sessions)
+    api.state.parts = _Parts(settings, engine, notifier, gateway, broker, sessions, supervisor)
     api.router.lifespan_context = _lifespan
     asgi = AuthAndLimits(
         api,
         tokens=settings.tokens,
         max_body=settings.max_body,
+        body_timeout=settings.body_timeout,
         allowed_origins=settings.allowed_origins,
     )
     return GatewayApp(asgi=asgi, gateway=gateway, fastapi=api)
+
+
+def _supervisor(settings: GatewaySettings, gateway: Gateway, notifier: Notifier) -> Supervisor:
+    """The long-lived background tasks, each restarted on failure (:mod:`.supervise`)."""
+    supervisor = Supervisor(unhealthy_after=settings.unhealthy_after)
+    supervisor.add(CONSUMER, gateway.broker.consume)
+    supervisor.add(SWEEPER, functools.partial(_sweep, gateway))
+    if notifier.postgres:
+        supervisor.add(LISTENER, notifier.listen)
+    return supervisor
 
 
 @contextlib.asynccontextmanager
@@ -110,22 +126,21 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     parts: _Parts = app.state.parts
     if parts.settings.migrate:
         await upgrade(parts.settings.database_url)
-    await parts.notifier.start()
-    async with asyncio.TaskGroup() as tg, parts.sessions.run():
-        consumer = tg.create_task(parts.broker.consume(), name="consumer")
-        sweeper = tg.create_task(_sweep(parts.gateway), name="timeouts")
-        try:
+    # No task group shared with the background tasks: a failing one is restarted by the
+    # supervisor and never cancels the MCP sessions or its siblings.
+    try:
+        async with parts.sessions.run(), parts.supervisor.running():
             yield
-        finally:
-            consumer.cancel()
-            sweeper.cancel()
-    await parts.broker.close()
-    await parts.notifier.stop()
-    await parts.engine.dispose()
+    finally:
+        await parts.broker.close()
+        await parts.engine.dispose()
 
 
-async def _sweep(gateway: Gateway) -> None:
+async def _sweep(gateway: Gateway, health: Health) -> None:
+    """Time out overdue jobs every second; a database error ends it (the supervisor restarts
+    it after the backoff)."""
     while True:
         for job_id in await gateway.time_out_overdue():
             log.info("job %s timed out", job_id)
-        await asyncio.sleep(1.0)
+        health.ok()
+        await asyncio.sleep(SWEEP_INTERVAL)

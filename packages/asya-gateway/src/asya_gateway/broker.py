@@ -1,6 +1,11 @@
 """The gateway's RabbitMQ side: publish a job's first envelope; consume the terminal queues and
 the sidecars' step events to update jobs. Acks follow the database commit, so a crash between
-the two means redelivery, which the job state machine treats as a duplicate."""
+the two means redelivery, which the job state machine treats as a duplicate. A message that can
+never be applied goes to a dead-letter queue first (:mod:`asya_gateway.deadletter`); while the
+database is down, messages are held for the retry backoff, then redelivered.
+
+:meth:`Broker.consume` is one session: it raises when the connection is lost, and the
+supervisor (:mod:`asya_gateway.supervise`) runs it again."""
 
 from __future__ import annotations
 
@@ -16,16 +21,41 @@ from pamqp import commands as spec
 
 from asya_protocol import Backoff, Envelope, StepEvent, encode_envelope
 
-from .errors import PublishFailed
+from .deadletter import (
+    REASON_HEADER,
+    SOURCE_HEADER,
+    Settle,
+    Verdict,
+    after_error,
+    dead_letter_queue,
+    unknown_job,
+)
+from .errors import DatabaseUnavailable, PublishFailed
 from .jobs import JobStore
-from .messages import step_event, terminal_message
+from .messages import Unusable, step_event, terminal_message
 from .settings import GatewaySettings
+from .supervise import NO_HEALTH, Health, describe
 
 __all__ = ["Broker", "GatewayBroker", "PublishFailed"]
 
 log = logging.getLogger("asya_gateway.broker")
 _BROKER_ERRORS = (AMQPError, ConnectionError, OSError, ChannelInvalidStateError)
 EVENT_BATCH_WINDOW = 0.01
+Delivered = aiormq.abc.DeliveredMessage
+
+
+def _source_queue(message: Delivered, settings: GatewaySettings) -> str:
+    """The queue a delivery came from (a step event's routing key is the sidecar's, not the
+    gateway's queue)."""
+    key = message.routing_key or ""
+    return key if key in (settings.happy_end, settings.error_end) else settings.events_queue
+
+
+def _closed_reason(connection: Any) -> str:
+    closing = connection.closing
+    if closing.done() and not closing.cancelled() and closing.exception() is not None:
+        return describe(closing.exception())
+    return "closed"
 
 
 class GatewayBroker(Protocol):
@@ -36,7 +66,10 @@ class GatewayBroker(Protocol):
 
     async def publish_job(self, envelope: Envelope) -> None: ...
 
-    async def consume(self) -> None: ...
+    async def consume(self, health: Health = NO_HEALTH) -> None:
+        """Consume until cancelled, or raise when it cannot go on (connection lost); it is
+        supervised, so run again after a backoff. ``health`` is marked ok once consuming."""
+        ...
 
     async def close(self) -> None: ...
 
@@ -50,7 +83,7 @@ class Broker:
         self._connection: Any = None
         self._publish: Any = None
         self._lock = asyncio.Lock()
-        self._backoff = Backoff()
+        self._retry = Backoff()  # paces redeliveries while the database is down
         self.connected = asyncio.Event()
         self._batch: list[aiormq.abc.DeliveredMessage] = []
         self._batch_ready = asyncio.Event()
@@ -83,16 +116,34 @@ class Broker:
         if not isinstance(confirm, spec.Basic.Ack):
             raise PublishFailed("RabbitMQ did not confirm the publish")
 
-    async def consume(self) -> None:
-        """Consume until cancelled, reconnecting with the protocol's backoff (reset once
-        consuming again)."""
-        while True:
+    async def consume(self, health: Health = NO_HEALTH) -> None:
+        """One consuming session: connect, declare, consume until the connection is lost, then
+        raise (the supervisor reconnects after its backoff). ``health`` is marked ok once
+        consuming."""
+        connection = await aiormq.connect(self.settings.rabbitmq_url)
+        try:
+            channel = await connection.channel()
+            await self._declare(channel)
+            await channel.basic_consume(self.settings.happy_end, self._on_happy_end)
+            await channel.basic_consume(self.settings.error_end, self._on_error_end)
+            await channel.basic_consume(self.settings.events_queue, self._collect_event)
+            self.connected.set()
+            health.ok()
+            flusher = asyncio.create_task(self._flush_events(), name="event-batches")
             try:
-                await self._consume_once()
-            except _BROKER_ERRORS as exc:
-                log.warning("RabbitMQ consumer: %s; reconnecting", exc)
+                await asyncio.wait([flusher, connection.closing], return_when="FIRST_COMPLETED")
+            finally:
+                flusher.cancel()
+                await asyncio.wait([flusher])
+            failed = None if flusher.cancelled() else flusher.exception()
+            if failed is not None:
+                raise ConnectionError(f"event batches: {describe(failed)}")
+            raise ConnectionError(f"RabbitMQ connection lost: {_closed_reason(connection)}")
+        finally:
             self.connected.clear()
-            await self._backoff.sleep()
+            self._batch.clear()
+            with contextlib.suppress(*_BROKER_ERRORS):
+                await connection.close()
 
     async def _declare(self, channel: Any) -> None:
         s = self.settings
@@ -104,26 +155,8 @@ class Broker:
             await channel.queue_bind(queue, s.exchange, routing_key=queue)
         await channel.queue_declare(s.events_queue, durable=True)
         await channel.queue_bind(s.events_queue, s.events_exchange, routing_key="#")
-
-    async def _consume_once(self) -> None:
-        connection = await aiormq.connect(self.settings.rabbitmq_url)
-        try:
-            channel = await connection.channel()
-            await self._declare(channel)
-            await channel.basic_consume(self.settings.happy_end, self._on_happy_end)
-            await channel.basic_consume(self.settings.error_end, self._on_error_end)
-            await channel.basic_consume(self.settings.events_queue, self._collect_event)
-            self.connected.set()
-            self._backoff.reset()
-            async with asyncio.TaskGroup() as tg:
-                flusher = tg.create_task(self._flush_events(channel), name="event-batches")
-                await connection.closing
-                flusher.cancel()
-        finally:
-            self.connected.clear()
-            self._batch.clear()
-            with contextlib.suppress(*_BROKER_ERRORS):
-                await connection.close()
+        for queue in (s.happy_end, s.error_end, s.events_queue):
+            await channel.queue_declare(dead_letter_queue(queue), durable=True)
 
     async def _on_happy_end(self, message: aiormq.abc.DeliveredMessage) -> None:
         await self._handle(self.settings.happy_end, message, ok=True)
@@ -136,63 +169,110 @@ class Broker:
         self._batch.append(message)
         self._batch_ready.set()
 
-    async def _flush_events(self, channel: Any) -> None:
+    async def _flush_events(self) -> None:
         while True:
             await self._batch_ready.wait()
             await asyncio.sleep(EVENT_BATCH_WINDOW)  # let a step's few events arrive together
             self._batch_ready.clear()
             batch, self._batch = self._batch, []
-            for job_id, items in (await self._by_job(channel, batch)).items():
-                await self._apply_steps(channel, job_id, items)
+            by_job: dict[str, list[tuple[StepEvent, Delivered]]] = {}
+            for message in batch:
+                found = step_event(message.body)
+                if isinstance(found, Unusable):
+                    await self._settle(message, Verdict(Settle.DEAD, found.reason))
+                elif found is None:
+                    await self._settle(message, Verdict(Settle.ACK))
+                else:
+                    by_job.setdefault(found[0], []).append((found[1], message))
+            for job_id, items in by_job.items():
+                await self._apply_steps(job_id, items)
 
-    async def _by_job(
-        self, channel: Any, batch: list[aiormq.abc.DeliveredMessage]
-    ) -> dict[str, list[tuple[StepEvent, int]]]:
-        """The batch's step events by job; others (unreadable, not a job's) are acked now."""
-        by_job: dict[str, list[tuple[StepEvent, int]]] = {}
-        for message in batch:
-            tag = message.delivery_tag or 0
-            found = step_event(message.body)
-            if found is None:
-                await self._settle(channel, tag, ack=True)
-                continue
-            job_id, event = found
-            by_job.setdefault(job_id, []).append((event, tag))
-        return by_job
-
-    async def _apply_steps(
-        self, channel: Any, job_id: str, items: list[tuple[StepEvent, int]]
-    ) -> None:
+    async def _apply_steps(self, job_id: str, items: list[tuple[StepEvent, Delivered]]) -> None:
         try:
-            await self.store.on_steps(job_id, [event for event, _ in items])
-        except Exception:
-            log.exception("applying step events of job %s failed; they come back", job_id)
-            ack = False
+            known = await self.store.on_steps(job_id, [event for event, _ in items])
+        except Exception as exc:  # noqa: BLE001 - logged and settled by _after_error
+            what = f"step events of job {job_id}"
+            verdicts = [self._after_error(exc, m, what) for _, m in items]
         else:
-            ack = True
-        for _, tag in items:
-            await self._settle(channel, tag, ack=ack)
+            self._retry.reset()
+            verdict = Verdict(Settle.ACK) if known else unknown_job(job_id)
+            verdicts = [verdict] * len(items)
+        await self._pace(verdicts)
+        for (_, message), verdict in zip(items, verdicts, strict=True):
+            await self._settle(message, verdict)
 
-    @staticmethod
-    async def _settle(channel: Any, tag: int, *, ack: bool) -> None:
-        # A lost channel means the broker redelivers these; the store ignores duplicates.
+    async def _handle(self, queue: str, message: Delivered, *, ok: bool) -> None:
+        found = terminal_message(message.body)
+        if isinstance(found, Unusable):
+            verdict = Verdict(Settle.DEAD, found.reason)
+        else:
+            job_id, envelope = found
+            try:
+                known = await self.store.on_terminal(job_id, envelope, ok=ok)
+            except Exception as exc:  # noqa: BLE001 - logged and settled by _after_error
+                verdict = self._after_error(exc, message, f"a message in {queue}")
+            else:
+                self._retry.reset()
+                verdict = Verdict(Settle.ACK) if known else unknown_job(job_id)
+        await self._pace([verdict])
+        await self._settle(message, verdict)
+
+    def _after_error(self, exc: Exception, message: Delivered, what: str) -> Verdict:
+        verdict = after_error(exc, redelivered=bool(message.redelivered))
+        if isinstance(exc, DatabaseUnavailable):
+            if self._retry.attempts == 0:  # once per outage, not once per message
+                log.warning("%s: %s; messages come back until it answers", what, exc)
+        else:
+            log.error("applying %s failed (%s)", what, verdict.settle, exc_info=exc)
+        return verdict
+
+    async def _pace(self, verdicts: list[Verdict]) -> None:
+        """Before a redelivery, wait the retry backoff: no busy loop while the database is
+        down (the messages are held, unacked, meanwhile)."""
+        if any(v.settle is Settle.RETRY for v in verdicts):
+            await self._retry.sleep()
+
+    async def _settle(self, message: Delivered, verdict: Verdict) -> None:
+        """Carry out a verdict. A dead letter is confirmed before the source is acked; if it
+        cannot be published the message is not acked and comes back. A lost channel means
+        the broker redelivers the message; the store ignores duplicates."""
+        tag = message.delivery_tag or 0
+        source = _source_queue(message, self.settings)
+        ack = verdict.settle is not Settle.RETRY
+        if verdict.settle is Settle.DEAD:
+            try:
+                await self._dead_letter(message, verdict.reason)
+            except (PublishFailed, *_BROKER_ERRORS) as exc:
+                log.warning("cannot dead-letter a message from %s (%s): it comes back", source, exc)
+                ack = False
         with contextlib.suppress(*_BROKER_ERRORS):
             if ack:
-                await channel.basic_ack(tag)
+                await message.channel.basic_ack(tag)
             else:
-                await channel.basic_nack(tag, requeue=True)
+                await message.channel.basic_nack(tag, requeue=True)
 
-    async def _handle(self, queue: str, message: aiormq.abc.DeliveredMessage, *, ok: bool) -> None:
-        tag = message.delivery_tag or 0
-        found = terminal_message(message.body, queue)
-        try:
-            if found is not None:
-                await self.store.on_terminal(found[0], found[1], ok=ok)
-        except Exception:
-            log.exception("updating a job from a message in %s failed; it comes back", queue)
-            await self._settle(message.channel, tag, ack=False)
-            return
-        await self._settle(message.channel, tag, ack=True)
+    async def _dead_letter(self, message: Delivered, reason: str) -> None:
+        source = _source_queue(message, self.settings)
+        target = dead_letter_queue(source)
+        properties = message.header.properties
+        headers = {**(properties.headers or {}), REASON_HEADER: reason, SOURCE_HEADER: source}
+        channel = await self._channel()
+        confirm = await channel.basic_publish(
+            message.body,
+            exchange="",  # the default exchange: straight to the queue of that name
+            routing_key=target,
+            properties=spec.Basic.Properties(
+                delivery_mode=2,
+                content_type=properties.content_type,
+                correlation_id=properties.correlation_id,
+                message_id=properties.message_id,
+                headers=headers,
+            ),
+            mandatory=True,
+        )
+        if not isinstance(confirm, spec.Basic.Ack):
+            raise PublishFailed(f"RabbitMQ did not confirm the dead letter to {target}")
+        log.warning("dead-lettered a message from %s to %s: %s", source, target, reason)
 
     async def close(self) -> None:
         if self._connection is not None and not self._connection.is_closed:

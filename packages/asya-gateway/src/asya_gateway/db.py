@@ -6,16 +6,35 @@ and SQLite alike.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+from collections.abc import AsyncIterator
 from typing import Any
 
+import asyncpg
 from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import exc as sa
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from .errors import DatabaseUnavailable
 from .jobstate import JobStatus
 
-__all__ = ["Base", "Job", "JobEvent", "make_engine", "sessions", "utcnow"]
+__all__ = ["Base", "Job", "JobEvent", "available", "make_engine", "sessions", "utcnow"]
+
+CONNECT_TIMEOUT = 5.0  # seconds for a new connection (asyncpg's default is 60)
+STATEMENT_TIMEOUT = 30.0  # seconds for one statement, on the client side
+POOL_TIMEOUT = 10.0  # seconds to wait for a pooled connection
+# Errors of the statement itself, not of the database being there: not "unavailable".
+_STATEMENT_ERRORS = (sa.IntegrityError, sa.ProgrammingError, sa.DataError, sa.NotSupportedError)
+_UNAVAILABLE = (
+    sa.DBAPIError,
+    sa.TimeoutError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    OSError,
+    TimeoutError,
+)
 
 
 def utcnow() -> datetime.datetime:
@@ -81,7 +100,36 @@ class JobEvent(Base):
 def make_engine(url: str) -> AsyncEngine:
     if url.startswith("sqlite"):
         return create_async_engine(url, connect_args={"timeout": 30})
-    return create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+    return create_async_engine(
+        url,
+        pool_size=10,
+        max_overflow=10,
+        pool_pre_ping=True,
+        pool_timeout=POOL_TIMEOUT,
+        connect_args={"timeout": CONNECT_TIMEOUT, "command_timeout": STATEMENT_TIMEOUT},
+    )
+
+
+def unavailable_reason(exc: BaseException) -> str:
+    """The cause of a database error in one line, without the SQL statement."""
+    cause = getattr(exc, "orig", None) or exc
+    lines = str(cause).strip().splitlines()
+    text = lines[0] if lines else ""
+    # The asyncpg adapter prefixes "<class 'asyncpg.exceptions.X'>: "; keep the message.
+    text = text.split(">: ", 1)[-1]
+    name = type(cause).__name__
+    return f"{name}: {text}"[:300] if text else name
+
+
+@contextlib.asynccontextmanager
+async def available() -> AsyncIterator[None]:
+    """Turn an error of the database's availability into :class:`DatabaseUnavailable`."""
+    try:
+        yield
+    except _STATEMENT_ERRORS:
+        raise
+    except _UNAVAILABLE as exc:
+        raise DatabaseUnavailable(unavailable_reason(exc)) from exc
 
 
 def sessions(engine: AsyncEngine) -> async_sessionmaker[Any]:

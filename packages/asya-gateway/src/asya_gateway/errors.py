@@ -10,6 +10,7 @@ if TYPE_CHECKING:
     from .db import Job
 
 __all__ = [
+    "DatabaseUnavailable",
     "GatewayError",
     "InvalidArguments",
     "JobFinished",
@@ -59,3 +60,15 @@ class JobFinished(GatewayError):
     def __init__(self, job: Job) -> None:
         super().__init__(f"job already {job.status}")
         self.job = job
+
+
+class DatabaseUnavailable(GatewayError):
+    """The database did not answer (down, restarting, unreachable, or too slow): worth a retry.
+
+    The message names the cause without SQL (``database unavailable: ConnectionRefusedError:
+    ...``); REST answers 503 with it, MCP a JSON-RPC error, consumers redeliver the message.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"database unavailable: {reason}")
+        self.reason = reason

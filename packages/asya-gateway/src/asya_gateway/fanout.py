@@ -9,13 +9,28 @@ in any order and more than once.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["Branches", "empty_state"]
+__all__ = ["Branches", "copied", "empty_state"]
 
 
 def empty_state() -> dict[str, Any]:
     return {"children": {}, "ended": {}}
+
+
+def copied(state: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy that :class:`Branches` may edit: its two maps are new, their values shared.
+
+    :class:`Branches` only adds or replaces entries of ``children`` and ``ended`` and never
+    edits a value (a child list, an outcome holding a result) in place, so nothing deeper is
+    copied: no recursion over results, however deep they nest.
+    """
+    return {
+        **state,
+        "children": dict(state.get("children", {})),
+        "ended": dict(state.get("ended", {})),
+    }
 
 
 class Branches:

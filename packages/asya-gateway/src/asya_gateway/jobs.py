@@ -5,10 +5,10 @@ SQLite); this module persists what the state machine returns and nothing else.""
 from __future__ import annotations
 
 import asyncio
-import copy
+import contextlib
 import datetime
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -18,7 +18,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from asya_protocol import Envelope, StepEvent
 
 from . import jobstate
-from .db import Job, JobEvent, sessions, utcnow
+from .db import Job, JobEvent, available, sessions, utcnow
+from .errors import DatabaseUnavailable
 from .jobstate import TERMINAL, Event, JobState, JobStatus, Terminal, Timeout, Transition
 from .messages import JOB_HEADER
 
@@ -63,7 +64,9 @@ def state_of(job: Job) -> JobState:
 
 def _store_state(job: Job, state: JobState) -> None:
     job.status = state.status.value
-    job.branches = copy.deepcopy(dict(state.branches))  # a new value: the ORM sees it
+    # jobstate never edits a branches value in place, so this is a new value the ORM sees
+    # (no deep copy: a branch's result can nest as deep as the protocol allows).
+    job.branches = state.branches
     job.progress = state.progress
     job.message = state.message
     job.result = state.result
@@ -97,12 +100,29 @@ class JobStore:
             )
         await self._notify(session, job_id)
 
+    @contextlib.asynccontextmanager
+    async def _session(self) -> AsyncIterator[AsyncSession]:
+        """A session whose availability errors are :class:`DatabaseUnavailable`."""
+        async with available(), self.sessions() as session:
+            yield session
+
     async def _write(self, fn: Callable[[AsyncSession], Awaitable[T]]) -> T:
         if self._sqlite:
-            async with self._sqlite_lock, self.sessions() as session, session.begin():
+            async with self._sqlite_lock, self._session() as session, session.begin():
                 return await fn(session)
-        async with self.sessions() as session, session.begin():
+        async with self._session() as session, session.begin():
             return await fn(session)
+
+    async def ping(self, timeout: float) -> str:
+        """``"ok"`` if the database answers ``SELECT 1`` within ``timeout`` seconds, else why."""
+        try:
+            async with asyncio.timeout(timeout), self._session() as session:
+                await session.execute(text("SELECT 1"))
+        except TimeoutError:
+            return f"database unavailable: no answer within {timeout:g} s"
+        except DatabaseUnavailable as exc:
+            return str(exc)
+        return "ok"
 
     # --- commands -----------------------------------------------------------------------------
 
@@ -155,21 +175,24 @@ class JobStore:
 
         return await self._write(go)
 
-    async def on_terminal(self, job_id: str, envelope: Envelope, ok: bool) -> None:
-        """A message of this job reached happy-end (``ok``) or error-end."""
+    async def on_terminal(self, job_id: str, envelope: Envelope, ok: bool) -> bool:
+        """A message of this job reached happy-end (``ok``) or error-end; False if there is no
+        such job."""
         event = Terminal(envelope.id or "", ok, envelope.payload_value())
-        await self.apply(job_id, [event])
+        return await self.apply(job_id, [event]) is not None
 
-    async def on_steps(self, job_id: str, events: Sequence[StepEvent]) -> None:
-        """Apply a job's step events, in order, in one transaction."""
+    async def on_steps(self, job_id: str, events: Sequence[StepEvent]) -> bool:
+        """Apply a job's step events, in order, in one transaction; False if there is no such
+        job (known only when one of the events matters)."""
         wanted = [e for e in events if jobstate.relevant(e)]
-        if wanted:
-            await self.apply(job_id, wanted, advisory=True)
+        if not wanted:
+            return True
+        return await self.apply(job_id, wanted, advisory=True) is not None
 
     async def sweep_timeouts(self) -> list[str]:
         """Time out every unfinished job past its deadline (atomic: safe with many replicas)."""
         now = utcnow()
-        async with self.sessions() as session:
+        async with self._session() as session:
             ids = list(
                 (
                     await session.execute(
@@ -189,7 +212,7 @@ class JobStore:
     # --- queries ------------------------------------------------------------------------------
 
     async def get(self, job_id: str) -> Job | None:
-        async with self.sessions() as session:
+        async with self._session() as session:
             job: Job | None = await session.get(Job, job_id)
             return job
 
@@ -199,7 +222,7 @@ class JobStore:
             stmt = stmt.where(Job.status == query.status)
         if query.tool:
             stmt = stmt.where(Job.tool == query.tool)
-        async with self.sessions() as session:
+        async with self._session() as session:
             if query.before:
                 anchor = await session.get(Job, query.before)
                 if anchor is not None:
@@ -210,7 +233,7 @@ class JobStore:
             return list((await session.execute(stmt)).scalars())
 
     async def events_since(self, job_id: str, after: int) -> list[JobEvent]:
-        async with self.sessions() as session:
+        async with self._session() as session:
             stmt = (
                 select(JobEvent)
                 .where(JobEvent.job_id == job_id, JobEvent.id > after)

@@ -15,7 +15,6 @@ end are only recorded in the history, marked ``late``.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import datetime
 from collections.abc import Mapping
@@ -25,7 +24,7 @@ from typing import Any
 
 from asya_protocol import EventType, StepEvent
 
-from .fanout import Branches, empty_state
+from .fanout import Branches, copied, empty_state
 
 __all__ = [
     "TERMINAL",
@@ -215,7 +214,7 @@ def _terminal(state: JobState, event: Terminal, now: datetime.datetime) -> Trans
     outcome: dict[str, Any] = (
         {"ok": True, "result": event.payload} if event.ok else {"ok": False, "error": event.payload}
     )
-    branches = Branches(copy.deepcopy(dict(state.branches)))
+    branches = Branches(copied(state.branches))
     branches.ended(event.message_id, outcome)
     new = dataclasses.replace(state, branches=branches.state)
     record = Record(HistoryKind.BRANCH, {"id": event.message_id, **outcome})
@@ -241,7 +240,7 @@ def _step(state: JobState, event: StepEvent, now: datetime.datetime) -> Transiti
     overall = _overall(event, current)
     if progress is None or overall > progress:
         progress = min(overall, 1.0)
-    branches = Branches(copy.deepcopy(dict(state.branches)))
+    branches = Branches(copied(state.branches))
     if event.type is EventType.DONE and event.id:
         if event.child_ids:
             branches.fanned_out(event.id, list(event.child_ids))

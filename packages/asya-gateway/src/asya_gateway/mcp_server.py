@@ -18,11 +18,12 @@ the :class:`~asya_gateway.service.Gateway` (the server's lifespan yields it).
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
 import mcp_types as types
 from mcp.server import ServerRequestContext
@@ -31,14 +32,23 @@ from mcp.shared.exceptions import MCPError
 
 from .__about__ import __version__
 from .db import Job, JobEvent
-from .errors import InvalidArguments, JobFinished, NoSuchJob, StartFailed, UnknownTool
+from .errors import (
+    DatabaseUnavailable,
+    InvalidArguments,
+    JobFinished,
+    NoSuchJob,
+    StartFailed,
+    UnknownTool,
+)
 from .jobs import JobQuery
 from .jobstate import HistoryKind, JobStatus
 from .service import Gateway
 
 __all__ = [
+    "UNAVAILABLE",
     "McpContext",
     "TaskStatus",
+    "available",
     "build_mcp_server",
     "call_tool",
     "cancel_task",
@@ -51,6 +61,10 @@ __all__ = [
 ]
 
 McpContext = ServerRequestContext[Gateway, Any]
+P = TypeVar("P")
+R = TypeVar("R")
+UNAVAILABLE = -32003
+"""JSON-RPC error code (server-defined range) of a call refused while the database is down."""
 TASK_REVISIONS = frozenset({"2025-11-25"})
 TASKS_PAGE = 50
 
@@ -214,16 +228,37 @@ def _provides(
     return lifespan
 
 
+Handler = Callable[[McpContext, P], Awaitable[R]]
+
+
+def available(handler: Handler[P, R]) -> Handler[P, R]:
+    """``handler``, answering JSON-RPC error :data:`UNAVAILABLE` while the database is down
+    (naming the cause, no SQL), as REST answers 503."""
+
+    @functools.wraps(handler)
+    async def answer(ctx: McpContext, params: P) -> R:
+        try:
+            return await handler(ctx, params)
+        except DatabaseUnavailable as exc:
+            raise MCPError(UNAVAILABLE, str(exc), {"status": 503, "retry_after": 2}) from None
+
+    return answer
+
+
 def build_mcp_server(gateway: Gateway) -> Server[Gateway]:
     server = _GatewayServer(
         "asya-gateway",
         version=__version__,
         lifespan=_provides(gateway),
         on_list_tools=list_tools,
-        on_call_tool=call_tool,
+        on_call_tool=available(call_tool),
     )
-    server.add_request_handler("tasks/get", types.GetTaskRequestParams, get_task)
-    server.add_request_handler("tasks/result", types.GetTaskPayloadRequestParams, task_result)
-    server.add_request_handler("tasks/cancel", types.CancelTaskRequestParams, cancel_task)
-    server.add_request_handler("tasks/list", types.PaginatedRequestParams, list_tasks)
+    server.add_request_handler("tasks/get", types.GetTaskRequestParams, available(get_task))
+    server.add_request_handler(
+        "tasks/result", types.GetTaskPayloadRequestParams, available(task_result)
+    )
+    server.add_request_handler(
+        "tasks/cancel", types.CancelTaskRequestParams, available(cancel_task)
+    )
+    server.add_request_handler("tasks/list", types.PaginatedRequestParams, available(list_tasks))
     return server

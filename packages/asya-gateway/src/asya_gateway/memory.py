@@ -10,16 +10,28 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from asya_protocol import Envelope, encode_envelope
+from asya_protocol import Backoff, Envelope, encode_envelope
 
+from .deadletter import Settle, Verdict, after_error, dead_letter_queue, unknown_job
 from .errors import PublishFailed
 from .jobs import JobStore
-from .messages import step_event, terminal_message
+from .messages import Unusable, step_event, terminal_message
+from .supervise import NO_HEALTH, Health
 
 __all__ = ["InProcessQueues", "MemoryBroker"]
+
+log = logging.getLogger("asya_gateway.memory")
+EVENTS_QUEUE = "asya-gateway-events"  # where dead step events go: <this>.dead
+
+
+def _after_error(exc: Exception) -> Verdict:
+    # In one process a message is never redelivered by a broker: an error other than the
+    # database being unavailable will not pass on a second try, so it dead-letters at once.
+    return after_error(exc, redelivered=True)
 
 
 class InProcessQueues(Protocol):
@@ -53,7 +65,9 @@ class MemoryBroker:
         self.happy_end = happy_end
         self.error_end = error_end
         self.unroutable = unroutable
+        self.events_queue = EVENTS_QUEUE
         self.connected = asyncio.Event()
+        self._retry = Backoff()
         self._events: asyncio.Queue[bytes] = asyncio.Queue()
         queues.declare(happy_end)
         queues.declare(error_end)
@@ -80,8 +94,9 @@ class MemoryBroker:
         except self.unroutable:
             raise PublishFailed(f"no actor consumes the first step {first!r}") from None
 
-    async def consume(self) -> None:
+    async def consume(self, health: Health = NO_HEALTH) -> None:
         self.connected.set()
+        health.ok()
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self._terminal(self.happy_end, ok=True))
             tg.create_task(self._terminal(self.error_end, ok=False))
@@ -91,15 +106,56 @@ class MemoryBroker:
         source = self.queues.queue(queue)
         while True:
             message = await source.get()
-            found = terminal_message(message.body, queue)
-            if found is not None:
-                await self.store.on_terminal(found[0], found[1], ok=ok)
+            verdict = await self._apply_terminal(message.body, ok=ok)
+            await self._carry_out(
+                verdict, queue, message.body, functools.partial(source.put_nowait, message)
+            )
+
+    async def _apply_terminal(self, body: bytes, *, ok: bool) -> Verdict:
+        found = terminal_message(body)
+        if isinstance(found, Unusable):
+            return Verdict(Settle.DEAD, found.reason)
+        try:
+            known = await self.store.on_terminal(found[0], found[1], ok=ok)
+        except Exception as exc:  # noqa: BLE001 - settled (and logged) by _carry_out
+            return _after_error(exc)
+        return Verdict(Settle.ACK) if known else unknown_job(found[0])
 
     async def _steps(self) -> None:
         while True:
-            found = step_event(await self._events.get())
-            if found is not None:
-                await self.store.on_steps(found[0], [found[1]])
+            body = await self._events.get()
+            verdict = await self._apply_step(body)
+            await self._carry_out(
+                verdict, self.events_queue, body, functools.partial(self._events.put_nowait, body)
+            )
+
+    async def _apply_step(self, body: bytes) -> Verdict:
+        found = step_event(body)
+        if found is None:
+            return Verdict(Settle.ACK)  # another pipeline's event: not ours
+        if isinstance(found, Unusable):
+            return Verdict(Settle.DEAD, found.reason)
+        try:
+            known = await self.store.on_steps(found[0], [found[1]])
+        except Exception as exc:  # noqa: BLE001 - settled (and logged) by _carry_out
+            return _after_error(exc)
+        return Verdict(Settle.ACK) if known else unknown_job(found[0])
+
+    async def _carry_out(
+        self, verdict: Verdict, queue: str, body: bytes, requeue: Callable[[], None]
+    ) -> None:
+        """As on RabbitMQ: dead letters to ``<queue>.dead``, retries after the backoff."""
+        if verdict.settle is Settle.RETRY:
+            log.warning("applying a message from %s failed, retrying: %s", queue, verdict.reason)
+            await self._retry.sleep()
+            requeue()
+            return
+        self._retry.reset()
+        if verdict.settle is Settle.DEAD:
+            target = dead_letter_queue(queue)
+            self.queues.declare(target)
+            await self.queues.publish(target, body)
+            log.warning("dead-lettered a message from %s to %s: %s", queue, target, verdict.reason)
 
     async def close(self) -> None:
         self.connected.clear()

@@ -7,25 +7,26 @@ in-process one), so they read messages the same way.
 
 from __future__ import annotations
 
-import logging
 import os
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 
 from asya_protocol import (
+    MAX_ENVELOPE_DEPTH,
     Envelope,
     EnvelopeError,
     EventError,
     Route,
     StepEvent,
+    check_json,
     decode_envelope,
     decode_event,
 )
 
-__all__ = ["JOB_HEADER", "first_envelope", "step_event", "terminal_message"]
+__all__ = ["JOB_HEADER", "Unusable", "first_envelope", "step_event", "terminal_message"]
 
-log = logging.getLogger("asya_gateway.broker")
 JOB_HEADER = "asya-job-id"
 _encoder = msgspec.json.Encoder()
 
@@ -46,27 +47,38 @@ def first_envelope(
     )
 
 
-def terminal_message(body: bytes, queue: str) -> tuple[str, Envelope] | None:
-    """``(job id, envelope)`` of a message in a terminal queue, or None if it is not a job's.
+@dataclass(frozen=True)
+class Unusable:
+    """A message that can never be applied (see :mod:`asya_gateway.deadletter`)."""
 
-    Terminal queues are shared: a message of another client, or a malformed one, is not ours
-    to understand; it leaves a log line and is acked (a bad body would otherwise loop).
+    reason: str
+
+
+def terminal_message(body: bytes) -> tuple[str, Envelope] | Unusable:
+    """``(job id, envelope)`` of a message in a terminal queue, or why it is not usable.
+
+    Terminal queues are shared: a message of another client (no job header) or a malformed one
+    is :class:`Unusable`, for the dead-letter queue, never dropped in silence.
     """
     try:
         envelope = decode_envelope(body)
     except EnvelopeError as exc:
-        log.warning("ignoring an unreadable message in %s: %s", queue, exc)
-        return None
+        return Unusable(f"undecodable: {exc}")
     job_id = envelope.headers.get(JOB_HEADER)
-    return (job_id, envelope) if job_id else None
+    if not job_id:
+        return Unusable(f"not a job of this gateway: no {JOB_HEADER} header")
+    return job_id, envelope
 
 
-def step_event(body: bytes) -> tuple[str, StepEvent] | None:
-    """``(job id, event)`` of a step event, or None if it is unreadable or not a job's."""
+def step_event(body: bytes) -> tuple[str, StepEvent] | Unusable | None:
+    """``(job id, event)`` of a step event; :class:`Unusable` if it cannot be read; None if it
+    is not a job's (the gateway's events queue holds its own copy of every sidecar's events,
+    so another pipeline's event is simply not ours, and loses nothing when acked)."""
     try:
+        # decode_event recurses per level: bound the depth first, as for envelopes.
+        check_json(body, max_depth=MAX_ENVELOPE_DEPTH, what="step event")
         event = decode_event(body)
-    except EventError as exc:
-        log.warning("ignoring an unreadable step event: %s", exc)
-        return None
+    except (EnvelopeError, EventError) as exc:
+        return Unusable(f"undecodable: {exc}")
     job_id = event.headers.get(JOB_HEADER)
     return (job_id, event) if job_id else None

@@ -1,22 +1,55 @@
-"""Bearer tokens, Origin checks and the request body limit: one ASGI middleware in front of the
-REST routes and the mounted MCP app alike."""
+"""Bearer tokens, Origin checks and the limits on request bodies: one ASGI middleware in front
+of the REST routes and the mounted MCP app alike.
+
+The body is read here, whole, before any route sees it, under three limits:
+
+- size, ``max_body`` bytes (413);
+- time, ``body_timeout`` seconds for the whole body from the first read (408): a client
+  trickling bytes cannot hold a connection and a worker for ever;
+- nesting, :data:`asya_protocol.MAX_JSON_DEPTH` for a tool's arguments (they become the first
+  payload), checked without recursion (:func:`asya_protocol.check_json`) before any JSON
+  parser recurses over it: REST answers 422, MCP the JSON-RPC error -32602, naming the limit.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
+import re
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["OPEN_PATHS", "AuthAndLimits"]
+from asya_protocol import MAX_JSON_DEPTH, EnvelopeError, NestingTooDeepError, check_json
 
-OPEN_PATHS = frozenset({"/healthz"})
+__all__ = ["OPEN_PATHS", "AuthAndLimits", "jsonrpc_id"]
+
+OPEN_PATHS = frozenset({"/healthz", "/readyz"})
+INVALID_PARAMS = -32602
+# How many levels a request body wraps a tool's arguments in: {"arguments": ...} on REST,
+# {"params": {"arguments": ...}} in a JSON-RPC request.
+_WRAPPING = {"/mcp": 2}
+_REST_WRAPPING = 1
+_TOKEN = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]', re.DOTALL)
+_ID_VALUE = re.compile(rb'\s*:\s*("(?:[^"\\]|\\.)*"|-?\d+)')
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class _TooSlow(Exception):
+    pass
+
+
+class _Gone(Exception):
+    """The client disconnected before its body was complete."""
 
 
 class AuthAndLimits:
-    """ASGI middleware: bearer tokens on everything but /healthz, Origin checks for /mcp, and a
-    request body limit (413), for the REST routes and the mounted MCP app alike."""
+    """ASGI middleware: bearer tokens on everything but /healthz and /readyz, Origin checks for
+    /mcp, and the body limits of the module's description."""
 
     def __init__(
         self,
@@ -25,10 +58,12 @@ class AuthAndLimits:
         tokens: frozenset[str],
         max_body: int,
         allowed_origins: frozenset[str],
+        body_timeout: float = 30.0,
     ) -> None:
         self.app = app
         self.tokens = tokens
         self.max_body = max_body
+        self.body_timeout = body_timeout
         self.allowed_origins = allowed_origins
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -36,58 +71,134 @@ class AuthAndLimits:
             await self.app(scope, receive, send)
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        path = scope["path"]
+        refusal = self._refusal(scope["path"], headers)
+        if refusal is not None:
+            await _json(send, *refusal)
+            return
+        try:
+            body = await self._body(receive)
+        except _TooLarge:
+            await _json(send, 413, {"detail": f"request body over {self.max_body} bytes"})
+            return
+        except _TooSlow:
+            detail = f"request body not received within {self.body_timeout:g} s"
+            await _json(send, 408, {"detail": detail}, [(b"connection", b"close")])
+            return
+        except _Gone:
+            return
+        if await self._too_deep(scope["path"], body, send):
+            return
+        await self.app(scope, _replay(body, receive), send)
+
+    def _refusal(
+        self, path: str, headers: dict[str, str]
+    ) -> tuple[int, dict[str, Any], list[tuple[bytes, bytes]]] | None:
+        """Status, body and headers of a refusal on the headers alone, or None."""
         if path not in OPEN_PATHS and self.tokens:
             auth = headers.get("authorization", "")
             token = auth[7:] if auth[:7].lower() == "bearer " else ""
             if not any(hmac.compare_digest(token.encode(), t.encode()) for t in self.tokens):
-                await _plain(
-                    send,
-                    401,
-                    {"detail": "missing or invalid bearer token"},
-                    [(b"www-authenticate", b'Bearer realm="asya"')],
-                )
-                return
+                detail = {"detail": "missing or invalid bearer token"}
+                return 401, detail, [(b"www-authenticate", b'Bearer realm="asya"')]
         origin = headers.get("origin")
-        if (
-            path.startswith("/mcp")
-            and origin
-            and not self._origin_ok(origin, headers.get("host", ""))
-        ):
-            await _plain(send, 403, {"detail": f"origin {origin!r} is not allowed"})
-            return
+        if path.startswith("/mcp") and origin and not self._origin_ok(origin, headers):
+            return 403, {"detail": f"origin {origin!r} is not allowed"}, []
         length = headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > self.max_body:
-            await _plain(send, 413, {"detail": f"request body over {self.max_body} bytes"})
-            return
-        received = 0
+            return 413, {"detail": f"request body over {self.max_body} bytes"}, []
+        return None
 
-        async def limited() -> Message:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_body:
-                    raise _TooLarge
-            return message
-
+    async def _body(self, receive: Receive) -> bytes:
+        """The whole body, within the size and time limits (bounded: at most ``max_body``
+        bytes, at most ``body_timeout`` seconds)."""
+        chunks: list[bytes] = []
+        size = 0
         try:
-            await self.app(scope, limited, send)
-        except _TooLarge:
-            await _plain(send, 413, {"detail": f"request body over {self.max_body} bytes"})
+            async with asyncio.timeout(self.body_timeout):
+                while True:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        raise _Gone
+                    chunk = message.get("body", b"")
+                    size += len(chunk)
+                    if size > self.max_body:
+                        raise _TooLarge
+                    chunks.append(chunk)
+                    if not message.get("more_body", False):
+                        return b"".join(chunks)
+        except TimeoutError:
+            raise _TooSlow from None
 
-    def _origin_ok(self, origin: str, host: str) -> bool:
+    async def _too_deep(self, path: str, body: bytes, send: Send) -> bool:
+        """Refuse a body whose arguments nest deeper than the limit; True if refused."""
+        wrapping = _WRAPPING.get(path, _REST_WRAPPING)
+        try:
+            check_json(body, max_depth=MAX_JSON_DEPTH + wrapping, what="request body")
+        except NestingTooDeepError as exc:
+            message = (
+                f"arguments nest {exc.depth - wrapping} levels deep; "
+                f"the limit is {MAX_JSON_DEPTH} (MAX_JSON_DEPTH)"
+            )
+        except EnvelopeError:
+            return False  # not UTF-8: the route's own parser refuses it as not JSON
+        else:
+            return False
+        if path in _WRAPPING:
+            await _jsonrpc_error(send, jsonrpc_id(body), INVALID_PARAMS, message, MAX_JSON_DEPTH)
+        else:
+            await _json(send, 422, {"detail": message, "limit": MAX_JSON_DEPTH})
+        return True
+
+    def _origin_ok(self, origin: str, headers: dict[str, str]) -> bool:
         if origin in self.allowed_origins:
             return True
         # Same origin as the Host the client reached (a browser page served by us).
-        return origin.split("://", 1)[-1] == host
+        return origin.split("://", 1)[-1] == headers.get("host", "")
 
 
-class _TooLarge(Exception):
-    pass
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A ``receive`` that gives the body read already, then the client's own messages (a
+    disconnect, which streaming responses wait for)."""
+    given = False
+
+    async def replay() -> Message:
+        nonlocal given
+        if given:
+            return await receive()
+        given = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replay
 
 
-async def _plain(
+def jsonrpc_id(body: bytes) -> int | str | None:
+    """The top-level ``id`` of a JSON-RPC request body, found without parsing it (it nests too
+    deep to parse): a scan of strings and brackets, linear in the body's size."""
+    depth = 0
+    for token in _TOKEN.finditer(body):
+        text = token.group()
+        if text in (b"[", b"{"):
+            depth += 1
+        elif text in (b"]", b"}"):
+            depth -= 1
+        elif depth == 1 and text == b'"id"':
+            value = _ID_VALUE.match(body, token.end())
+            if value is not None:
+                found: int | str = json.loads(value.group(1))
+                return found
+    return None
+
+
+async def _jsonrpc_error(
+    send: Send, request_id: int | str | None, code: int, message: str, limit: int
+) -> None:
+    error = {"code": code, "message": message, "data": {"limit": limit}}
+    # With the request's id, an answer the client matches to its call; without, a 400.
+    status = 200 if request_id is not None else 400
+    await _json(send, status, {"jsonrpc": "2.0", "id": request_id, "error": error})
+
+
+async def _json(
     send: Send, status: int, body: dict[str, Any], extra: list[tuple[bytes, bytes]] | None = None
 ) -> None:
     data = json.dumps(body).encode()

@@ -8,16 +8,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from .supervise import NO_HEALTH, Health
+
 __all__ = ["CHANNEL", "Notifier"]
 
-log = logging.getLogger("asya_gateway.notify")
 CHANNEL = "asya_job_events"
+CONNECT_TIMEOUT = 5.0
+KEEPALIVE = 10.0  # seconds between checks that the LISTEN connection still answers
 
 
 class Notifier:
@@ -25,28 +27,39 @@ class Notifier:
         self.database_url = database_url
         self.postgres = database_url.startswith("postgresql")
         self._waiters: dict[str, set[asyncio.Event]] = {}
-        self._listener: Any = None
 
-    async def start(self) -> None:
-        if not self.postgres:
-            return
+    async def listen(self, health: Health = NO_HEALTH) -> None:
+        """Hold the LISTEN connection (PostgreSQL) until it is lost, then raise: supervised,
+        so it reconnects after the backoff. Followers are woken on every (re)connection, since
+        notifications sent while it was away are gone (they re-read the history)."""
         import asyncpg  # noqa: PLC0415 - PostgreSQL only
 
         dsn = "postgresql://" + self.database_url.split("://", 1)[1]
-        self._listener = await asyncpg.connect(dsn)
-        await self._listener.add_listener(CHANNEL, self._on_notification)
-
-    async def stop(self) -> None:
-        if self._listener is not None:
-            import asyncpg  # noqa: PLC0415 - PostgreSQL only
-
-            # Closing at shutdown: a connection already broken has nothing left to deliver.
+        connection = await asyncpg.connect(dsn, timeout=CONNECT_TIMEOUT)
+        lost = asyncio.Event()
+        connection.add_termination_listener(lambda _conn: lost.set())
+        try:
+            await connection.add_listener(CHANNEL, self._on_notification)
+            health.ok()
+            self.wake_all()
+            while not lost.is_set():
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(KEEPALIVE):
+                        await lost.wait()
+                if not lost.is_set():  # a silent network: ask, within a bound
+                    await connection.fetchval("SELECT 1", timeout=CONNECT_TIMEOUT)
+            raise ConnectionError("the LISTEN connection to PostgreSQL was closed")
+        finally:
+            # A connection already broken has nothing left to deliver.
             with contextlib.suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
-                await self._listener.close()
-            self._listener = None
+                await asyncio.wait_for(connection.close(), CONNECT_TIMEOUT)
 
     def _on_notification(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
         self.wake(payload)
+
+    def wake_all(self) -> None:
+        for job_id in list(self._waiters):
+            self.wake(job_id)
 
     def wake(self, job_id: str) -> None:
         for event in self._waiters.get(job_id, ()):

@@ -14,6 +14,7 @@ from typing import Any
 from .broker import GatewayBroker
 from .db import Job, JobEvent
 from .errors import (
+    DatabaseUnavailable,
     InvalidArguments,
     JobFinished,
     NoSuchJob,
@@ -64,7 +65,12 @@ class Gateway:
             raise StartFailed(failed.job if failed else job, str(exc)) from exc
         # If the pipeline's events or its result got there first (a fast pipeline, or a slow
         # publisher confirm), this answers with what the job is now, never a stale "pending".
-        running = await self.store.apply(job.id, [Published()])
+        try:
+            running = await self.store.apply(job.id, [Published()])
+        except DatabaseUnavailable:
+            # Recorded and published: the job runs, and its result will land once the
+            # database answers again. It stays "pending" until then.
+            return job
         return running.job if running else job
 
     async def get(self, job_id: str) -> Job:
@@ -95,26 +101,36 @@ class Gateway:
         """Every event after ``after``, until the job finishes.
 
         Woken by notifications (this replica's or, on PostgreSQL, any replica's); a bounded
-        re-check every ``poll`` seconds covers a lost notification.
+        re-check every ``poll`` seconds covers a lost notification. While the database is
+        unavailable the stream waits and re-reads (the follower sees a pause, not an end).
         """
         wake = self.notifier.subscribe(job_id)
         try:
             while True:
                 wake.clear()
-                for event in await self.store.events_since(job_id, after):
+                try:
+                    events, finished = await self._since(job_id, after)
+                except DatabaseUnavailable:
+                    events, finished = [], False
+                for event in events:
                     after = event.id
                     yield event
-                job = await self.store.get(job_id)
-                if job is None or job.job_status.terminal:
-                    for event in await self.store.events_since(job_id, after):
-                        after = event.id
-                        yield event
+                if finished:
                     return
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(poll):
                         await wake.wait()
         finally:
             self.notifier.unsubscribe(job_id, wake)
+
+    async def _since(self, job_id: str, after: int) -> tuple[list[JobEvent], bool]:
+        """The events after ``after``, and whether the job has finished (all of them read)."""
+        events = await self.store.events_since(job_id, after)
+        job = await self.store.get(job_id)
+        if job is None or job.job_status.terminal:
+            last = events[-1].id if events else after
+            return events + await self.store.events_since(job_id, last), True
+        return events, False
 
     async def wait(self, job_id: str) -> Job:
         """The job once it has finished."""

@@ -69,6 +69,8 @@ class GatewaySettings:
     tokens: frozenset[str] = var("ASYA_GATEWAY_TOKENS", listed(), default=frozenset())
     auth: AuthMode = var("ASYA_GATEWAY_AUTH", _auth, default=AuthMode.REQUIRED)
     max_body: int = var("ASYA_GATEWAY_MAX_BODY", integer(1024), default=1_048_576)
+    body_timeout: float = var("ASYA_GATEWAY_BODY_TIMEOUT", number(0.0, above=True), default=30.0)
+    """Seconds a client has to send a whole request body (408 after)."""
     allowed_origins: frozenset[str] = var(
         "ASYA_GATEWAY_ALLOWED_ORIGINS", listed(), default=frozenset()
     )
@@ -76,6 +78,10 @@ class GatewaySettings:
     default_timeout: float = var(
         "ASYA_GATEWAY_DEFAULT_TIMEOUT", number(0.0, above=True), default=3600.0
     )
+    unhealthy_after: float = var(
+        "ASYA_GATEWAY_UNHEALTHY_AFTER", number(0.0, above=True), default=120.0
+    )
+    """Seconds a supervised task may keep failing before /healthz answers 503."""
     log_level: str = _as_actors("ASYA_LOG_LEVEL")
 
     def __post_init__(self) -> None:
