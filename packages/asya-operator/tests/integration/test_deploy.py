@@ -177,6 +177,29 @@ def test_chart_without_gateway() -> None:
     assert "Service" not in kinds
 
 
+@pytest.mark.parametrize("port", [None, 9090])
+def test_the_operator_is_probed_on_its_probe_server(port: int | None) -> None:
+    extra = ("--set", f"operator.httpPort={port}") if port else ()
+    (dep,) = [
+        d
+        for d in render("x", *extra)
+        if d["kind"] == "Deployment" and d["metadata"]["name"] == "asya-operator"
+    ]
+    (container,) = dep["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["ASYA_OPERATOR_HTTP_PORT"] == str(port or 8081)
+    assert container["ports"] == [
+        {"name": "http-probes", "containerPort": port or 8081, "protocol": "TCP"}
+    ]
+    ready, live = container["readinessProbe"], container["livenessProbe"]
+    assert ready["httpGet"] == {"path": "/readyz", "port": "http-probes"}
+    assert live["httpGet"] == {"path": "/healthz", "port": "http-probes"}
+    # /healthz fails only after ASYA_OPERATOR_UNHEALTHY_AFTER: no initial delay needed, and a
+    # restart comes within 30 s of that
+    assert live["periodSeconds"] * live["failureThreshold"] <= 30
+    assert ready["periodSeconds"] <= 10
+
+
 def test_keda_crds_source() -> None:
     """Which KEDA CRDs the control plane got (the real ones when shared/ has them)."""
     from asya_testing.kube_fixtures import crd_documents

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import sys
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 from asya_testing.kube import ControlPlane
 from asya_testing.processes import managed_process
@@ -61,6 +64,9 @@ async def test_two_replicas_one_leader_and_failover(
         await eventually(lambda: _ready(custom, kube_namespace, "first"))
         other = "op-2" if leader == "op-1" else "op-1"
         assert "reconciling Asya resources" not in procs[other].log()
+        # Both are ready: the leader watching, the standby answered by the Lease.
+        for proc in procs.values():
+            await eventually(lambda proc=proc: _probe(proc.log(), "/readyz"))
         procs[leader].signal(signal.SIGTERM)  # releases the lease on the way out
         assert procs[leader].wait(timeout=30) == 0, procs[leader].log()
         await eventually(lambda: _is(holder, other))
@@ -73,6 +79,15 @@ async def test_two_replicas_one_leader_and_failover(
         )
         await eventually(lambda: _ready(custom, kube_namespace, "second"))
         assert "reconciling Asya resources" in procs[other].log()
+
+
+async def _probe(log: str, path: str) -> dict[str, Any]:
+    match = re.search(r"probes on (http://127\.0\.0\.1:\d+)/healthz", log)
+    assert match, log
+    async with httpx.AsyncClient(base_url=match.group(1)) as http:
+        response = await http.get(path)
+    assert response.status_code == 200, response.text
+    return dict(response.json())
 
 
 async def _is(get: Any, expected: str) -> bool:

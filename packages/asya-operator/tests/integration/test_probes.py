@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import re
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -124,8 +127,9 @@ async def _forbidden_then_granted(
         assert "cannot list" in body["checks"][f"{kube_namespace}/asyas"]
         return body
 
-    await eventually(forbidden, timeout=10)
+    body = await eventually(forbidden, timeout=10)
     not_ready = op.elapsed()
+    _matches_the_docs(body, kube_namespace)
     assert (await op.http.get("/healthz")).status_code == 200  # not yet for 2 s
     stuck = await eventually(lambda: op.probe("/healthz", 503), timeout=15)
     unhealthy = op.elapsed()
@@ -165,6 +169,18 @@ async def _forbidden_then_granted(
         unhealthy,
         ready_after,
     )
+
+
+def _matches_the_docs(body: dict[str, Any], namespace: str) -> None:
+    """docs/operator.md's /readyz example has this answer's shape (it names the lease too: it
+    shows a replica with leader election)."""
+    text = (Path(__file__).resolve().parents[4] / "docs/operator.md").read_text()
+    [example] = [json.loads(b) for b in re.findall(r"```json\n(.*?)```", text, re.DOTALL)]
+    assert example.keys() == body.keys()
+    documented = {k.replace("team-a/", f"{namespace}/") for k in example["checks"]} - {"lease"}
+    assert documented <= set(body["checks"])
+    prefix = example["checks"]["team-a/asyas"].split(" User ")[0]
+    assert body["checks"][f"{namespace}/asyas"].startswith(prefix)
 
 
 class Outage:
