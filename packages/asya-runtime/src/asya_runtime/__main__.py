@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import sys
 
 from asya_protocol import signals as _signals
+from asya_protocol.console import cannot_start, no_arguments, start, usage
 
-from .errors import RuntimeStartError, SettingsError
+from .errors import RuntimeStartError
 from .loader import load_handler
 from .server import RuntimeServer, Stopped
 from .settings import RuntimeSettings
@@ -19,12 +19,10 @@ log = logging.getLogger("asya_runtime")
 EXIT_STUCK = 70
 """Exit status when a handler stayed stuck past ASYA_HANDLER_STUCK_EXIT (EX_SOFTWARE)."""
 
-USAGE = """usage: asya-runtime [-h]
-
-asya-runtime serves the handler named by ASYA_HANDLER on the runtime socket.
-It takes no arguments: every setting is an environment variable (ASYA_*), listed in the
-package README (asya-runtime). A bad or missing setting stops it at start, naming the variable.
-"""
+COMMAND = "asya-runtime"
+USAGE = usage(
+    COMMAND, "asya-runtime serves the handler named by ASYA_HANDLER on the runtime socket."
+)
 
 
 async def _run(settings: RuntimeSettings) -> Stopped:
@@ -43,28 +41,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str] | None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    if args in (["-h"], ["--help"]):
-        sys.stdout.write(USAGE)
-        return 0
-    if args:
-        sys.stderr.write(f"asya-runtime: unexpected argument {args[0]!r}\n{USAGE}")
-        return 2
-    try:
-        settings = RuntimeSettings.from_env()
-    except SettingsError as exc:
-        sys.stderr.write(f"asya-runtime: cannot start: {exc}\n")
-        return 2
-    logging.basicConfig(
-        level=settings.log_level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    if (status := no_arguments(COMMAND, USAGE, argv)) is not None:
+        return status
+    settings = start(COMMAND, RuntimeSettings)
     try:
         stopped = asyncio.run(_run(settings))
     except RuntimeStartError as exc:
-        sys.stderr.write(f"asya-runtime: cannot start: {exc}\n")
-        return 2
+        return cannot_start(COMMAND, exc)
     if stopped is not Stopped.CLEAN:
         # Handler threads cannot be interrupted; the interpreter would wait for them at exit.
         # Their requests got no reply, so the sidecar redelivers them: leave now.

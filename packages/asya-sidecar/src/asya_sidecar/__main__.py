@@ -3,21 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import logging
-import sys
 
 from asya_protocol import signals as _signals
+from asya_protocol.console import cannot_start, no_arguments, start, usage
 
-from .errors import RuntimeUnavailable, SettingsError
+from .errors import RuntimeUnavailable
 from .factory import amqp_sidecar
 from .settings import SidecarSettings
 
-USAGE = """usage: asya-sidecar [-h]
-
-asya-sidecar consumes ASYA_ACTOR_NAME's queue and hands each message to the runtime.
-It takes no arguments: every setting is an environment variable (ASYA_*), listed in the
-package README (asya-sidecar). A bad or missing setting stops it at start, naming the variable.
-"""
+COMMAND = "asya-sidecar"
+USAGE = usage(
+    COMMAND, "asya-sidecar consumes ASYA_ACTOR_NAME's queue and hands each message to the runtime."
+)
 
 
 async def _run(settings: SidecarSettings) -> None:
@@ -47,28 +44,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str] | None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    if args in (["-h"], ["--help"]):
-        sys.stdout.write(USAGE)
-        return 0
-    if args:
-        sys.stderr.write(f"asya-sidecar: unexpected argument {args[0]!r}\n{USAGE}")
-        return 2
-    try:
-        settings = SidecarSettings.from_env()
-    except SettingsError as exc:
-        sys.stderr.write(f"asya-sidecar: cannot start: {exc}\n")
-        return 2
-    logging.basicConfig(
-        level=settings.log_level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    logging.getLogger("aiormq").setLevel(max(logging.WARNING, logging.getLogger().level))
+    if (status := no_arguments(COMMAND, USAGE, argv)) is not None:
+        return status
+    settings = start(COMMAND, SidecarSettings, quiet=("aiormq",))
     try:
         asyncio.run(_run(settings))
     except RuntimeUnavailable as exc:
-        sys.stderr.write(f"asya-sidecar: cannot start: {exc}\n")
+        cannot_start(COMMAND, exc)
         return 3
     return 0
 
