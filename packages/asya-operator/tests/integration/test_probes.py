@@ -24,6 +24,7 @@ from kubernetes_asyncio import client
 from asya_operator.runner import Operator
 from asya_operator.settings import OperatorSettings
 from asya_testing.kube import ControlPlane
+from asya_testing.proxy import TcpProxy
 
 log = logging.getLogger("test_probes")
 
@@ -183,15 +184,9 @@ def _matches_the_docs(body: dict[str, Any], namespace: str) -> None:
     assert body["checks"][f"{namespace}/asyas"].startswith(prefix)
 
 
-class Outage:
-    """A TCP proxy on 127.0.0.1 to the API server that a test takes down (connections refused,
-    open ones cut: a watch sees its stream end mid-way) and brings back on the same port."""
-
-    def __init__(self, host: str, port: int) -> None:
-        self.target = (host, port)
-        self.port = 0
-        self._server: asyncio.Server | None = None
-        self._open: set[asyncio.StreamWriter] = set()
+class Outage(TcpProxy):
+    """asya-testing's proxy to the API server, which a test also takes down (connections
+    refused, open ones cut: a watch sees its stream end mid-way) and brings back on its port."""
 
     async def up(self) -> None:
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.port)
@@ -200,35 +195,9 @@ class Outage:
     async def down(self) -> None:
         if self._server is not None:
             self._server.close()
-            for writer in list(self._open):
-                writer.transport.abort()
+            self.cut()
             await self._server.wait_closed()
             self._server = None
-
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            up_reader, up_writer = await asyncio.open_connection(*self.target)
-        except OSError:
-            writer.transport.abort()
-            return
-        self._open |= {writer, up_writer}
-        try:
-            await asyncio.gather(
-                _pump(reader, up_writer), _pump(up_reader, writer), return_exceptions=True
-            )
-        finally:
-            for w in (writer, up_writer):
-                self._open.discard(w)
-                w.transport.abort()
-
-
-async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    try:
-        while data := await reader.read(65536):
-            writer.write(data)
-            await writer.drain()
-    finally:
-        writer.transport.abort()
 
 
 async def test_api_server_down_is_not_ready_and_back_is_ready_and_reconciling(
