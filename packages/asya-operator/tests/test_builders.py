@@ -140,6 +140,7 @@ def test_settings_flow_into_sidecar_env() -> None:
     assert sidecar["resources"] == {"limits": {"memory": "128Mi"}}
     runtime = workload(a)["spec"]["template"]["spec"]["containers"][0]
     assert env_of(runtime)["ASYA_RUNTIME_CONCURRENCY"] == "8"
+    assert env_of(runtime)["ASYA_RUNTIME_TIMEOUT"] == senv["ASYA_RUNTIME_TIMEOUT"]
 
 
 def test_handler_script_from_config_map() -> None:

@@ -197,6 +197,8 @@ def _runtime_container(actor: Actor, container: dict[str, Any]) -> dict[str, Any
             ("mode", s.handler_mode),
             ("concurrency", s.runtime.concurrency),
             ("shutdown_grace", s.runtime.shutdown_grace),
+            # The same timeout as the sidecar's: past it a handler is cancelled or stuck.
+            ("runtime_timeout", s.runtime.timeout),
         )
     )
     handler = env_name(RuntimeSettings, "handler")
