@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
 import socket
 import subprocess
-import sys
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import pytest
@@ -19,101 +15,64 @@ from asya_testing.processes import free_port
 
 ROOT = Path(__file__).resolve().parents[3]
 SEED = ROOT / "examples/seed/pipeline.yaml"
-ASYA = [sys.executable, "-m", "asya_cli"]
-
-
-def run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*ASYA, *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-        env={**os.environ, "COLUMNS": "200"},
-    )
-
-
-@contextlib.contextmanager
-def running(pipeline: Path, tmp_path: Path) -> Iterator[str]:
-    """``asya dev`` on a free port until the block ends; Ctrl-C must stop it cleanly."""
-    port = free_port()
-    log = tmp_path / f"{pipeline.parent.name}.log"
-    with open(log, "w") as out:
-        proc = subprocess.Popen(
-            [*ASYA, "dev", str(pipeline), "--port", str(port)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-    try:
-        deadline = time.monotonic() + 60
-        while "ready; Ctrl-C stops" not in log.read_text():
-            assert proc.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.1)
-        yield f"http://127.0.0.1:{port}"
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=30) == 0, log.read_text()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=10)
+Run = Callable[..., subprocess.CompletedProcess[str]]  # the asya fixture (conftest.py)
+DevRunning = Callable[..., AbstractContextManager[str]]  # the dev_running fixture
 
 
 @pytest.fixture
-def dev(tmp_path: Path) -> Iterator[str]:
-    with running(SEED, tmp_path) as url:
+def dev(dev_running: DevRunning) -> Iterator[str]:
+    with dev_running(SEED) as url:
         yield url
 
 
-def test_dev_call_and_jobs(dev: str) -> None:
-    called = run("call", "classify_text", '{"text": "Hello world"}', "--url", dev)
+def test_dev_call_and_jobs(dev: str, asya: Run) -> None:
+    called = asya("call", "classify_text", '{"text": "Hello world"}', "--url", dev)
     assert called.returncode == 0, called.stderr
     assert '"result": "Classified as greeting"' in called.stdout
-    listed = run("jobs", "--url", dev)
+    listed = asya("jobs", "--url", dev)
     assert listed.returncode == 0
     assert "classify_text" in listed.stdout
     assert "succeeded" in listed.stdout
 
 
-def test_call_errors_have_hints(dev: str) -> None:
-    bad = run("call", "classify_text", '{"text": 5}', "--url", dev)
+def test_call_errors_have_hints(dev: str, asya: Run) -> None:
+    bad = asya("call", "classify_text", '{"text": 5}', "--url", dev)
     assert bad.returncode == 1
     assert "invalid arguments" in bad.stderr
     assert "hint:" in bad.stderr
-    unknown = run("call", "nope", "{}", "--url", dev)
+    unknown = asya("call", "nope", "{}", "--url", dev)
     assert unknown.returncode == 1
     assert "unknown tool 'nope'" in unknown.stderr
-    not_json = run("call", "classify_text", "{text", "--url", dev)
+    not_json = asya("call", "classify_text", "{text", "--url", dev)
     assert not_json.returncode == 1
     assert "arguments are not JSON" in not_json.stderr
 
 
-def test_no_gateway() -> None:
-    proc = run("call", "classify_text", "{}", "--url", f"http://127.0.0.1:{free_port()}")
+def test_no_gateway(asya: Run) -> None:
+    proc = asya("call", "classify_text", "{}", "--url", f"http://127.0.0.1:{free_port()}")
     assert proc.returncode == 1
     assert "no gateway answers" in proc.stderr
     assert "asya dev" in proc.stderr
 
 
-def test_handler_not_importable(tmp_path: Path) -> None:
+def test_handler_not_importable(tmp_path: Path, asya: Run) -> None:
     pipeline = tmp_path / "pipeline.yaml"
     pipeline.write_text(
         "actors:\n  broken: no_such_module:run\ntools:\n  - name: t\n    steps: [broken]\n"
     )
-    proc = run("dev", str(pipeline), "--port", str(free_port()))
+    proc = asya("dev", str(pipeline), "--port", str(free_port()))
     assert proc.returncode == 1
     assert "the runtime of 'broken' stopped" in proc.stderr
     assert "no_such_module" in proc.stderr
     assert "hint:" in proc.stderr
 
 
-def test_port_taken() -> None:
+def test_port_taken(asya: Run) -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        proc = run("dev", str(SEED), "--port", str(port))
+        proc = asya("dev", str(SEED), "--port", str(port))
     assert proc.returncode == 1
     assert f"port {port} on 127.0.0.1 is taken" in proc.stderr
     assert "--port" in proc.stderr
@@ -155,17 +114,17 @@ def test_quickstart_pipeline_is_the_example() -> None:
     assert documented["tools"][0]["steps"] == example["tools"][0]["steps"]
 
 
-def test_fanout_and_failing_examples(tmp_path: Path) -> None:
+def test_fanout_and_failing_examples(asya: Run, dev_running: DevRunning) -> None:
     import json
 
-    with running(ROOT / "examples/fanout/pipeline.yaml", tmp_path) as url:
-        fan = run("call", "shout_words", '{"text": "Hello big world"}', "--url", url)
+    with dev_running(ROOT / "examples/fanout/pipeline.yaml") as url:
+        fan = asya("call", "shout_words", '{"text": "Hello big world"}', "--url", url)
     assert fan.returncode == 0, fan.stderr
     branches = json.loads(fan.stdout[fan.stdout.index("{") :])["branches"]
     assert sorted(b["result"]["text"] for b in branches) == ["BIG", "HELLO", "WORLD"]
-    with running(ROOT / "examples/failing/pipeline.yaml", tmp_path) as url:
-        doomed = run("call", "doomed", '{"text": "anything"}', "--url", url)
-        empty = run("call", "doomed", "{}", "--url", url)
+    with dev_running(ROOT / "examples/failing/pipeline.yaml") as url:
+        doomed = asya("call", "doomed", '{"text": "anything"}', "--url", url)
+        empty = asya("call", "doomed", "{}", "--url", url)
     assert doomed.returncode == 1
     assert "failed" in doomed.stderr
     assert "the model file is missing" in doomed.stderr

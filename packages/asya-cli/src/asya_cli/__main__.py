@@ -6,15 +6,16 @@ import asyncio
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn
 from rich.table import Table
 
-from .client import ClientError, call_tool, list_jobs
-from .dev import DevError, Options, run_dev
+from .client import call_tool, cancel_job, list_jobs
+from .dev import Options, run_dev
+from .errors import ClientError, DevError, Interrupted
 from .pipeline import PipelineError, load_pipeline
 
 app = typer.Typer(
@@ -25,9 +26,24 @@ err = Console(stderr=True)
 DEFAULT_URL = "http://127.0.0.1:8000"
 
 
-def _fail(message: str, hint: str) -> None:
-    err.print(f"[bold red]error:[/] {message}\n[dim]hint:[/] {hint}", highlight=False)
-    raise typer.Exit(1)
+def _fail(message: str, hint: str, code: int = 1) -> NoReturn:
+    # soft_wrap: a long message or hint (a command to copy) is never broken across lines
+    err.print(
+        f"[bold red]error:[/] {message}\n[dim]hint:[/] {hint}", highlight=False, soft_wrap=True
+    )
+    raise typer.Exit(code)
+
+
+def _interrupted(exc: Interrupted, url: str) -> NoReturn:
+    """Ctrl-C during ``asya call``: the job goes on; say which one and how to stop it."""
+    if exc.job_id is None:
+        _fail("interrupted before the gateway created a job", "asya jobs shows any job", 130)
+    where = "" if url == DEFAULT_URL else f" --url {url}"
+    _fail(
+        f"interrupted; job {exc.job_id} goes on running on the gateway",
+        f"to stop it: asya cancel {exc.job_id}{where}",
+        130,
+    )
 
 
 @app.command()
@@ -58,6 +74,35 @@ def dev(
         _fail(str(exc), exc.hint)
 
 
+def _follow(url: str, token: str | None, tool: str, arguments: Any) -> dict[str, Any]:
+    """``call_tool`` with a progress bar on a terminal, plain progress lines otherwise."""
+    if not sys.stdout.isatty():
+
+        def plain(value: float, what: str) -> None:
+            print(f"progress {value:4.0%} {what}", flush=True)
+
+        def started(job: dict[str, Any]) -> None:
+            print(f"job {job['id']} {job['status']}", flush=True)
+
+        return call_tool(url, token, tool, arguments, plain, started)
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        console=out,
+        transient=True,
+    ) as progress:
+        task = progress.add_task(tool, total=1.0)
+
+        def show(value: float, what: str) -> None:
+            progress.update(task, completed=value, description=f"{tool}: {what}")
+
+        def started(job: dict[str, Any]) -> None:
+            progress.update(task, description=f"{tool} (job {job['id']})")
+
+        return call_tool(url, token, tool, arguments, show, started)
+
+
 @app.command()
 def call(
     tool: Annotated[str, typer.Argument(help="the tool to call")],
@@ -65,7 +110,8 @@ def call(
     url: Annotated[str, typer.Option(envvar="ASYA_URL", help="the gateway")] = DEFAULT_URL,
     token: Annotated[str | None, typer.Option(envvar="ASYA_TOKEN", help="a bearer token")] = None,
 ) -> None:
-    """Start a job, show its progress, print its result."""
+    """Start a job, show its progress, print its result. Ctrl-C stops following the job (it
+    goes on) and prints its id for ``asya cancel``."""
     try:
         parsed = json.loads(arguments)
     except ValueError as exc:
@@ -74,28 +120,11 @@ def call(
             'quote them: asya call tool \'{"text": "Hello world"}\'',
         )
     try:
-        if sys.stdout.isatty():
-            with Progress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                TextColumn("{task.percentage:>3.0f}%"),
-                console=out,
-                transient=True,
-            ) as progress:
-                task = progress.add_task(tool, total=1.0)
-
-                def show(value: float, what: str) -> None:
-                    progress.update(task, completed=value, description=f"{tool}: {what}")
-
-                job = call_tool(url, token, tool, parsed, show)
-        else:
-
-            def plain(value: float, what: str) -> None:
-                print(f"progress {value:4.0%} {what}", flush=True)
-
-            job = call_tool(url, token, tool, parsed, plain)
+        job = _follow(url, token, tool, parsed)
     except ClientError as exc:
         _fail(str(exc), exc.hint)
+    except Interrupted as exc:
+        _interrupted(exc, url)
     if job["status"] == "succeeded":
         out.print_json(data=job["result"])
         return
@@ -129,6 +158,20 @@ def jobs(
             job["created_at"][:19],
         )
     out.print(table)
+
+
+@app.command()
+def cancel(
+    job_id: Annotated[str, typer.Argument(help="the job's id (asya jobs lists them)")],
+    url: Annotated[str, typer.Option(envvar="ASYA_URL", help="the gateway")] = DEFAULT_URL,
+    token: Annotated[str | None, typer.Option(envvar="ASYA_TOKEN", help="a bearer token")] = None,
+) -> None:
+    """Cancel a pending or running job; print its new status."""
+    try:
+        job = cancel_job(url, token, job_id)
+    except ClientError as exc:
+        _fail(str(exc), exc.hint)
+    out.print(f"job {job['id']} {job['status']}", highlight=False)
 
 
 def main() -> None:

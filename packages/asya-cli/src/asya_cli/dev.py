@@ -8,14 +8,9 @@ in-process broker (or RabbitMQ with ``--rabbitmq-url``); the gateway serves REST
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
 import signal
 import socket
-import subprocess
-import sys
 import tempfile
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +20,6 @@ import uvicorn
 from asya_gateway import AuthMode, GatewaySettings, create_app
 from asya_gateway import MemoryBroker as GatewayMemoryBroker
 from asya_gateway import database_url as normalise_database_url
-from asya_protocol import BlockingRuntimeClient, ControlRequest, encode_control
 from asya_sidecar import (
     MemoryBroker,
     Sidecar,
@@ -35,17 +29,11 @@ from asya_sidecar import (
     memory_sidecar,
 )
 
+from .errors import DevError
 from .pipeline import Pipeline
+from .runtimes import Runtime, spawn_runtimes, stop_runtimes, wait_ready
 
-__all__ = ["DevError", "run_dev"]
-
-
-class DevError(Exception):
-    """Something a new user will hit, with a one-line hint."""
-
-    def __init__(self, message: str, hint: str) -> None:
-        super().__init__(message)
-        self.hint = hint
+__all__ = ["DevError", "Options", "run_dev"]
 
 
 @dataclass
@@ -64,64 +52,37 @@ def _port_free(port: int) -> bool:
     return True
 
 
-def _ping(path: str) -> bool:
-    try:
-        with BlockingRuntimeClient(path, timeout=2) as client:
-            client.send(encode_control(ControlRequest(op="ping")))
-            client.reply()
-    except OSError:
-        return False
-    return True
-
-
-def start_runtimes(
-    pipeline: Pipeline, workdir: Path, say: Callable[[str], None]
-) -> dict[str, tuple[subprocess.Popen[bytes], str]]:
-    runtimes: dict[str, tuple[subprocess.Popen[bytes], str]] = {}
-    # The one read of the environment: each runtime is a child process that inherits ours
-    # (PATH, PYTHONPATH, a virtualenv), plus its own ASYA_* settings.
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(pipeline.folder), env.get("PYTHONPATH")]))
-    for actor, handler in pipeline.actors.items():
-        socket_path = str(workdir / f"{actor}.sock")
-        log = open(workdir / f"{actor}.log", "wb")  # noqa: SIM115 - owned by the process
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "asya_runtime"],
-            env={
-                **env,
-                "ASYA_HANDLER": handler,
-                "ASYA_SOCKET_PATH": socket_path,
-                "ASYA_LOG_LEVEL": "WARNING",
-            },
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        runtimes[actor] = (proc, socket_path)
-    deadline = time.monotonic() + 60
-    for actor, (proc, path) in runtimes.items():
-        while not _ping(path):
-            if proc.poll() is not None:
-                reason = (workdir / f"{actor}.log").read_text(errors="replace").strip().splitlines()
-                raise DevError(
-                    f"the runtime of {actor!r} stopped: {reason[-1] if reason else 'no output'}",
-                    f"check {pipeline.actors[actor]!r}: the module must be importable from "
-                    f"{pipeline.folder} and the function must exist",
-                )
-            if time.monotonic() > deadline:
-                raise DevError(
-                    f"the runtime of {actor!r} did not start in 60s",
-                    "see its log in " + str(workdir),
-                )
-            time.sleep(0.05)
-        say(f"runtime  {actor:<14} {pipeline.actors[actor]}")
-    return runtimes
-
-
 async def run_dev(pipeline: Pipeline, options: Options, say: Callable[[str], None]) -> None:
+    """Run the pipeline until SIGINT or SIGTERM; the runtimes are stopped whatever happens."""
     if not _port_free(options.port):
         raise DevError(f"port {options.port} on 127.0.0.1 is taken", "pass another one with --port")
     workdir = Path(tempfile.mkdtemp(prefix="asya-dev-"))
-    runtimes = await asyncio.to_thread(start_runtimes, pipeline, workdir, say)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    runtimes = spawn_runtimes(pipeline, workdir)
+    try:
+        if not await wait_ready(runtimes, pipeline.folder, stop):
+            return
+        for runtime in runtimes:
+            say(f"runtime  {runtime.actor:<14} {runtime.handler}")
+        await _serve(pipeline, options, runtimes, workdir, stop, say)
+    finally:
+        stop.set()
+        await asyncio.to_thread(stop_runtimes, runtimes)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+async def _serve(
+    pipeline: Pipeline,
+    options: Options,
+    runtimes: list[Runtime],
+    workdir: Path,
+    stop: asyncio.Event,
+    say: Callable[[str], None],
+) -> None:
     broker = MemoryBroker()
     db = options.database_url or f"sqlite:///{workdir / 'jobs.db'}"
     settings = GatewaySettings(
@@ -132,10 +93,10 @@ async def run_dev(pipeline: Pipeline, options: Options, say: Callable[[str], Non
         auth=AuthMode.DISABLED,
     )
     sidecars: list[Sidecar] = []
-    for actor, (_, path) in runtimes.items():
+    for runtime in runtimes:
         sc = SidecarSettings(
-            actor=actor,
-            socket_path=path,
+            actor=runtime.actor,
+            socket_path=runtime.socket_path,
             http_port=None,
             runtime_wait=30,
             rabbitmq_url=options.rabbitmq_url or SidecarSettings.rabbitmq_url,
@@ -162,41 +123,45 @@ async def run_dev(pipeline: Pipeline, options: Options, say: Callable[[str], Non
             timeout_graceful_shutdown=3,
         )
     )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    started = False
     try:
         async with asyncio.TaskGroup() as tg:
             for sidecar in sidecars:
                 tg.create_task(sidecar.run(stop))
             serving = tg.create_task(server.serve())
-            async with asyncio.timeout(60):
-                for sidecar in sidecars:
-                    await sidecar.consuming.wait()
-                while not server.started:
-                    if serving.done():
-                        raise DevError("the gateway did not start", "see the messages above")
-                    await asyncio.sleep(0.05)
-            transport = (
-                f"RabbitMQ at {options.rabbitmq_url}"
-                if options.rabbitmq_url
-                else "the in-process broker"
-            )
-            say(f"sidecars on {transport}; jobs in {db}")
-            names = ", ".join(pipeline.tools)
-            say(f"gateway  http://127.0.0.1:{options.port}  (MCP: /mcp; tools: {names})")
-            say(
-                f"try:     asya call {next(iter(pipeline.tools))} '{{...}}' --url http://127.0.0.1:{options.port}"
-            )
-            say("ready; Ctrl-C stops")
-            await stop.wait()
+            started = await _started(server, serving, sidecars)
+            if started:
+                _announce(pipeline, options, db, say)
+                await stop.wait()
+            stop.set()
             server.should_exit = True
     finally:
         stop.set()
         broker.close()
-        for proc, _ in runtimes.values():
-            proc.terminate()
-        for proc, _ in runtimes.values():
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=30)
+    if not started:
+        raise DevError("the gateway did not start", "see the messages above")
+
+
+async def _started(
+    server: uvicorn.Server, serving: asyncio.Task[None], sidecars: list[Sidecar]
+) -> bool:
+    async with asyncio.timeout(60):
+        for sidecar in sidecars:
+            await sidecar.consuming.wait()
+        while not server.started:
+            if serving.done():
+                return False
+            await asyncio.sleep(0.05)
+    return True
+
+
+def _announce(pipeline: Pipeline, options: Options, db: str, say: Callable[[str], None]) -> None:
+    transport = (
+        f"RabbitMQ at {options.rabbitmq_url}" if options.rabbitmq_url else "the in-process broker"
+    )
+    say(f"sidecars on {transport}; jobs in {db}")
+    names = ", ".join(pipeline.tools)
+    url = f"http://127.0.0.1:{options.port}"
+    say(f"gateway  {url}  (MCP: /mcp; tools: {names})")
+    say(f"try:     asya call {next(iter(pipeline.tools))} '{{...}}' --url {url}")
+    say("ready; Ctrl-C stops")

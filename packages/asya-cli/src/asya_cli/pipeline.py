@@ -38,7 +38,8 @@ class Pipeline:
 
     @property
     def folder(self) -> Path:
-        return self.path.parent
+        """The file's folder, absolute: the runtimes' first import path."""
+        return self.path.absolute().parent
 
 
 def load_pipeline(path: Path) -> Pipeline:
