@@ -80,12 +80,14 @@ async def test_a_job_through_the_in_process_broker(
         headers=first.headers,
     )
     queues.emit_event("echo.started", encode_event(started))
-    queues.emit_event("echo.started", b"not an event")  # ignored
-    await queues.publish("happy-end", b"not an envelope")  # ignored
+    queues.emit_event("echo.started", b"not an event")  # dead-lettered
+    await queues.publish("happy-end", b"not an envelope")  # dead-lettered, not dropped
     done = first.with_route(first.route.advance()).with_payload({"echoed": "hi"})
     await queues.publish("happy-end", encode_envelope(done))
     finished = await asyncio.wait_for(gateway.wait(job.id), 10)
     assert finished.job_status is JobStatus.SUCCEEDED
+    assert await queues.get("happy-end.dead", timeout=5) == b"not an envelope"
+    assert await queues.get("asya-gateway-events.dead", timeout=5) == b"not an event"
     assert finished.result == {"echoed": "hi"}
     kinds = [e.type async for e in gateway.events(job.id)]
     assert kinds[0] == "status"

@@ -84,6 +84,7 @@ class Broker:
         self._publish: Any = None
         self._lock = asyncio.Lock()
         self._retry = Backoff()  # paces redeliveries while the database is down
+        self._dead_queues: set[str] = set()
         self.connected = asyncio.Event()
         self._batch: list[aiormq.abc.DeliveredMessage] = []
         self._batch_ready = asyncio.Event()
@@ -155,8 +156,6 @@ class Broker:
             await channel.queue_bind(queue, s.exchange, routing_key=queue)
         await channel.queue_declare(s.events_queue, durable=True)
         await channel.queue_bind(s.events_queue, s.events_exchange, routing_key="#")
-        for queue in (s.happy_end, s.error_end, s.events_queue):
-            await channel.queue_declare(dead_letter_queue(queue), durable=True)
 
     async def _on_happy_end(self, message: aiormq.abc.DeliveredMessage) -> None:
         await self._handle(self.settings.happy_end, message, ok=True)
@@ -257,19 +256,26 @@ class Broker:
         properties = message.header.properties
         headers = {**(properties.headers or {}), REASON_HEADER: reason, SOURCE_HEADER: source}
         channel = await self._channel()
-        confirm = await channel.basic_publish(
-            message.body,
-            exchange="",  # the default exchange: straight to the queue of that name
-            routing_key=target,
-            properties=spec.Basic.Properties(
-                delivery_mode=2,
-                content_type=properties.content_type,
-                correlation_id=properties.correlation_id,
-                message_id=properties.message_id,
-                headers=headers,
-            ),
-            mandatory=True,
-        )
+        if target not in self._dead_queues:  # declared when first needed: durable
+            await channel.queue_declare(target, durable=True)
+            self._dead_queues.add(target)
+        try:
+            confirm = await channel.basic_publish(
+                message.body,
+                exchange="",  # the default exchange: straight to the queue of that name
+                routing_key=target,
+                properties=spec.Basic.Properties(
+                    delivery_mode=2,
+                    content_type=properties.content_type,
+                    correlation_id=properties.correlation_id,
+                    message_id=properties.message_id,
+                    headers=headers,
+                ),
+                mandatory=True,
+            )
+        except PublishError:
+            self._dead_queues.discard(target)  # deleted meanwhile: declared again next time
+            raise PublishFailed(f"no dead-letter queue {target}") from None
         if not isinstance(confirm, spec.Basic.Ack):
             raise PublishFailed(f"RabbitMQ did not confirm the dead letter to {target}")
         log.warning("dead-lettered a message from %s to %s: %s", source, target, reason)

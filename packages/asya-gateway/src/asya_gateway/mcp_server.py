@@ -30,16 +30,10 @@ from mcp.server import ServerRequestContext
 from mcp.server.lowlevel.server import Server
 from mcp.shared.exceptions import MCPError
 
+from . import errors
 from .__about__ import __version__
 from .db import Job, JobEvent
-from .errors import (
-    DatabaseUnavailable,
-    InvalidArguments,
-    JobFinished,
-    NoSuchJob,
-    StartFailed,
-    UnknownTool,
-)
+from .errors import InvalidArguments, JobFinished, NoSuchJob, StartFailed, UnknownTool
 from .jobs import JobQuery
 from .jobstate import HistoryKind, JobStatus
 from .service import Gateway
@@ -239,7 +233,7 @@ def available(handler: Handler[P, R]) -> Handler[P, R]:
     async def answer(ctx: McpContext, params: P) -> R:
         try:
             return await handler(ctx, params)
-        except DatabaseUnavailable as exc:
+        except errors.DatabaseUnavailable as exc:
             raise MCPError(UNAVAILABLE, str(exc), {"status": 503, "retry_after": 2}) from None
 
     return answer

@@ -12,7 +12,7 @@ import pytest
 import uvicorn
 
 from asya_gateway import GatewaySettings, create_app, parse_tools
-from asya_gateway.app import GatewayApp
+from asya_gateway.app import BrokerFactory, GatewayApp
 from asya_gateway.settings import database_url
 from asya_sidecar import SidecarSettings, amqp_sidecar
 from asya_testing import AmqpNames
@@ -96,8 +96,15 @@ class Running:
 
 
 @contextlib.asynccontextmanager
-async def serve(settings: GatewaySettings, tools: dict[str, Any]) -> AsyncIterator[Running]:
-    app = create_app(settings, tools)
+async def serve(
+    settings: GatewaySettings,
+    tools: dict[str, Any],
+    *,
+    broker_factory: BrokerFactory | None = None,
+    wait: bool = True,
+) -> AsyncIterator[Running]:
+    """Serve on a free port; once it answers (and, with ``wait``, consumes), the running app."""
+    app = create_app(settings, tools, broker_factory=broker_factory)
     port = free_port()
     config = uvicorn.Config(
         app.asgi, host="127.0.0.1", port=port, log_level="warning", lifespan="on", access_log=False
@@ -112,7 +119,8 @@ async def serve(settings: GatewaySettings, tools: dict[str, Any]) -> AsyncIterat
                     if task.done():
                         raise RuntimeError("gateway did not start")
                     await asyncio.sleep(0.02)
-                await app.gateway.broker.connected.wait()
+                if wait:
+                    await app.gateway.broker.connected.wait()
             yield Running(f"http://127.0.0.1:{port}", app, settings)
         finally:
             server.should_exit = True
