@@ -412,6 +412,92 @@ def test_the_operator_uses_in_cluster_credentials(chart: Cluster) -> None:
         assert "forbidden" not in logs.lower(), logs[-3000:]
 
 
+OPERATOR_PODS = "app.kubernetes.io/name=asya-operator"
+
+
+def pod_ready(pod: dict[str, Any]) -> bool:
+    conditions = pod["status"].get("conditions", [])
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+
+
+def operator_pods(cluster: Cluster) -> list[dict[str, Any]]:
+    pods = cluster.get("-n", NAMESPACE, "pods", "-l", OPERATOR_PODS)["items"]
+    return [p for p in pods if not p["metadata"].get("deletionTimestamp")]
+
+
+def probe_failures(cluster: Cluster, pod: str) -> list[str]:
+    """The kubelet's readiness-probe failures recorded for ``pod`` (Unhealthy events)."""
+    fields = f"involvedObject.name={pod},reason=Unhealthy"
+    events = cluster.get("-n", NAMESPACE, "events", "--field-selector", fields)["items"]
+    return [
+        e.get("message", "") for e in events if "Readiness probe failed" in e.get("message", "")
+    ]
+
+
+def test_an_operator_without_its_rbac_is_not_ready_until_granted(chart: Cluster) -> None:
+    """The operator's readiness says the truth on a real kubelet: with its ClusterRoleBinding
+    gone, the replica holding the Lease cannot list Asyas and its /readyz answers 503 (the
+    kubelet records the failures and keeps it out of Ready); granted again, it turns Ready
+    with no restart."""
+    chart.wait_until(
+        "both operator pods Ready", lambda: sum(map(pod_ready, operator_pods(chart))) == 2
+    )
+    binding = chart.get("clusterrolebinding", "asya-operator")
+    meta = binding["metadata"]
+    saved = {
+        "apiVersion": binding["apiVersion"],
+        "kind": binding["kind"],
+        "metadata": {
+            "name": meta["name"],
+            "labels": meta.get("labels", {}),
+            "annotations": {
+                k: v for k, v in meta.get("annotations", {}).items()
+                if not k.startswith("kubectl.kubernetes.io/")
+            },
+        },
+        "roleRef": binding["roleRef"],
+        "subjects": binding["subjects"],
+    }  # fmt: skip
+    old = {p["metadata"]["name"] for p in operator_pods(chart)}
+    try:
+        chart.run("delete", "clusterrolebinding", "asya-operator")
+        chart.run("-n", NAMESPACE, "delete", "pod", "-l", OPERATOR_PODS, "--wait=false")
+
+        def refused_leader() -> str | None:
+            holder = lease_holder(chart)
+            pods = {p["metadata"]["name"]: p for p in operator_pods(chart)}
+            if holder in old or holder not in pods or pod_ready(pods[holder]):
+                return None
+            failures = probe_failures(chart, holder)
+            return holder if any("503" in f for f in failures) else None
+
+        leader = chart.wait_until("the new leader refused by its readiness", refused_leader, 180)
+        logs = chart.run("-n", NAMESPACE, "logs", leader)
+        assert "Forbidden" in logs, logs[-3000:]
+        time.sleep(10)  # it stays out of Ready while forbidden
+        pods = {p["metadata"]["name"]: p for p in operator_pods(chart)}
+        assert not pod_ready(pods[leader])
+    finally:
+        chart.apply([saved])
+    granted = time.monotonic()
+
+    def leader_ready() -> bool:
+        pods = {p["metadata"]["name"]: p for p in operator_pods(chart)}
+        return leader in pods and pod_ready(pods[leader])
+
+    chart.wait_until("the leader Ready once granted", leader_ready, timeout=120, every=0.5)
+    recovered = time.monotonic() - granted
+    pod = chart.get("-n", NAMESPACE, "pod", leader)
+    assert [c.get("restartCount", 0) for c in pod["status"]["containerStatuses"]] == [0]
+    chart.apply([probe_actor("after-rbac")])
+    wait_ready(chart, "after-rbac", timeout=120)  # and it reconciles
+    chart.run("-n", NAMESPACE, "delete", "asya", "after-rbac", "--wait=true", timeout=120)
+    chart.wait_until(
+        "both operator pods Ready", lambda: sum(map(pod_ready, operator_pods(chart))) == 2
+    )
+    print(f"operator Ready {recovered:.1f} s after its RBAC came back, no restart")  # noqa: T201
+
+
 # A handler shipped as a ConfigMap script: sleeps as asked, answers with a Secret's value.
 SLEEPY = """\
 import os
@@ -599,10 +685,9 @@ def lease_holder(cluster: Cluster) -> str:
 
 def test_two_operator_replicas_hand_over_the_lease(chart: Cluster) -> None:
     """One of the chart's two operator pods leads; deleting it hands over, and work goes on."""
-    selector = "app.kubernetes.io/name=asya-operator"
 
     def operators() -> list[str]:
-        pods = chart.get("-n", NAMESPACE, "pods", "-l", selector)["items"]
+        pods = chart.get("-n", NAMESPACE, "pods", "-l", OPERATOR_PODS)["items"]
         return [
             p["metadata"]["name"] for p in pods
             if p["status"].get("phase") == "Running" and not p["metadata"].get("deletionTimestamp")
