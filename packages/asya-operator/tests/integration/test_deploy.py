@@ -177,6 +177,17 @@ def test_chart_without_gateway() -> None:
     assert "Service" not in kinds
 
 
+def test_the_gateway_is_probed_for_readiness_and_liveness_apart() -> None:
+    (dep,) = [
+        d
+        for d in render("x")
+        if d["kind"] == "Deployment" and d["metadata"]["name"] == "asya-gateway"
+    ]
+    (container,) = dep["spec"]["template"]["spec"]["containers"]
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+
+
 @pytest.mark.parametrize("port", [None, 9090])
 def test_the_operator_is_probed_on_its_probe_server(port: int | None) -> None:
     extra = ("--set", f"operator.httpPort={port}") if port else ()
