@@ -110,8 +110,7 @@ def call(
     url: Annotated[str, typer.Option(envvar="ASYA_URL", help="the gateway")] = DEFAULT_URL,
     token: Annotated[str | None, typer.Option(envvar="ASYA_TOKEN", help="a bearer token")] = None,
 ) -> None:
-    """Start a job, show its progress, print its result. Ctrl-C stops following the job (it
-    goes on) and prints its id for ``asya cancel``."""
+    """Start a job, show its progress, print its result (Ctrl-C: its id, for asya cancel)."""
     try:
         parsed = json.loads(arguments)
     except ValueError as exc:
