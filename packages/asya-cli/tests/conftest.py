@@ -59,9 +59,15 @@ def running(pipeline: Path, log_dir: Path, cwd: Path | None = None) -> Iterator[
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=30) == 0, log.read_text()
     finally:
+        # Even when the block failed: Ctrl-C first, so asya dev stops its runtimes (a SIGKILL
+        # would leave them running); SIGKILL only if it does not exit in time.
         if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=10)
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
 
 
 @pytest.fixture
