@@ -12,7 +12,7 @@ from typing import Any
 
 import msgspec
 
-from asya_runtime import AsyaError, progress
+from asya_runtime import AsyaError, batch, progress
 
 _barrier = threading.Barrier(int(os.environ.get("TEST_BARRIER", "4")), timeout=20)
 
@@ -107,3 +107,35 @@ def stuck_or_fast(payload: dict[str, Any]) -> Any:
         return payload["fast"]
     time.sleep(3600)
     return payload
+
+
+def _log_batch(size: int) -> None:
+    path = os.environ.get("BATCH_LOG")
+    if path:
+        with open(path, "a", encoding="utf-8") as log:
+            log.write(f"{size}\n")
+
+
+@batch(max_size=8, max_wait=0.05)
+def batch_double(payloads: list[dict[str, Any]]) -> list[Any]:
+    """A batch handler: doubles ``i``; ``bad`` fails the item, ``split`` fans it out, ``crash``
+    fails the whole batch; every batch's size goes to the file named by BATCH_LOG."""
+    _log_batch(len(payloads))
+    time.sleep(float(os.environ.get("BATCH_SLEEP", "0")))
+    if any(p.get("crash") for p in payloads):
+        raise RuntimeError("the model crashed")
+    out: list[Any] = []
+    for p in payloads:
+        if p.get("bad"):
+            out.append(AsyaError("bad_item", f"item {p['i']} is bad"))
+        elif p.get("split"):
+            out.append([{"i": p["i"], "part": n} for n in range(2)])
+        else:
+            out.append({"i": p["i"], "double": p["i"] * 2})
+    return out
+
+
+@batch(max_size=8, max_wait=0.05)
+def batch_short(payloads: list[Any]) -> list[Any]:
+    """A broken batch handler: one result too few."""
+    return payloads[1:]

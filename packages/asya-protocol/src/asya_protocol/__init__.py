@@ -3,6 +3,14 @@
 from .__about__ import __version__
 from .actor_settings import DEFAULT_EXCHANGE, DEFAULT_SOCKET_PATH
 from .backoff import RECONNECT_MAX_DELAY, Backoff
+from .batch import (
+    BatchOkReply,
+    decode_batch_reply,
+    decode_batch_request,
+    encode_batch_ok,
+    encode_batch_request,
+    split_batch_reply,
+)
 from .client import BlockingRuntimeClient
 from .envelope import (
     CHILD_ID_NAMESPACE,
@@ -44,6 +52,7 @@ from .messages import (
     ERROR_CODE_DESCRIPTIONS,
     ERROR_CODE_PATTERN,
     PROTOCOL_VERSION,
+    BatchLimits,
     ControlRequest,
     ErrorCode,
     ErrorReply,
@@ -97,6 +106,8 @@ __all__ = [
     "RESERVED_QUEUE_PREFIX",
     "ArgumentError",
     "Backoff",
+    "BatchLimits",
+    "BatchOkReply",
     "BlockingRuntimeClient",
     "ControlRequest",
     "Envelope",
@@ -126,12 +137,16 @@ __all__ = [
     "advance",
     "check_json",
     "child_id",
+    "decode_batch_reply",
+    "decode_batch_request",
     "decode_control",
     "decode_envelope",
     "decode_event",
     "decode_reply",
     "decode_request",
     "destination",
+    "encode_batch_ok",
+    "encode_batch_request",
     "encode_control",
     "encode_envelope",
     "encode_error",
@@ -148,6 +163,7 @@ __all__ = [
     "new_id",
     "read_frame",
     "read_frame_blocking",
+    "split_batch_reply",
     "unparseable_envelope",
     "validate_error_code",
     "validate_queue_name",

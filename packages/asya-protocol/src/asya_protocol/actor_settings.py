@@ -128,6 +128,16 @@ class SidecarSettings:
         "ASYA_EXIT_WHEN_IDLE", number(0.001), default=None, write=_write_optional
     )
     """Exit (status 0) after this many seconds with no message: for Job workloads."""
+    batch_max_size: int | None = var(
+        "ASYA_BATCH_MAX_SIZE", integer(1, 10_000), default=None, write=_write_optional
+    )
+    """Cap on the items per batch for a batch handler (the smaller of this and the handler's
+    ``max_size`` applies); 1 turns batching off. Unset: the handler's own limit."""
+    batch_max_wait: float | None = var(
+        "ASYA_BATCH_MAX_WAIT", number(0.0, 60.0), default=None, write=_write_optional
+    )
+    """Cap, in seconds, on how long a batch waits to fill after its first delivery (the smaller
+    of this and the handler's ``max_wait``). Unset: the handler's own."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> SidecarSettings:

@@ -15,6 +15,9 @@ language can implement it in a few lines (asya-runtime ships one as
 | ``{"op": "progress", "steps": N}`` | report progress N times, then return ``N`` |
 | ``{"op": "sleep", "seconds": S, "value": V}`` | wait ``S`` seconds, then return ``V`` |
 
+A runtime that negotiates the ``batch`` extension is checked on batches too (see
+:mod:`asya_protocol.conformance_batch`); one that does not skips those checks.
+
 Besides answering correctly, a runtime must send exactly one final frame per request and
 nothing after it (``one-final-frame-per-request``): a sidecar reading a pooled connection cannot
 tell a stray second reply from the answer to its next request.
@@ -37,6 +40,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .client import BlockingRuntimeClient, ReplyError
+from .conformance_batch import BatchChecks
 from .errors import FrameError
 from .messages import (
     ControlRequest,
@@ -321,14 +325,34 @@ def run_checks(
     report.extended = checks.extended
     if checks.extended:  # only a runtime that answers control frames can negotiate progress
         report.results.append(_run_one("hello-and-progress", checks.hello_and_progress))
+        report.results.extend(_batch_checks(checks))
     return report
+
+
+def _batch_checks(checks: _Checks) -> list[CheckResult]:
+    """The ``batch`` extension's checks, for a runtime that negotiates it (none otherwise)."""
+    batch = BatchChecks(checks.client)
+    try:
+        negotiated = batch.negotiate()
+    except (FrameError, OSError, ValueError, ReplyError) as exc:
+        return [CheckResult("batch-hello", False, f"{type(exc).__name__}: {exc}")]
+    if not negotiated:
+        return []
+    plan = [
+        ("batch-hello", batch.hello),
+        ("batch-results-in-order", batch.results_in_order),
+        ("batch-per-item-error", batch.per_item_error),
+        ("batch-whole-batch-error", batch.whole_batch_error),
+        ("batch-over-max-size", batch.over_max_size),
+    ]
+    return [_run_one(name, check) for name, check in plan]
 
 
 def _run_one(name: str, check: Callable[[], None]) -> CheckResult:
     started = time.perf_counter()
     try:
         check()
-    except CheckFailed as exc:
+    except AssertionError as exc:  # CheckFailed, and the batch checks' own
         return CheckResult(name, False, str(exc), time.perf_counter() - started)
     except (FrameError, OSError, ValueError, ReplyError) as exc:
         detail = f"{type(exc).__name__}: {exc}"

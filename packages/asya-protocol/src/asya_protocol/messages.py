@@ -26,6 +26,7 @@ __all__ = [
     "ERROR_CODE_DESCRIPTIONS",
     "ERROR_CODE_PATTERN",
     "PROTOCOL_VERSION",
+    "BatchLimits",
     "ControlRequest",
     "ErrorCode",
     "ErrorReply",
@@ -104,6 +105,7 @@ def validate_error_code(code: str) -> str:
 class Feature(StrEnum):
     PROGRESS = "progress"
     ENVELOPE = "envelope"
+    BATCH = "batch"
 
 
 class HandlerMode(StrEnum):
@@ -262,6 +264,16 @@ class HelloResult(msgspec.Struct, frozen=True, kw_only=True):
     mode: HandlerMode = HandlerMode.PAYLOAD
     features: tuple[str, ...] = ()
     runtime: str = ""
+    batch: BatchLimits | None = None
+    """With the ``batch`` feature: the handler's limits (``asya_protocol.batch``)."""
+
+
+class BatchLimits(msgspec.Struct, frozen=True, kw_only=True):
+    """The ``batch`` object of a ``hello`` result: at most ``max_size`` items per request, and
+    the longest the handler wants a sidecar to wait for a batch to fill, in milliseconds."""
+
+    max_size: int
+    max_wait_ms: float = 0.0
 
 
 _control_decoder = msgspec.json.Decoder(ControlRequest)

@@ -14,11 +14,11 @@ from .errors import ArgumentError
 
 __all__ = ["VECTOR_FILES", "load_vectors"]
 
-VECTOR_FILES = ("envelopes", "frames", "replies")
+VECTOR_FILES = ("envelopes", "frames", "replies", "batch")
 
 
 def load_vectors(name: str) -> list[dict[str, Any]]:
-    """The vectors of one file: ``envelopes``, ``frames`` or ``replies``."""
+    """The vectors of one file: ``envelopes``, ``frames``, ``replies`` or ``batch``."""
     if name not in VECTOR_FILES:
         raise ArgumentError(f"unknown vector file {name!r}; choose one of {VECTOR_FILES}")
     text = resources.files("asya_protocol").joinpath("data", f"{name}.json").read_text("utf-8")

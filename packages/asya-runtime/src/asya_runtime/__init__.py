@@ -1,10 +1,11 @@
 """asya-runtime: run a user's handler behind the Asya socket protocol.
 
-Handlers import :func:`progress` and :class:`AsyaError` from here.
+Handlers import :func:`progress`, :func:`batch` and :class:`AsyaError` from here.
 """
 
 from .__about__ import __version__
 from .api import progress
+from .batching import BatchSpec, batch
 from .errors import AsyaError, HandlerLoadError, RuntimeStartError, SettingsError
 from .loader import Handler, HandlerKind, load_handler
 from .server import RuntimeServer
@@ -12,6 +13,7 @@ from .settings import RuntimeSettings
 
 __all__ = [
     "AsyaError",
+    "BatchSpec",
     "Handler",
     "HandlerKind",
     "HandlerLoadError",
@@ -20,6 +22,7 @@ __all__ = [
     "RuntimeStartError",
     "SettingsError",
     "__version__",
+    "batch",
     "load_handler",
     "progress",
 ]

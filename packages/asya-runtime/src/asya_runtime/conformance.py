@@ -7,9 +7,10 @@ import time
 from typing import Any
 
 from .api import progress
+from .batching import batch
 from .errors import AsyaError
 
-__all__ = ["handler"]
+__all__ = ["batch_handler", "handler"]
 
 
 class ConformanceCrash(RuntimeError):
@@ -35,3 +36,18 @@ def handler(payload: dict[str, Any]) -> Any:
         time.sleep(float(payload["seconds"]))
         return payload.get("value")
     raise AsyaError("unknown_op", f"the conformance handler has no op {op!r}")
+
+
+@batch(max_size=8, max_wait=0.005)
+def batch_handler(payloads: list[dict[str, Any]]) -> list[Any]:
+    """The conformance handler as a batch handler (``asya_runtime.conformance:batch_handler``):
+    each item's op as above; ``fail`` fails that item alone, ``raise`` the whole batch."""
+    results: list[Any] = []
+    for payload in payloads:
+        if payload.get("op") == "raise":
+            raise ConformanceCrash(payload["message"])
+        try:
+            results.append(handler(payload))
+        except AsyaError as exc:
+            results.append(exc)
+    return results

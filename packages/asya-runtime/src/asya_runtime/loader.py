@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
+from .batching import BatchSpec, batch_spec
 from .errors import HandlerLoadError
 
 __all__ = ["Handler", "HandlerKind", "load_handler"]
@@ -28,6 +29,8 @@ class Handler:
     name: str
     function: Callable[..., Any]
     kind: HandlerKind
+    batch: BatchSpec | None = None
+    """Set by :func:`~asya_runtime.batch`: the handler takes a list of payloads."""
 
 
 def _kind(function: Callable[..., Any]) -> HandlerKind:
@@ -83,4 +86,16 @@ def load_handler(spec: str) -> Handler:
             ) from None
     if not callable(target):
         raise HandlerLoadError(_VARIABLE, f"{attr_path!r} in {module_name!r} is not callable")
-    return Handler(name=spec, function=target, kind=_kind(target))
+    return _handler(spec, attr_path, target)
+
+
+def _handler(spec: str, attr_path: str, target: Callable[..., Any]) -> Handler:
+    kind = _kind(target)
+    batching = batch_spec(target)
+    if batching is not None and kind in (HandlerKind.GENERATOR, HandlerKind.ASYNC_GENERATOR):
+        raise HandlerLoadError(
+            _VARIABLE,
+            f"{attr_path!r} is a {kind.value} marked @batch: a batch handler returns a list of "
+            "results (one per payload), so it cannot be a generator",
+        )
+    return Handler(name=spec, function=target, kind=kind, batch=batching)

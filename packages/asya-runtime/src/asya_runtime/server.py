@@ -25,6 +25,7 @@ from asya_protocol import (
     HandlerMode,
     HelloResult,
     ProtocolError,
+    decode_batch_request,
     decode_control,
     decode_request,
     encode_error,
@@ -37,12 +38,13 @@ from asya_protocol import (
 from .__about__ import __version__
 from ._progress import ProgressReporter
 from .api import _reporter
+from .batching import batch_reply
 from .invoke import call_handler, error_reply_for, ok_reply_for
 from .loader import Handler, HandlerKind
 from .settings import RuntimeSettings
 from .slots import NotReadyError, Readiness, Request, Slots
 from .socket_file import SOCKET_MODE, prepare_socket_path
-from .watch import Abandoned, HandlerTimeout, run_watched
+from .watch import Abandoned, HandlerTimeout, first_of, run_watched
 
 __all__ = ["RuntimeServer", "Stopped", "prepare_socket_path"]
 
@@ -76,6 +78,7 @@ class _Connection:
     busy: bool = False
     progress: bool = False
     envelope: bool = False
+    batch: bool = False
     closing: bool = False  # close after this reply: the peer broke the protocol
 
 
@@ -122,7 +125,7 @@ class RuntimeServer:
             ready.set()
         stuck = False
         try:
-            stuck = await _first_of(stop, self.slots.exit_requested) is self.slots.exit_requested
+            stuck = await first_of(stop, self.slots.exit_requested) is self.slots.exit_requested
         finally:
             if stuck:
                 log.critical(
@@ -259,32 +262,53 @@ class RuntimeServer:
         if request.op == "ping":
             readiness = self.slots.readiness()
             return encode_ok("pong") if readiness.ready else not_ready_reply(readiness)
-        agreed = sorted(f for f in SUPPORTED_FEATURES if f.value in request.features)
+        spec = self.handler.batch
+        supported = SUPPORTED_FEATURES | ({Feature.BATCH} if spec is not None else set())
+        agreed = sorted(f for f in supported if f.value in request.features)
         conn.progress = Feature.PROGRESS in agreed
         conn.envelope = Feature.ENVELOPE in agreed
+        conn.batch = Feature.BATCH in agreed
         return encode_ok(
             HelloResult(
                 protocol=PROTOCOL_VERSION,
                 mode=self.settings.mode,
                 features=tuple(f.value for f in agreed),
                 runtime=f"asya-runtime {__version__}",
+                batch=spec.limits() if spec is not None and conn.batch else None,
             )
         )
+
+    def _decode(self, conn: _Connection, body: bytes) -> tuple[Any, bytes | None]:
+        """The request's value (a list of payloads for a batch handler), or the error reply."""
+        depth = MAX_ENVELOPE_DEPTH if self.settings.mode is HandlerMode.ENVELOPE else MAX_JSON_DEPTH
+        spec = self.handler.batch
+        try:
+            # Depth and UTF-8 are checked before decoding: a request nested too deep is a
+            # parse_error like any bad JSON, and the connection stays open for the next one.
+            if not conn.batch:
+                value = decode_request(body, max_depth=depth)
+                return ([value] if spec is not None else value), None
+            items = decode_batch_request(body, max_depth=depth)
+        except EnvelopeError as exc:
+            log.warning("connection %d: %s", conn.number, exc)
+            return None, encode_error(ErrorCode.PARSE_ERROR, str(exc))
+        except ProtocolError as exc:
+            return None, encode_error(ErrorCode.PROTOCOL_ERROR, str(exc))
+        if spec is not None and len(items) > spec.max_size:
+            message = (
+                f"a batch of {len(items)} items exceeds the handler's max_size {spec.max_size}"
+            )
+            return None, encode_error(ErrorCode.PROTOCOL_ERROR, message)
+        return items, None
 
     async def _exchange(
         self, conn: _Connection, reader: asyncio.StreamReader, body: bytes
     ) -> bytes | None:
         """The reply to one request, or None when the sidecar abandoned it."""
         envelope_mode = self.settings.mode is HandlerMode.ENVELOPE
-        try:
-            # Depth and UTF-8 are checked before decoding: a request nested too deep is a
-            # parse_error like any bad JSON, and the connection stays open for the next one.
-            value = decode_request(
-                body, max_depth=MAX_ENVELOPE_DEPTH if envelope_mode else MAX_JSON_DEPTH
-            )
-        except EnvelopeError as exc:
-            log.warning("connection %d: %s", conn.number, exc)
-            return encode_error(ErrorCode.PARSE_ERROR, str(exc))
+        value, refused = self._decode(conn, body)
+        if refused is not None:
+            return refused
         if envelope_mode and not conn.envelope:
             return encode_error(
                 ErrorCode.PROTOCOL_ERROR,
@@ -348,7 +372,14 @@ class RuntimeServer:
         finally:
             if reporter is not None:
                 reporter.close()
-        return ok_reply_for(result)
+        if self.handler.batch is None:
+            return ok_reply_for(result)
+        return batch_reply(
+            result,
+            len(value),
+            batched=conn.batch,
+            error_for=lambda e: error_reply_for(e, traceback_limit=self.settings.traceback_limit),
+        )
 
 
 def _protocol_broken(conn: _Connection) -> None:
@@ -358,15 +389,3 @@ def _protocol_broken(conn: _Connection) -> None:
         conn.number,
     )
     conn.closing = True
-
-
-async def _first_of(*events: asyncio.Event) -> asyncio.Event:
-    """Wait until one of ``events`` is set; return it."""
-    waiters = {asyncio.ensure_future(e.wait()): e for e in events}
-    try:
-        done, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter in waiters:
-            waiter.cancel()
-        await asyncio.gather(*waiters, return_exceptions=True)
-    return waiters[next(iter(done))]

@@ -9,7 +9,13 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-__all__ = ["CANCEL_WAIT", "Abandoned", "HandlerTimeout", "run_watched"]
+__all__ = [
+    "CANCEL_WAIT",
+    "Abandoned",
+    "HandlerTimeout",
+    "first_of",
+    "run_watched",
+]
 
 log = logging.getLogger("asya_runtime")
 
@@ -80,3 +86,15 @@ async def _cancel(task: asyncio.Future[Any], on_stuck: Callable[[], None]) -> No
     if not task.cancelled():
         with contextlib.suppress(Exception):
             task.exception()  # retrieved: what it raised while ending is not the reply any more
+
+
+async def first_of(*events: asyncio.Event) -> asyncio.Event:
+    """Wait until one of ``events`` is set; return it."""
+    waiters = {asyncio.ensure_future(e.wait()): e for e in events}
+    try:
+        done, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+        await asyncio.gather(*waiters, return_exceptions=True)
+    return waiters[next(iter(done))]

@@ -13,18 +13,21 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from asya_protocol import (
     Backoff,
+    BatchOkReply,
     ErrorCode,
     ErrorReply,
     EventType,
     Feature,
     HandlerMode,
-    ProgressReply,
+    OkReply,
 )
 
+from . import batched
+from .batching import BatchOutcome, BatchPlan, batch_plan, prefetch_for
 from .decision import (
     Decision,
     Outcome,
@@ -35,13 +38,13 @@ from .decision import (
     RuntimeUnavailableOutcome,
     after_runtime,
     inspect,
-    unroutable,
 )
-from .errors import RuntimeUnavailable, TransportError, Unroutable
+from .errors import RuntimeUnavailable, TransportError
 from .http import ProbeServer
 from .metrics import Metrics
 from .runtime_client import RuntimeClient
 from .settings import SidecarSettings
+from .settle import carry_out, nack_all
 from .step_events import StepEvents
 from .transport.base import Delivery, Transport
 
@@ -69,7 +72,10 @@ class Sidecar:
             settings.socket_path,
             size=settings.concurrency,
             max_frame_size=settings.max_frame_size,
+            batch=settings.batch_max_size != 1,
         )
+        self.batch: BatchPlan | None = None
+        """Set at start when the runtime's handler takes batches (see :mod:`.batching`)."""
         self._transport: Transport | None = None
         self._runtime_up = asyncio.Event()
         self._runtime_down = asyncio.Event()
@@ -78,6 +84,11 @@ class Sidecar:
         self.http_port: int | None = None
         self.consuming = asyncio.Event()
         self._last_activity = time.monotonic()
+
+    @property
+    def prefetch(self) -> int:
+        """Unacknowledged deliveries to take: concurrency, times the batch size when batching."""
+        return prefetch_for(self.batch, self.settings.concurrency)
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -100,6 +111,14 @@ class Sidecar:
         ):  # pragma: no cover - our runtime
             raise RuntimeUnavailable("runtime is in envelope mode but did not negotiate it")
         self._ctx = RoutingContext.of(s, envelope_mode=envelope_mode)
+        self.batch = batch_plan(info.batch, s)
+        if self.batch is not None:
+            log.info(
+                "batching: up to %d per request, waiting at most %gs; prefetch %d",
+                self.batch.max_size,
+                self.batch.max_wait,
+                self.prefetch,
+            )
         self._runtime_up.set()
         probes = ProbeServer(live=lambda: True, ready=self._ready, metrics=self.metrics.render)
         if s.http_port is not None:
@@ -177,16 +196,24 @@ class Sidecar:
             self.consuming.set()
             s = self.settings
             log.info("consuming %r (concurrency %d)", s.actor, s.concurrency)
-            async for delivery in transport.deliveries():
-                self._last_activity = time.monotonic()
-                await self._slots.acquire()
-                task = tg.create_task(self._handle(transport, delivery))
-                handlers.add(task)
-                task.add_done_callback(handlers.discard)
+            if self.batch is not None:
+                await batched.consume(self, transport, self.batch, tg, handlers)
+            else:
+                await self._consume(transport, tg, handlers)
             # Deliveries ended: we were stopped (the stopper drains in-flight work) or the
             # iterator raised (connection lost) and the task group cancels everything.
             if not stop.is_set():  # pragma: no cover - deliveries only end after stop
                 stopper.cancel()
+
+    async def _consume(
+        self, transport: Transport, tg: asyncio.TaskGroup, handlers: set[asyncio.Task[None]]
+    ) -> None:
+        async for delivery in transport.deliveries():
+            self.touch()
+            await self._slots.acquire()
+            task = tg.create_task(self._handle(transport, delivery))
+            handlers.add(task)
+            task.add_done_callback(handlers.discard)
 
     async def _exit_when_idle(self, stop: asyncio.Event, handlers: set[asyncio.Task[None]]) -> None:
         idle = self.settings.exit_when_idle or 0.0
@@ -233,121 +260,126 @@ class Sidecar:
     # --- one delivery -------------------------------------------------------------------------
 
     async def _handle(self, transport: Transport, delivery: Delivery) -> None:
-        ctx = self._ctx
-        assert ctx is not None  # noqa: S101 - set in run() before any session starts
+        ctx = self.ctx
         started = time.perf_counter()
         self.metrics.in_flight.inc()
         try:
-            if delivery.redelivered:
-                self.metrics.redeliveries.inc()
-            step = inspect(
-                delivery.body,
-                ctx,
-                redelivered=delivery.redelivered,
-                redeliveries=delivery.redeliveries,
-            )
-            process: Process | None = None
-            if isinstance(step, Process):
-                process = step
-                decision = await self._process(transport, process, ctx)
-                if decision.outcome is Outcome.REQUEUE:
-                    await self._wait_runtime_back()
-            else:
-                decision = step
-            await self._carry_out(transport, delivery, decision, process, ctx)
-            self.metrics.outcome(decision.outcome.value)
-        except TransportError:
-            with contextlib.suppress(TransportError):
-                await delivery.nack()
-            raise
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            # A bug here must not lose the message: give it back; the redelivery limit ends a loop.
-            log.exception("unexpected error handling a delivery; returning it to the queue")
-            with contextlib.suppress(TransportError):
-                await delivery.nack()
+            async with self.nack_on_failure(delivery):
+                step = self.inspect(delivery, ctx)
+                process: Process | None = None
+                if isinstance(step, Process):
+                    process = step
+                    decision = await self._process(transport, process, ctx)
+                    if decision.outcome is Outcome.REQUEUE:
+                        await self.wait_runtime_back()
+                else:
+                    decision = step
+                await self.carry_out(transport, delivery, decision, process)
         finally:
             self.metrics.in_flight.dec()
             self.metrics.processing.observe(time.perf_counter() - started)
             self._slots.release()
 
+    def inspect(self, delivery: Delivery, ctx: RoutingContext) -> Decision | Process:
+        if delivery.redelivered:
+            self.metrics.redeliveries.inc()
+        return inspect(
+            delivery.body, ctx, redelivered=delivery.redelivered, redeliveries=delivery.redeliveries
+        )
+
+    @contextlib.asynccontextmanager
+    async def nack_on_failure(self, *deliveries: Delivery) -> AsyncIterator[None]:
+        """Give ``deliveries`` back when the block fails: a transport failure is re-raised (the
+        session ends), a bug is logged (the redelivery limit ends a loop)."""
+        try:
+            yield
+        except TransportError:
+            await nack_all(deliveries)
+            raise
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("unexpected error handling a delivery; returning it to the queue")
+            await nack_all(deliveries)
+
+    @property
+    def ctx(self) -> RoutingContext:
+        assert self._ctx is not None  # noqa: S101 - set in run() before any session starts
+        return self._ctx
+
+    @property
+    def slots(self) -> asyncio.Semaphore:
+        return self._slots
+
+    def touch(self) -> None:
+        self._last_activity = time.monotonic()
+
+    def random_unit(self) -> float:
+        return self._rng()
+
+    async def carry_out(
+        self, transport: Transport, delivery: Delivery, decision: Decision, process: Process | None
+    ) -> None:
+        await carry_out(transport, delivery, decision, process, self.ctx, self.metrics, self.events)
+
     async def _process(
         self, transport: Transport, process: Process, ctx: RoutingContext
     ) -> Decision:
-        envelope = process.envelope
-        await self.events.emit(transport, EventType.RECEIVED, envelope, attempt=process.attempt)
-        if len(process.request) > self.settings.max_frame_size:
-            outcome: RuntimeOutcome = ErrorReply(
-                error=ErrorCode.FRAME_TOO_LARGE,
-                message=f"payload of {len(process.request)} bytes exceeds the frame limit "
-                f"of {self.settings.max_frame_size}",
+        await self.events.emit(
+            transport, EventType.RECEIVED, process.envelope, attempt=process.attempt
+        )
+        refused = batched.refuse(process, self.settings.max_frame_size)
+        if refused is None:
+            refused = await self.await_runtime()
+        if refused is not None:
+            return after_runtime(process, refused, ctx, random_unit=self._rng())
+        await self.events.emit(
+            transport, EventType.STARTED, process.envelope, attempt=process.attempt
+        )
+        outcome = await self.outcome_of(
+            self.runtime.call(
+                process.request,
+                timeout=self.settings.runtime_timeout,
+                on_progress=batched.progress_to(self.events, transport, (process,)),
             )
-            return after_runtime(process, outcome, ctx, random_unit=self._rng())
+        )
+        assert not isinstance(outcome, BatchOkReply)  # noqa: S101 - a single call's outcome
+        self.note(outcome)
+        return after_runtime(process, outcome, ctx, random_unit=self._rng())
+
+    async def await_runtime(self) -> RuntimeUnavailableOutcome | None:
+        """Wait (bounded) until the runtime is up; the outcome when it was not."""
         try:
             async with asyncio.timeout(self.settings.runtime_wait):
                 await self._runtime_up.wait()
         except TimeoutError:
             reason = f"the runtime was not ready within {self.settings.runtime_wait:g}s"
-            return after_runtime(process, RuntimeUnavailableOutcome(reason), ctx)
-        await self.events.emit(transport, EventType.STARTED, envelope, attempt=process.attempt)
+            return RuntimeUnavailableOutcome(reason)
+        return None
 
-        async def on_progress(p: ProgressReply) -> None:
-            await self.events.emit(
-                transport, EventType.PROGRESS, envelope, progress=p.progress, message=p.message
-            )
-
+    async def outcome_of(
+        self, call: Awaitable[OkReply | ErrorReply | BatchOkReply]
+    ) -> RuntimeOutcome | BatchOutcome:
         try:
-            reply = await self.runtime.call(
-                process.request, timeout=self.settings.runtime_timeout, on_progress=on_progress
-            )
-            outcome = reply
+            return await call
         except TimeoutError:
-            outcome = RuntimeTimeout(self.settings.runtime_timeout)
+            return RuntimeTimeout(self.settings.runtime_timeout)
         except RuntimeUnavailable as exc:
             log.warning("runtime unavailable during a request: %s", exc)
             self._runtime_lost("runtime unavailable")
-            outcome = RuntimeUnavailableOutcome(str(exc))
+            return RuntimeUnavailableOutcome(str(exc))
+
+    def note(self, outcome: RuntimeOutcome) -> None:
+        """Metrics of one item's outcome; a ``not_ready`` refusal marks the runtime lost."""
         if isinstance(outcome, ErrorReply) and outcome.error == ErrorCode.NOT_READY:
             self._runtime_lost(f"the runtime refused a request: not ready: {outcome.message}")
         if isinstance(outcome, ErrorReply | RuntimeTimeout):
             code = outcome.error if isinstance(outcome, ErrorReply) else ErrorCode.TIMEOUT
             self.metrics.runtime_error(code)
-        return after_runtime(process, outcome, ctx, random_unit=self._rng())
 
-    async def _wait_runtime_back(self) -> None:
+    async def wait_runtime_back(self) -> None:
         """Before giving a message back, let the runtime come back (bounded), so a restart
         does not burn the message's redeliveries in a tight loop."""
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self.settings.runtime_wait):
                 await self._runtime_up.wait()
-
-    async def _carry_out(
-        self,
-        transport: Transport,
-        delivery: Delivery,
-        decision: Decision,
-        process: Process | None,
-        ctx: RoutingContext,
-    ) -> None:
-        try:
-            for out in decision.publish:
-                await transport.publish(out)
-        except Unroutable as exc:
-            if process is None or exc.routing_key == ctx.error_end:
-                log.error("cannot route to %r (queue deleted?); message goes back", exc.routing_key)
-                await asyncio.sleep(1.0)  # do not spin on a broken setup
-                await delivery.nack()
-                return
-            log.warning("step output unroutable: %s; input goes to %s", exc, ctx.error_end)
-            decision = unroutable(process, ctx, exc.routing_key)
-            for out in decision.publish:
-                await transport.publish(out)
-        if decision.ack:
-            await delivery.ack()
-        else:
-            await delivery.nack()
-        if decision.outcome is Outcome.RETRY:
-            self.metrics.retries.inc()
-        if process is not None:
-            await self.events.decision(transport, process, decision)

@@ -19,11 +19,12 @@ def amqp_sidecar(settings: SidecarSettings) -> Sidecar:
             exchange=settings.exchange,
             queue=settings.actor,
             terminal=(settings.happy_end, settings.error_end),
-            prefetch=settings.concurrency,
+            prefetch=sidecar.prefetch,
             events_exchange=settings.events_exchange,
         )
 
-    return Sidecar(settings, transport)
+    sidecar = Sidecar(settings, transport)  # the prefetch is known once the runtime said hello
+    return sidecar
 
 
 def memory_sidecar(broker: MemoryBroker, settings: SidecarSettings) -> Sidecar:
@@ -34,7 +35,8 @@ def memory_sidecar(broker: MemoryBroker, settings: SidecarSettings) -> Sidecar:
             broker,
             queue=settings.actor,
             terminal=(settings.happy_end, settings.error_end),
-            prefetch=settings.concurrency,
+            prefetch=sidecar.prefetch,
         )
 
-    return Sidecar(settings, transport)
+    sidecar = Sidecar(settings, transport)  # the prefetch is known once the runtime said hello
+    return sidecar

@@ -42,6 +42,13 @@ class Metrics:
             ["actor"],
             registry=self.registry,
         ).labels(**labels)
+        self.batch_size = Histogram(
+            "asya_sidecar_batch_size",
+            "Deliveries per batch sent to a batch handler",
+            ["actor"],
+            registry=self.registry,
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
+        ).labels(**labels)
         self._actor = actor
 
     def outcome(self, outcome: str) -> None:

@@ -6,8 +6,9 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import msgspec
 
@@ -16,6 +17,8 @@ from asya_protocol import (
     MAX_JSON_DEPTH,
     PROTOCOL_VERSION,
     Backoff,
+    BatchLimits,
+    BatchOkReply,
     ControlRequest,
     EnvelopeError,
     ErrorCode,
@@ -28,7 +31,9 @@ from asya_protocol import (
     OkReply,
     ProgressReply,
     ProtocolError,
+    decode_batch_reply,
     decode_reply,
+    encode_batch_request,
     encode_control,
     encode_frame,
     read_frame,
@@ -54,6 +59,8 @@ class RuntimeInfo:
     mode: HandlerMode = HandlerMode.PAYLOAD
     features: frozenset[str] = frozenset()
     name: str = "base-protocol runtime"
+    batch: BatchLimits | None = None
+    """The handler's batch limits, when the ``batch`` feature was agreed."""
 
 
 @dataclass(frozen=True)
@@ -72,6 +79,10 @@ class RuntimeState:
 NOT_ANSWERING = RuntimeState(answered=False, ready=False, reason="not answering")
 
 
+Final = OkReply | ErrorReply | BatchOkReply
+"""A final reply: to a single request, or to a batch request."""
+
+
 class _Conn:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader = reader
@@ -84,11 +95,19 @@ class _Conn:
             await self.writer.wait_closed()
 
 
+Decode = Callable[[_Conn, bytes], Final | ProgressReply]
+
+
 class RuntimeClient:
     """Exchanges with the runtime, each on a pooled connection (at most ``size`` open)."""
 
-    def __init__(self, socket_path: str, *, size: int, max_frame_size: int) -> None:
+    def __init__(
+        self, socket_path: str, *, size: int, max_frame_size: int, batch: bool = False
+    ) -> None:
         self.socket_path = socket_path
+        self._features = (Feature.PROGRESS.value, Feature.ENVELOPE.value) + (
+            (Feature.BATCH.value,) if batch else ()
+        )
         self.max_frame_size = max_frame_size
         self._idle: list[_Conn] = []
         self._slots = asyncio.Semaphore(size)
@@ -104,13 +123,17 @@ class RuntimeClient:
             hello = ControlRequest(
                 op="hello",
                 protocol=PROTOCOL_VERSION,
-                features=(Feature.PROGRESS.value, Feature.ENVELOPE.value),
+                features=self._features,
             )
             reply = await self._roundtrip(conn, encode_control(hello))
             if isinstance(reply, OkReply):
                 result = msgspec.json.decode(reply.result, type=HelloResult)
+                features = frozenset(result.features)
                 conn.info = RuntimeInfo(
-                    mode=result.mode, features=frozenset(result.features), name=result.runtime
+                    mode=result.mode,
+                    features=features,
+                    name=result.runtime,
+                    batch=result.batch if Feature.BATCH.value in features else None,
                 )
             # An error reply (parse_error) means a base-protocol runtime: keep the defaults.
         except (RuntimeUnavailable, msgspec.DecodeError, ProtocolError) as exc:
@@ -192,12 +215,36 @@ class RuntimeClient:
         read as the answer to the next request). So is one that carried anything after its final
         frame, or a reply over the frame limit: see :meth:`_exchange`.
         """
+        reply = await self._call(request, _decode, timeout, on_progress)
+        assert not isinstance(reply, BatchOkReply)  # noqa: S101 - _decode never makes one
+        return reply
+
+    async def call_batch(
+        self,
+        items: Sequence[bytes],
+        *,
+        timeout: float,
+        on_progress: ProgressCallback | None = None,
+    ) -> BatchOkReply | ErrorReply:
+        """One batch exchange (the connection negotiated ``batch``), as :meth:`call`."""
+        body = encode_batch_request(items)
+        batch = await self._call(body, _decode_batch, timeout, on_progress)
+        assert not isinstance(batch, OkReply)  # noqa: S101 - _decode_batch never makes one
+        return batch
+
+    async def _call(
+        self,
+        request: bytes,
+        decode: Decode,
+        timeout: float,
+        on_progress: ProgressCallback | None,
+    ) -> Final:
         async with self._slots:
             conn = await self._take()
             reusable = False
             try:
                 async with asyncio.timeout(timeout):
-                    reply, reusable = await self._exchange(conn, request, on_progress)
+                    reply, reusable = await self._exchange(conn, request, decode, on_progress)
                 return reply
             finally:
                 if reusable:
@@ -228,8 +275,12 @@ class RuntimeClient:
         return await self._open()
 
     async def _exchange(
-        self, conn: _Conn, request: bytes, on_progress: ProgressCallback | None
-    ) -> tuple[OkReply | ErrorReply, bool]:
+        self,
+        conn: _Conn,
+        request: bytes,
+        decode: Decode,
+        on_progress: ProgressCallback | None,
+    ) -> tuple[Final, bool]:
         """The reply, and whether the connection may carry the next exchange.
 
         A reply over the frame limit cannot be read past (its body is never read): it is a
@@ -248,7 +299,7 @@ class RuntimeClient:
                     return _reply_too_large(exc), False
                 if frame is None:
                     raise RuntimeUnavailable("runtime closed the connection mid-request")
-                reply = _decode(conn, frame)
+                reply = decode(conn, frame)
                 if isinstance(reply, ProgressReply):
                     if on_progress is not None:
                         await on_progress(reply)
@@ -268,13 +319,25 @@ class RuntimeClient:
             await conn.close()
 
 
-def _decode(conn: _Conn, frame: bytes) -> OkReply | ErrorReply | ProgressReply:
+def _depth(conn: _Conn) -> int:
     # In envelope mode a result is an envelope, which may nest two levels more.
-    envelope_mode = conn.info.mode is HandlerMode.ENVELOPE
+    return MAX_ENVELOPE_DEPTH if conn.info.mode is HandlerMode.ENVELOPE else MAX_JSON_DEPTH
+
+
+def _decode(conn: _Conn, frame: bytes) -> OkReply | ErrorReply | ProgressReply:
+    return _decoded(lambda: decode_reply(frame, max_depth=_depth(conn)))
+
+
+def _decode_batch(conn: _Conn, frame: bytes) -> BatchOkReply | ErrorReply | ProgressReply:
+    return _decoded(lambda: decode_batch_reply(frame, max_depth=_depth(conn)))
+
+
+T = TypeVar("T")
+
+
+def _decoded(decode: Callable[[], T]) -> T | ErrorReply:
     try:
-        return decode_reply(
-            frame, max_depth=MAX_ENVELOPE_DEPTH if envelope_mode else MAX_JSON_DEPTH
-        )
+        return decode()
     except EnvelopeError as exc:
         # Not UTF-8, or nested past the limit: never published; error-end instead.
         return ErrorReply(error=ErrorCode.PARSE_ERROR, message=f"runtime result refused: {exc}")

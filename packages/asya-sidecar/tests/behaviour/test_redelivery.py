@@ -1,24 +1,38 @@
-"""Redelivery, on both transports: a runtime killed mid-request loses nothing, and a message
-that kills its runtime every time ends in error-end after the redelivery limit."""
+"""Redelivery, on both transports: a runtime killed mid-request (or mid-batch) loses nothing,
+and a message that kills its runtime every time ends in error-end after the redelivery limit."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from asya_testing.processes import short_socket_path
 
 
+@pytest.mark.parametrize(
+    ("handler", "env", "payload"),
+    [
+        ("slow", {"ASYA_RUNTIME_CONCURRENCY": "2"}, {"seconds": 0.03}),
+        ("batch_double", {"BATCH_SLEEP": "0.05"}, {}),  # a batch handler, killed mid-batch
+    ],
+)
 async def test_kill_9_runtime_mid_request(
-    bus: Any, runtimes: Any, supervisor: Any, run_sidecars: Any, flow: Any
+    bus: Any,
+    runtimes: Any,
+    supervisor: Any,
+    run_sidecars: Any,
+    flow: Any,
+    handler: str,
+    env: dict[str, str],
+    payload: dict[str, Any],
 ) -> None:
     path = short_socket_path()
     queue = bus.queue("work")
-    with supervisor(
-        runtimes, "pipeline_handlers:slow", path, {"ASYA_RUNTIME_CONCURRENCY": "2"}
-    ) as sup:
+    with supervisor(runtimes, f"pipeline_handlers:{handler}", path, env) as sup:
         sidecar = bus.sidecar(queue, path, concurrency=2)
         async with run_sidecars([sidecar]):
-            expected = await flow.publish_many(bus, queue, 60, seconds=0.03)
+            expected = await flow.publish_many(bus, queue, 60, **payload)
             await flow.wait_for_depth(bus, bus.happy_end, 10, timeout=60)
             assert sup.current is not None
             sup.current.kill()
