@@ -24,6 +24,7 @@ from asya_gateway.jobstate import (
     apply,
     created,
     relevant,
+    structural,
 )
 from asya_protocol import EventType, StepEvent
 
@@ -217,6 +218,22 @@ def test_received_is_not_relevant_and_ignored() -> None:
     assert all(relevant(step(k)) for k in EventType if k is not EventType.RECEIVED)
     before = job(JobStatus.PENDING)
     assert ignored(apply(before, received, NOW), before)
+
+
+def test_only_a_fan_outs_done_is_structural() -> None:
+    assert structural(step(EventType.DONE, child_ids=("a", "b"), children=2))
+    assert structural(step(EventType.DONE, children=0))  # an empty fan-out ends the branch
+    assert not structural(step(EventType.DONE))
+    assert not structural(step(EventType.PROGRESS, progress=0.5))
+
+
+def test_a_terminal_message_leaves_the_previous_state_untouched() -> None:
+    """No deep copy, and no edit in place either: the state given is never changed."""
+    before = job(branches={"children": {ROOT: ["c1", "c2"]}, "ended": {}})
+    snapshot = {k: dict(v) for k, v in before.branches.items()}
+    after = apply(before, Terminal("c1", True, {"deep": [[[1]]]}), NOW)
+    assert dict(before.branches) == snapshot
+    assert after.state.branches["ended"]["c1"]["result"] == {"deep": [[[1]]]}
 
 
 @pytest.mark.parametrize(

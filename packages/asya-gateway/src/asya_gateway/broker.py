@@ -41,6 +41,7 @@ __all__ = ["Broker", "GatewayBroker", "PublishFailed"]
 log = logging.getLogger("asya_gateway.broker")
 _BROKER_ERRORS = (AMQPError, ConnectionError, OSError, ChannelInvalidStateError)
 EVENT_BATCH_WINDOW = 0.01
+EVENTS_QUEUE_ARGS = {"x-queue-type": "quorum"}
 Delivered = aiormq.abc.DeliveredMessage
 
 
@@ -154,7 +155,9 @@ class Broker:
         for queue in (s.happy_end, s.error_end):
             await channel.queue_declare(queue, durable=True)
             await channel.queue_bind(queue, s.exchange, routing_key=queue)
-        await channel.queue_declare(s.events_queue, durable=True)
+        # A quorum queue keeps every message on disk, also the sidecars' transient step events:
+        # a broker restart must not lose the "done" event that tells a job its fan-out.
+        await channel.queue_declare(s.events_queue, durable=True, arguments=EVENTS_QUEUE_ARGS)
         await channel.queue_bind(s.events_queue, s.events_exchange, routing_key="#")
 
     async def _on_happy_end(self, message: aiormq.abc.DeliveredMessage) -> None:

@@ -154,8 +154,9 @@ class JobStore:
     ) -> Applied | None:
         """Apply events to a job, in order, in one transaction; None if there is no such job.
 
-        ``advisory`` events (step events) need not reach the disk before the commit returns: a
-        crash may lose the last few progress events, never a job's final state.
+        ``advisory`` events (progress) need not reach the disk before the commit returns: a
+        database crash may lose the last few progress events, never a job's final state nor a
+        fan-out's children.
         """
 
         async def go(session: AsyncSession) -> Applied | None:
@@ -187,7 +188,9 @@ class JobStore:
         wanted = [e for e in events if jobstate.relevant(e)]
         if not wanted:
             return True
-        return await self.apply(job_id, wanted, advisory=True) is not None
+        # Progress may be committed lazily; a fan-out's shape never (a crash would lose it).
+        advisory = not any(jobstate.structural(e) for e in wanted)
+        return await self.apply(job_id, wanted, advisory=advisory) is not None
 
     async def sweep_timeouts(self) -> list[str]:
         """Time out every unfinished job past its deadline (atomic: safe with many replicas)."""
