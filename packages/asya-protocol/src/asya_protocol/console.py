@@ -15,12 +15,21 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
+from . import signals
 from .settings import SettingsError, load
 
-__all__ = ["LOG_FORMAT", "cannot_start", "configure_logging", "no_arguments", "start", "usage"]
+__all__ = [
+    "LOG_FORMAT",
+    "cannot_start",
+    "configure_logging",
+    "no_arguments",
+    "run_command",
+    "start",
+    "usage",
+]
 
 S = TypeVar("S")
 
@@ -47,6 +56,17 @@ def no_arguments(command: str, help_text: str, argv: Sequence[str] | None) -> in
         sys.stderr.write(f"{command}: unexpected argument {args[0]!r}\n{help_text}")
         return 2
     return None
+
+
+def run_command(
+    command: str, help_text: str, argv: Sequence[str] | None, body: Callable[[], int]
+) -> int:
+    """A command that takes no arguments: SIGTERM/SIGINT honoured from here on (see
+    :mod:`.signals`), ``-h`` answered, any argument refused, else ``body()``'s exit status."""
+    with signals.honoured():
+        if (status := no_arguments(command, help_text, argv)) is not None:
+            return status
+        return body()
 
 
 def cannot_start(command: str, reason: object) -> int:

@@ -7,7 +7,7 @@ import logging
 import os
 
 from asya_protocol import signals as _signals
-from asya_protocol.console import cannot_start, no_arguments, start, usage
+from asya_protocol.console import cannot_start, run_command, start, usage
 
 from .errors import RuntimeStartError
 from .loader import load_handler
@@ -36,13 +36,10 @@ async def _run(settings: RuntimeSettings) -> Stopped:
 
 
 def main(argv: list[str] | None = None) -> int:
-    with _signals.honoured():
-        return _main(argv)
+    return run_command(COMMAND, USAGE, argv, _main)
 
 
-def _main(argv: list[str] | None) -> int:
-    if (status := no_arguments(COMMAND, USAGE, argv)) is not None:
-        return status
+def _main() -> int:
     settings = start(COMMAND, RuntimeSettings)
     try:
         stopped = asyncio.run(_run(settings))

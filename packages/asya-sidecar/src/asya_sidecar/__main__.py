@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from asya_protocol import signals as _signals
-from asya_protocol.console import cannot_start, no_arguments, start, usage
+from asya_protocol.console import cannot_start, run_command, start, usage
 
 from .errors import RuntimeUnavailable
 from .factory import amqp_sidecar
@@ -39,13 +39,10 @@ async def _run(settings: SidecarSettings) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    with _signals.honoured():
-        return _main(argv)
+    return run_command(COMMAND, USAGE, argv, _main)
 
 
-def _main(argv: list[str] | None) -> int:
-    if (status := no_arguments(COMMAND, USAGE, argv)) is not None:
-        return status
+def _main() -> int:
     settings = start(COMMAND, SidecarSettings, quiet=("aiormq",))
     try:
         asyncio.run(_run(settings))
