@@ -1043,3 +1043,86 @@ def test_fifty_asyas_at_once(chart: Cluster) -> None:
         print(f"50 Asyas Ready with pods Running in {ready_at:.1f} s")  # noqa: T201
     finally:
         chart.delete("-n", NAMESPACE, "--wait=true", "--timeout=300s", "asya", *names, timeout=360)
+
+
+FAKE_GPU = "example.com/fake-gpu"
+FAKE_GPU_PATH = "/status/{}/" + FAKE_GPU.replace("~", "~0").replace("/", "~1")
+
+
+def advertise(cluster: Cluster, node: str, count: int | None, field: str = "capacity") -> None:
+    """Set the node's fake extended resource to ``count`` (None: remove it), as a device plugin
+    would; the kubelet copies capacity into allocatable, which the scheduler counts."""
+    op: dict[str, str] = {"op": "remove", "path": FAKE_GPU_PATH.format(field)}
+    if count is not None:
+        op.update(op="add", value=str(count))
+    cluster.run(
+        "patch", "node", node, "--subresource=status", "--type=json", "-p", json.dumps([op])
+    )
+
+
+def gpu_actor(name: str) -> dict[str, Any]:
+    """An always-on actor (one replica) asking for one fake GPU."""
+    doc = probe_actor(name)
+    doc["spec"]["workload"]["replicas"] = 1
+    doc["spec"]["deleteQueueOnDelete"] = True
+    doc["spec"].setdefault("runtime", {})["resources"] = {"gpu": 1, "gpuResource": FAKE_GPU}
+    return doc
+
+
+def unschedulable(cluster: Cluster, pod: dict[str, Any]) -> str | None:
+    """The scheduler's FailedScheduling message for a Pending pod, once it has written one."""
+    name = pod["metadata"]["name"]
+    events = cluster.get(
+        "-n", NAMESPACE, "events",
+        "--field-selector", f"involvedObject.name={name},reason=FailedScheduling",
+    )["items"]  # fmt: skip
+    messages = [e.get("message") or e.get("note", "") for e in events]
+    return next((m for m in messages if FAKE_GPU in m), None)
+
+
+def test_a_gpu_actor_is_scheduled_against_the_node_extended_resource(chart: Cluster) -> None:
+    """One fake GPU on the node, two actors asking for one each: one runs on it, the other
+    stays Pending, the scheduler naming the resource (Insufficient example.com/fake-gpu)."""
+    node = next(
+        n["metadata"]["name"] for n in chart.get("nodes")["items"]
+        if not n["spec"].get("unschedulable")
+        and not any(t.get("effect") == "NoSchedule" for t in n["spec"].get("taints", []))
+    )  # fmt: skip
+    names = ["gpu-a", "gpu-b"]
+    try:
+        advertise(chart, node, 1)
+        chart.wait_until(
+            f"{FAKE_GPU}: 1 allocatable on {node}",
+            lambda: chart.get("node", node)["status"].get("allocatable", {}).get(FAKE_GPU) == "1",
+            timeout=60,
+        )
+        chart.apply([gpu_actor(n) for n in names])
+
+        def placed() -> tuple[str, str, str] | None:
+            pods = {n: chart.get("-n", NAMESPACE, "pods", "-l", f"asya.sh/actor={n}")["items"]
+                    for n in names}  # fmt: skip
+            if any(len(p) != 1 for p in pods.values()):
+                return None
+            running = [n for n in names if pods_running(chart, f"asya.sh/actor={n}")]
+            pending = [n for n in names if pods[n][0]["status"].get("phase") == "Pending"]
+            if len(running) != 1 or len(pending) != 1:
+                return None
+            message = unschedulable(chart, pods[pending[0]][0])
+            return (running[0], pending[0], message) if message else None
+
+        ran, waits, message = chart.wait_until(
+            "one GPU actor Running, the other Pending for the GPU", placed, timeout=240, every=2
+        )
+        [pod] = chart.get("-n", NAMESPACE, "pods", "-l", f"asya.sh/actor={ran}")["items"]
+        [runtime] = [c for c in pod["spec"]["containers"] if c["name"] == "asya-runtime"]
+        assert runtime["resources"]["limits"][FAKE_GPU] == "1"
+        assert pod["spec"]["nodeName"] == node
+        assert f"Insufficient {FAKE_GPU}" in message, message
+        [pending] = chart.get("-n", NAMESPACE, "pods", "-l", f"asya.sh/actor={waits}")["items"]
+        scheduled = next(c for c in pending["status"]["conditions"] if c["type"] == "PodScheduled")
+        assert (scheduled["status"], scheduled["reason"]) == ("False", "Unschedulable")
+    finally:
+        chart.delete("-n", NAMESPACE, "--wait=true", "asya", *names, timeout=180)
+        for field in ("capacity", "allocatable"):  # the kubelet may have dropped the second
+            with contextlib.suppress(AssertionError, subprocess.TimeoutExpired):
+                advertise(chart, node, None, field)

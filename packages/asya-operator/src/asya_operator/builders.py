@@ -30,6 +30,7 @@ from .model import (
     SecretKeyRef,
     WorkloadKind,
 )
+from .scheduling import place_pod, runtime_resources, startup_probe
 
 __all__ = [
     "ACTOR_LABEL",
@@ -134,6 +135,7 @@ def sidecar_env(actor: Actor) -> list[dict[str, Any]]:
         _sidecar_env("exchange", s.transport.exchange),
         _sidecar_env("socket_path", SOCKET_PATH),
         _sidecar_env("runtime_timeout", s.runtime.timeout),
+        _sidecar_env("runtime_wait", s.runtime.startup_timeout),
         _sidecar_env("happy_end", s.transport.happy_end),
         _sidecar_env("error_end", s.transport.error_end),
         _sidecar_env("concurrency", s.runtime.concurrency),
@@ -173,6 +175,7 @@ def sidecar_container(actor: Actor) -> dict[str, Any]:
         },
     }
     if s.workload.kind is not WorkloadKind.JOB:
+        container["startupProbe"] = startup_probe(s.runtime.startup_timeout)
         container["livenessProbe"] = {
             "httpGet": {"path": "/healthz", "port": "asya-http"},
             "periodSeconds": 10,
@@ -215,6 +218,9 @@ def _runtime_container(actor: Actor, container: dict[str, Any]) -> dict[str, Any
     if s.handler_script is not None:
         mounts.append({"name": "asya-handler", "mountPath": HANDLER_DIR, "readOnly": True})
     out["volumeMounts"] = mounts
+    resources = runtime_resources(out.get("resources", {}), s.runtime.resources)
+    if resources:
+        out["resources"] = resources
     return out
 
 
@@ -255,6 +261,7 @@ def _pod_template(actor: Actor) -> dict[str, Any]:
             }
         )
     pod["volumes"] = volumes
+    place_pod(pod, s.scheduling)
     security = pod.setdefault("securityContext", {})
     security.setdefault("fsGroup", SHARED_GID)  # the socket's group: runtime and sidecar share it
     pod.setdefault("terminationGracePeriodSeconds", int(s.runtime.shutdown_grace) + 10)

@@ -184,6 +184,35 @@ def _claims_schema() -> dict[str, Any]:
     }
 
 
+def _placement_rules(props: dict[str, Any]) -> None:
+    """The resources and scheduling fields' cross-field rules (the model's ``__post_init__``)."""
+    props["runtime"]["properties"]["resources"]["x-kubernetes-validations"] = [
+        {
+            "rule": "!has(self.gpuResource) || (has(self.gpu) && self.gpu > 0)",
+            "message": "gpuResource needs gpu >= 1",
+        }
+    ]
+    scheduling = props["scheduling"]["properties"]
+    scheduling["nodeSelector"] = {
+        "type": "object",
+        "maxProperties": 64,
+        "additionalProperties": {"type": "string", "maxLength": 253},
+    }
+    scheduling["tolerations"]["maxItems"] = 50
+    scheduling["tolerations"]["items"]["x-kubernetes-validations"] = [
+        {
+            "rule": "!has(self.operator) || self.operator != 'Exists' || !has(self.value) "
+            "|| self.value == ''",
+            "message": "a toleration with operator Exists takes no value",
+        },
+        {
+            "rule": "(has(self.key) && self.key != '') "
+            "|| (has(self.operator) && self.operator == 'Exists')",
+            "message": "a toleration without a key needs operator Exists",
+        },
+    ]
+
+
 def openapi_schema() -> dict[str, Any]:
     spec = _struct_schema(AsyaSpec)
     props = spec["properties"]
@@ -216,6 +245,7 @@ def openapi_schema() -> dict[str, Any]:
     ]
     props["retry"]["properties"]["codes"]["maxItems"] = 50
     props["sidecar"]["properties"]["env"]["maxItems"] = 100
+    _placement_rules(props)
     spec["x-kubernetes-validations"] = [
         {
             "rule": "has(self.handler) || has(self.handlerScript)",

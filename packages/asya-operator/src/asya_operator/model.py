@@ -22,6 +22,7 @@ from asya_protocol import (
 )
 
 __all__ = [
+    "DEFAULT_GPU_RESOURCE",
     "GROUP",
     "KIND",
     "PLURAL",
@@ -31,15 +32,19 @@ __all__ = [
     "RESERVED_VOLUME",
     "RUNTIME_CONTAINER",
     "VERSION",
+    "Affinity",
     "AsyaSpec",
     "AsyaStatus",
     "Condition",
     "HandlerScript",
+    "ResourcesSpec",
     "RetrySpec",
     "RuntimeSpec",
     "ScalingSpec",
+    "SchedulingSpec",
     "SecretKeyRef",
     "SidecarSpec",
+    "Toleration",
     "TransportSpec",
     "WorkloadKind",
     "WorkloadSpec",
@@ -74,6 +79,17 @@ _QUEUE = Meta(
     },
 )
 Seconds = Annotated[float, Meta(gt=0, le=86400)]
+DEFAULT_GPU_RESOURCE = "nvidia.com/gpu"
+# A non-negative Kubernetes quantity (``500m``, ``2``, ``1.5Gi``, ``1e3``), RE2-compatible.
+QUANTITY_PATTERN = r"^([0-9]+(\.[0-9]+)?|\.[0-9]+)([KMGTPE]i|[numkMGTPE]|[eE][0-9]+)?$"
+_QUANTITY = Meta(pattern=QUANTITY_PATTERN, max_length=32)
+_DNS_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
+_DNS_SUBDOMAIN = Meta(pattern=rf"^{_DNS_LABEL}(\.{_DNS_LABEL})*$", max_length=253)
+# An extended resource: ``<domain>/<name>``, as a device plugin advertises it on the node.
+_EXTENDED_RESOURCE = Meta(
+    pattern=rf"^{_DNS_LABEL}(\.{_DNS_LABEL})*/[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$",
+    max_length=253,
+)
 
 
 class WorkloadKind(StrEnum):
@@ -141,6 +157,29 @@ class ScalingSpec(_Base):
     cooldown_period: Annotated[int, Meta(ge=0, le=86400)] = 300
 
 
+class ResourcesSpec(_Base):
+    """The runtime container's resources. cpu: the request (no limit, so the handler is never
+    throttled). memory: the request and the limit. gpu: the request and the limit (extended
+    resources need both, equal) of gpuResource (default nvidia.com/gpu); 0 or unset asks for
+    none. Set key by key over the template's asya-runtime resources, which keep every other key."""
+
+    cpu: Annotated[str, _QUANTITY] | None = None
+    """A Kubernetes quantity, quoted: ``"500m"``, ``"2"``."""
+    memory: Annotated[str, _QUANTITY] | None = None
+    """A Kubernetes quantity: ``"512Mi"``, ``"8Gi"``."""
+    gpu: Annotated[int, Meta(ge=0, le=64)] | None = None
+    gpu_resource: Annotated[str, _EXTENDED_RESOURCE] | None = None
+    """The extended resource the GPU count asks for (default nvidia.com/gpu); needs gpu >= 1."""
+
+    def __post_init__(self) -> None:
+        if self.gpu_resource is not None and not self.gpu:
+            raise ValueError("runtime.resources.gpuResource needs runtime.resources.gpu >= 1")
+
+    @property
+    def gpu_resource_name(self) -> str:
+        return self.gpu_resource or DEFAULT_GPU_RESOURCE
+
+
 class RuntimeSpec(_Base):
     timeout: Seconds = 300.0
     """Seconds the runtime has per message (ASYA_RUNTIME_TIMEOUT)."""
@@ -148,6 +187,45 @@ class RuntimeSpec(_Base):
     """Messages in flight per pod (ASYA_CONCURRENCY and ASYA_RUNTIME_CONCURRENCY)."""
     shutdown_grace: Annotated[float, Meta(ge=0, le=3600)] = 30.0
     """Seconds in-flight messages get after SIGTERM (the pod's grace period adds 10)."""
+    startup_timeout: Seconds = 60.0
+    """Seconds the handler's setup (a class's __init__, a model load) may take before the
+    runtime answers (ASYA_RUNTIME_WAIT, and the sidecar's startupProbe)."""
+    resources: ResourcesSpec = msgspec.field(default_factory=ResourcesSpec)
+
+
+class Toleration(_Base):
+    """A core/v1 Toleration."""
+
+    key: Annotated[str, Meta(max_length=316)] | None = None
+    operator: Annotated[str, Meta(pattern=r"^(Exists|Equal)$")] | None = None
+    value: Annotated[str, Meta(max_length=63)] | None = None
+    effect: Annotated[str, Meta(pattern=r"^(NoSchedule|PreferNoSchedule|NoExecute)$")] | None = None
+    toleration_seconds: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.operator == "Exists" and self.value:
+            raise ValueError("a toleration with operator Exists takes no value")
+        if not self.key and self.operator != "Exists":
+            raise ValueError("a toleration without a key needs operator Exists")
+
+
+class Affinity(_Base):
+    """A core/v1 Affinity; each part given here replaces the template's part."""
+
+    node_affinity: dict[str, Any] | None = None
+    pod_affinity: dict[str, Any] | None = None
+    pod_anti_affinity: dict[str, Any] | None = None
+
+
+class SchedulingSpec(_Base):
+    """Where the actor's pods run, merged into the pod template's spec: nodeSelector key by key
+    over the template's, tolerations after the template's, affinity part by part
+    (nodeAffinity, podAffinity, podAntiAffinity), runtimeClassName over the template's."""
+
+    node_selector: dict[str, str] = msgspec.field(default_factory=dict)
+    tolerations: list[Toleration] = msgspec.field(default_factory=list)
+    affinity: Affinity | None = None
+    runtime_class_name: Annotated[str, _DNS_SUBDOMAIN] | None = None
 
 
 class RetrySpec(_Base):
@@ -205,6 +283,7 @@ class AsyaSpec(_Base):
     runtime: RuntimeSpec = msgspec.field(default_factory=RuntimeSpec)
     retry: RetrySpec = msgspec.field(default_factory=RetrySpec)
     sidecar: SidecarSpec = msgspec.field(default_factory=SidecarSpec)
+    scheduling: SchedulingSpec = msgspec.field(default_factory=SchedulingSpec)
     delete_queue_on_delete: bool = False
     """Delete the queue from RabbitMQ when the resource is deleted (through a finalizer)."""
 

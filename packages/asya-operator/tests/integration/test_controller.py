@@ -496,3 +496,55 @@ async def test_built_keda_objects_pass_the_real_keda_schema(
         for obj in desired_objects(Actor.from_resource(body)):
             obj["metadata"].pop("ownerReferences")  # the owner does not exist in a dry run
             await server_side_apply(kube_api, obj)
+
+
+async def test_resources_scheduling_and_warm_up_reach_the_deployment(
+    kube_api: Any,
+    kube_namespace: str,
+    custom: Any,
+    asya_body: Any,
+    run_controller: Any,
+    eventually: Any,
+) -> None:
+    """The first-class fields pass the CRD, and the API server takes the Deployment they build
+    (an extended resource must have limits equal to requests, a whole number)."""
+    run_controller()
+    body = asya_body(
+        "gpu",
+        runtime={
+            "startupTimeout": 300,
+            "resources": {
+                "cpu": "2",
+                "memory": "4Gi",
+                "gpu": 1,
+                "gpuResource": "example.com/fake-gpu",
+            },
+        },
+        scheduling={
+            "nodeSelector": {"pool": "gpu"},
+            "tolerations": [{"key": "example.com/fake-gpu", "operator": "Exists"}],
+            "runtimeClassName": "nvidia",
+        },
+    )
+    await custom.create_namespaced_custom_object(G, V, kube_namespace, P, body)
+    apps = client.AppsV1Api(kube_api)
+
+    async def built() -> Any:
+        return await apps.read_namespaced_deployment("gpu", kube_namespace)
+
+    pod = (await eventually(built)).spec.template.spec
+    containers = {c.name: c for c in pod.containers}
+    resources = containers["asya-runtime"].resources
+    assert resources.requests == {"cpu": "2", "memory": "4Gi", "example.com/fake-gpu": "1"}
+    assert resources.limits == {"memory": "4Gi", "example.com/fake-gpu": "1"}
+    assert pod.node_selector == {"pool": "gpu"}
+    assert [(t.key, t.operator) for t in pod.tolerations] == [("example.com/fake-gpu", "Exists")]
+    assert pod.runtime_class_name == "nvidia"
+    sidecar = containers["asya-sidecar"]
+    assert {e.name: e.value for e in sidecar.env}["ASYA_RUNTIME_WAIT"] == "300"
+    probe = sidecar.startup_probe
+    assert (probe.http_get.path, probe.period_seconds, probe.failure_threshold) == (
+        "/healthz",
+        5,
+        61,
+    )

@@ -69,6 +69,46 @@ def _with(path: list[str], value: Any) -> dict[str, Any]:
     return body
 
 
+PLACED = {
+    "runtime": {
+        "startupTimeout": 600,
+        "resources": {
+            "cpu": "500m",
+            "memory": "8Gi",
+            "gpu": 1,
+            "gpuResource": "example.com/fake-gpu",
+        },
+    },
+    "scheduling": {
+        "nodeSelector": {"pool": "gpu"},
+        "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+        "affinity": {
+            "nodeAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": {
+                    "nodeSelectorTerms": [
+                        {"matchExpressions": [{"key": "gpu", "operator": "Exists"}]}
+                    ]
+                }
+            }
+        },
+        "runtimeClassName": "nvidia",
+    },
+}
+
+
+async def test_resources_and_scheduling_are_accepted_as_written(
+    kube_api: Any, kube_namespace: str
+) -> None:
+    body = copy.deepcopy(VALID)
+    body["spec"].update(copy.deepcopy(PLACED))
+    created = await create_asya(kube_api, kube_namespace, body)
+    spec = created["spec"]
+    assert spec["scheduling"] == PLACED["scheduling"]
+    assert spec["runtime"]["resources"] == PLACED["runtime"]["resources"]  # no default filled in
+    assert spec["runtime"]["startupTimeout"] == 600
+    assert spec["runtime"]["timeout"] == 300
+
+
 @pytest.mark.parametrize(
     ("body", "message"),
     [
@@ -115,6 +155,28 @@ def _with(path: list[str], value: Any) -> dict[str, Any]:
         (
             _with(["metadata", "name"], "amq.inference"),
             f"the queue defaults to the resource's name, and {AMQ}: set spec.queue",
+        ),
+        (_with(["spec", "runtime"], {"resources": {"gpu": -1}}), "spec.runtime.resources.gpu"),
+        (
+            _with(["spec", "runtime"], {"resources": {"cpu": "lots"}}),
+            "spec.runtime.resources.cpu",
+        ),
+        (
+            _with(["spec", "runtime"], {"resources": {"gpuResource": "example.com/fake-gpu"}}),
+            "spec.runtime.resources: Invalid value: gpuResource needs gpu >= 1",
+        ),
+        (_with(["spec", "runtime"], {"startupTimeout": 0}), "spec.runtime.startupTimeout"),
+        (
+            _with(["spec", "scheduling"], {"tolerations": [{"operator": "Exists", "value": "v"}]}),
+            "a toleration with operator Exists takes no value",
+        ),
+        (
+            _with(["spec", "scheduling"], {"nodeSelector": {"pool": 1}}),
+            "spec.scheduling.nodeSelector.pool",
+        ),
+        (
+            _with(["spec", "scheduling"], {"runtimeClassName": "Not_A_Name"}),
+            "spec.scheduling.runtimeClassName",
         ),
         (
             {
@@ -233,10 +295,13 @@ async def test_operator_doc_example_is_accepted(kube_api: Any, kube_namespace: s
     import re
 
     text = (ROOT / "docs/operator.md").read_text()
-    [example] = [yaml.safe_load(b) for b in re.findall(r"```yaml\n(.*?)```", text, re.DOTALL)]
-    example["metadata"]["namespace"] = kube_namespace
-    applied = await server_side_apply(kube_api, example)
-    assert applied["spec"]["scaling"]["queueLength"] == 5
+    examples = [yaml.safe_load(b) for b in re.findall(r"```yaml\n(.*?)```", text, re.DOTALL)]
+    assert len(examples) >= 2
+    for example in examples:
+        example["metadata"]["namespace"] = kube_namespace
+        applied = await server_side_apply(kube_api, example)
+        assert applied["spec"]["transport"]["urlSecretRef"] == {"name": "rabbitmq", "key": "url"}
+    assert examples[0]["spec"]["scaling"]["enabled"] is True
 
 
 async def test_kind_harness_actors_are_accepted(kube_api: Any, kube_namespace: str) -> None:
