@@ -94,6 +94,18 @@ async def post_jobs(client: httpx.AsyncClient, tool: str, texts: list[str]) -> l
     return ids
 
 
+async def post_concurrently(
+    client: httpx.AsyncClient, tool: str, texts: list[str], at_once: int
+) -> list[str]:
+    gate = asyncio.Semaphore(at_once)
+
+    async def one(text: str) -> str:
+        async with gate:
+            return (await post_jobs(client, tool, [text]))[0]
+
+    return list(await asyncio.gather(*(one(t) for t in texts)))
+
+
 async def unfinished(client: httpx.AsyncClient) -> int:
     """Jobs not yet at an end (pending or running), paging through GET /jobs."""
     total = 0
@@ -234,8 +246,9 @@ class HappyEndCopies:
 @pytest.mark.timeout(900)
 async def test_soak_5000_messages_through_four_faults(fanout: Faulty) -> None:
     """1,000 jobs of 4 words: 1,000 split and 4,000 shout messages. Faults fire one after the
-    other as jobs finish: the shout runtime is killed (-9), the split sidecar is killed (-9),
-    the broker restarts, the database crashes."""
+    other as jobs finish (after 100, 300, 500 and 700), each once the last has recovered: the
+    shout runtime is killed (-9), the split sidecar is killed (-9), the broker restarts, the
+    database crashes."""
     system = fanout.system
     copies = HappyEndCopies(fanout.broker.url, fanout.names)
     await copies.bind()
@@ -250,7 +263,9 @@ async def test_soak_5000_messages_through_four_faults(fanout: Faulty) -> None:
 
     async with httpx.AsyncClient(base_url=system.url, headers=AUTH, timeout=60) as client:
         texts = [f"w{i} alpha beta gamma" for i in range(1000)]
-        ids = await post_jobs(client, "shout_words", texts)
+        # 16 posts at a time: all jobs are in within seconds, so that the faults below fall
+        # while the messages flow (posted one by one, most jobs ended before the first fault).
+        ids = await post_concurrently(client, "shout_words", texts, 16)
         plan = [
             (900, "runtime kill", lambda: system.restart_runtime("shout")),
             (700, "sidecar kill", lambda: system.restart_sidecar("split")),

@@ -2,7 +2,9 @@
 
 Sidecars publish them, without waiting for confirms, to a durable topic exchange (default
 ``asya.events``) with routing key ``<actor>.<type>``. They are advisory: job state is final only
-through the terminal queues, so a lost event delays nothing but a progress display.
+through the terminal queues, so a lost event delays nothing but a progress display. The one
+exception is a fan-out's ``done`` (its ``child_ids`` are what a job waits for): persistent and
+confirmed before the input's ack.
 """
 
 from __future__ import annotations

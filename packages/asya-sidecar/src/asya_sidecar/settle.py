@@ -41,13 +41,17 @@ async def carry_out(
         decision = unroutable(process, ctx, exc.routing_key)
         for out in decision.publish:
             await transport.publish(out)
+    # A fan-out's done event is confirmed before the ack (a job waits for it); the others after.
+    fan_out = decision.outcome is Outcome.FAN_OUT
+    if process is not None and fan_out:
+        await events.decision(transport, process, decision)
     if decision.ack:
         await delivery.ack()
     else:
         await delivery.nack()
     if decision.outcome is Outcome.RETRY:
         metrics.retries.inc()
-    if process is not None:
+    if process is not None and not fan_out:
         await events.decision(transport, process, decision)
     metrics.outcome(decision.outcome.value)
 

@@ -21,7 +21,11 @@ class StepEvents:
         self._settings = settings
 
     async def decision(self, transport: Transport, process: Process, decision: Decision) -> None:
-        """The event that ends a step: done, failed or retry."""
+        """The event that ends a step: done, failed or retry.
+
+        A fan-out's ``done`` (which names the children a job waits for) is published persistent
+        and confirmed; the caller sends it before acking the input, so it is never lost when the
+        input is not (see :func:`~asya_sidecar.settle.carry_out`)."""
         envelope = process.envelope
         match decision.outcome:
             case Outcome.FORWARDED | Outcome.HAPPY_END | Outcome.FAN_OUT | Outcome.DROPPED:
@@ -33,6 +37,7 @@ class StepEvents:
                     destination=decision.publish[0].routing_key if decision.publish else None,
                     children=len(decision.publish),
                     child_ids=ids if decision.outcome is Outcome.FAN_OUT else (),
+                    confirmed=decision.outcome is Outcome.FAN_OUT,
                 )
             case Outcome.ERROR_END:
                 await self.emit(
@@ -56,7 +61,13 @@ class StepEvents:
                 pass
 
     async def emit(
-        self, transport: Transport, kind: EventType, envelope: Envelope, **fields: Any
+        self,
+        transport: Transport,
+        kind: EventType,
+        envelope: Envelope,
+        *,
+        confirmed: bool = False,
+        **fields: Any,
     ) -> None:
         if not self._settings.events_exchange:
             return
@@ -71,4 +82,5 @@ class StepEvents:
             headers=envelope.headers,
             **fields,
         )
-        await transport.publish_event(f"{self._settings.actor}.{kind.value}", encode_event(event))
+        key = f"{self._settings.actor}.{kind.value}"
+        await transport.publish_event(key, encode_event(event), confirmed=confirmed)

@@ -66,3 +66,46 @@ async def test_runtime_never_ready_is_a_clear_error(amqp_bus: Any, sidecar_setti
     settings = sidecar_settings(amqp_bus.queue("x"), short_socket_path(), runtime_wait=0.3)
     with pytest.raises(RuntimeUnavailable, match=r"no runtime answered on .* within 0\.3s"):
         await Sidecar(settings, lambda: None).run(asyncio.Event())
+
+
+async def test_a_fan_outs_done_event_is_persistent_and_confirmed(
+    amqp_bus: Any, runtimes: Any, run_sidecars: Any
+) -> None:
+    """The done event of a fan-out names the children a job waits for: it is published
+    persistent on the confirmed channel (before the input's ack), the others stay transient."""
+    import aiormq
+
+    names = amqp_bus.names
+    split, upper = names.queue("split"), names.queue("upper")
+    sidecars = [amqp_bus.sidecar(split, runtimes("split")[1])]
+    sidecars.append(amqp_bus.sidecar(upper, runtimes("upper")[1]))
+    events_q = names.queue("fan-events")
+    connection = await aiormq.connect(amqp_bus.url)
+    try:
+        channel = await connection.channel()
+        await channel.exchange_declare(names.events_exchange, exchange_type="topic", durable=True)
+        await channel.queue_declare(events_q, durable=True)
+        await channel.queue_bind(events_q, names.events_exchange, routing_key="#")
+        async with run_sidecars(sidecars):
+            envelope = {
+                "id": "fan-1",
+                "route": {"steps": [split, upper]},
+                "payload": {"text": "a b"},
+            }
+            await amqp_bus.publish(split, envelope)
+            await amqp_bus.take(names.happy_end, 2, timeout=30)
+            modes: dict[tuple[str, str], int | None] = {}
+            for _ in range(200):
+                msg = await channel.basic_get(events_q, no_ack=True)
+                if isinstance(msg.delivery, aiormq.spec.Basic.GetEmpty):
+                    if (split, "done") in modes and (upper, "done") in modes:
+                        break
+                    await asyncio.sleep(0.05)
+                    continue
+                event = decode_event(msg.body)
+                modes[(event.actor, event.type.value)] = msg.header.properties.delivery_mode
+    finally:
+        await connection.close()
+    assert modes[(split, "done")] == 2  # persistent
+    assert modes[(split, "received")] != 2
+    assert modes[(upper, "done")] != 2  # not a fan-out: advisory as before

@@ -218,7 +218,12 @@ class AmqpTransport:
         except BROKER_ERRORS as exc:
             raise TransportError(f"declaring delay queue {name!r} failed: {exc}") from exc
 
-    async def publish_event(self, routing_key: str, body: bytes) -> None:
+    async def publish_event(
+        self, routing_key: str, body: bytes, *, confirmed: bool = False
+    ) -> None:
+        if confirmed:
+            await self._publish_event_confirmed(routing_key, body)
+            return
         channel = self._events_channel
         if channel is None or channel.is_closed:
             return
@@ -229,6 +234,24 @@ class AmqpTransport:
                 routing_key=routing_key,
                 properties=spec.Basic.Properties(content_type="application/json"),
             )
+
+    async def _publish_event_confirmed(self, routing_key: str, body: bytes) -> None:
+        """An event a consumer needs to finish its work (a fan-out's children): persistent, on
+        the confirmed channel, so that it is not lost with the broker before the input's ack."""
+        channel = self._publish_channel
+        if channel is None or channel.is_closed:
+            raise TransportError("publish channel is closed")
+        properties = spec.Basic.Properties(
+            delivery_mode=PERSISTENT, content_type="application/json"
+        )
+        try:
+            confirm = await channel.basic_publish(
+                body, exchange=self.events_exchange, routing_key=routing_key, properties=properties
+            )
+        except BROKER_ERRORS as exc:
+            raise TransportError(f"publishing the event {routing_key!r} failed: {exc}") from exc
+        if not isinstance(confirm, spec.Basic.Ack):
+            raise TransportError(f"broker did not confirm the event {routing_key!r}")
 
     async def close(self) -> None:
         connection, self._connection = self._connection, None

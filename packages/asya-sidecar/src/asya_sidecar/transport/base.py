@@ -47,8 +47,11 @@ class Transport(Protocol):
         """
         ...
 
-    async def publish_event(self, routing_key: str, body: bytes) -> None:
-        """Publish a step event, best effort (no confirm awaited)."""
+    async def publish_event(
+        self, routing_key: str, body: bytes, *, confirmed: bool = False
+    ) -> None:
+        """Publish a step event: best effort (no confirm awaited), or with ``confirmed`` as a
+        persistent message whose confirm is awaited (:class:`TransportError` if it fails)."""
         ...
 
     async def close(self) -> None: ...

@@ -148,7 +148,9 @@ class MemoryTransport:
             return
         await self.broker.publish(out.routing_key, out.body, redeliveries=out.redeliveries or 0)
 
-    async def publish_event(self, routing_key: str, body: bytes) -> None:
+    async def publish_event(
+        self, routing_key: str, body: bytes, *, confirmed: bool = False
+    ) -> None:
         self.broker.emit_event(routing_key, body)
 
     async def close(self) -> None:
