@@ -16,7 +16,12 @@ from typing import Any, Protocol
 
 import aiormq
 import aiormq.abc
-from aiormq.exceptions import AMQPError, ChannelInvalidStateError, PublishError
+from aiormq.exceptions import (
+    AMQPError,
+    ChannelInvalidStateError,
+    ChannelPreconditionFailed,
+    PublishError,
+)
 from pamqp import commands as spec
 
 from asya_protocol import Backoff, Envelope, StepEvent, encode_envelope
@@ -124,6 +129,7 @@ class Broker:
         consuming."""
         connection = await aiormq.connect(self.settings.rabbitmq_url)
         try:
+            await self._declare_events_queue(connection)
             channel = await connection.channel()
             await self._declare(channel)
             await channel.basic_consume(self.settings.happy_end, self._on_happy_end)
@@ -155,10 +161,30 @@ class Broker:
         for queue in (s.happy_end, s.error_end):
             await channel.queue_declare(queue, durable=True)
             await channel.queue_bind(queue, s.exchange, routing_key=queue)
-        # A quorum queue keeps every message on disk, also the sidecars' transient step events:
-        # a broker restart must not lose the "done" event that tells a job its fan-out.
-        await channel.queue_declare(s.events_queue, durable=True, arguments=EVENTS_QUEUE_ARGS)
+        await channel.queue_declare(s.events_queue, passive=True)  # see _declare_events_queue
         await channel.queue_bind(s.events_queue, s.events_exchange, routing_key="#")
+
+    async def _declare_events_queue(self, connection: Any) -> None:
+        """A quorum queue keeps every message on disk, also the sidecars' transient step events
+        (a broker restart loses none in the queue). One that an older gateway declared classic
+        is refused by the broker with other arguments (406): it is used as it is, with a
+        warning, rather than leaving the gateway unready after an upgrade."""
+        name = self.settings.events_queue
+        probe = await connection.channel()  # a 406 closes the channel it happens on
+        try:
+            await probe.queue_declare(name, durable=True, arguments=EVENTS_QUEUE_ARGS)
+        except ChannelPreconditionFailed as exc:
+            log.warning(
+                "events queue %r exists with other arguments (%s); using it as it is. Events "
+                "in a classic queue do not survive a broker restart: delete it once "
+                "(rabbitmqctl delete_queue %s) to have it declared as a quorum queue",
+                name,
+                exc,
+                name,
+            )
+        else:
+            with contextlib.suppress(*_BROKER_ERRORS):
+                await probe.close()
 
     async def _on_happy_end(self, message: aiormq.abc.DeliveredMessage) -> None:
         await self._handle(self.settings.happy_end, message, ok=True)

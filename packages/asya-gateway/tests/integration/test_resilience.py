@@ -304,3 +304,27 @@ async def take(channel: Any, queue: str, count: int) -> list[Any]:
             else:
                 await asyncio.sleep(0.05)
     return got
+
+
+async def test_an_events_queue_an_older_gateway_declared_classic_is_used_with_a_warning(
+    gateway_settings: GatewaySettings,
+    tools: Any,
+    serve_gateway: Any,
+    amqp_url: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """After an upgrade the events queue exists as a classic queue; the broker refuses to
+    declare it a quorum queue (406). The gateway must still consume it and be ready."""
+    connection = await aiormq.connect(amqp_url)
+    try:
+        channel = await connection.channel()
+        await channel.queue_declare(gateway_settings.events_queue, durable=True)  # classic
+    finally:
+        await connection.close()
+    async with (
+        serve_gateway(gateway_settings, tools) as running,
+        httpx.AsyncClient(base_url=running.url) as http,
+    ):
+        ready = await answers(http, "/readyz", 200)
+        assert ready.json()["checks"]["consumer"] == "ok"
+    assert any("exists with other arguments" in r.getMessage() for r in caplog.records)
