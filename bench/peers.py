@@ -163,9 +163,11 @@ def dramatiq_worker(url: str, source: str, target: str, step: str) -> None:
     index = STEPS.index(step)
     following = f"step{index + 2}" if index + 1 < len(STEPS) else "sink"
 
+    # Dramatiq sends to a queue through an actor declared on it; this process only sends, the
+    # next step's worker process (or the harness, for the sink) consumes that queue.
     @dramatiq.actor(queue_name=target, actor_name=following)
-    def downstream(payload: dict[str, Any]) -> None:  # declared here, run by the next step
-        raise NotImplementedError
+    def downstream(payload: dict[str, Any]) -> None:
+        raise RuntimeError(f"{following} runs in the process consuming {target!r}, not here")
 
     @dramatiq.actor(queue_name=source, actor_name=f"step{index + 1}")
     def run(payload: dict[str, Any]) -> None:
