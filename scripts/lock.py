@@ -9,7 +9,9 @@
 project's own packages. ``requirements/lock.txt`` is ``uv pip compile`` of it: a universal
 resolution for Python 3.11 and later. Hatch environments install with it as ``UV_CONSTRAINT``
 (hatch.toml), and the images with ``pip install -c`` (scripts/images.sh), so two machines on two
-days get the same versions. The packages themselves keep their ranges: users who
+days get the same versions. ``requirements/overrides.txt`` (uv overrides, applied to the lock
+and to the environments that set ``UV_OVERRIDE``) drops requirements a wheel declares that the
+project never imports. The packages themselves keep their ranges: users who
 ``pip install asya-<component>`` get the newest versions those ranges allow.
 
 A refresh is a commit of its own, reviewed like code. tests-repo/test_lock.py fails when the lock
@@ -32,6 +34,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 LOCK_IN = ROOT / "requirements" / "lock.in"
 LOCK_TXT = ROOT / "requirements" / "lock.txt"
+OVERRIDES = ROOT / "requirements" / "overrides.txt"
 OWN_PREFIX = "asya-"
 HEADER = (
     "# Direct requirements of every package and hatch environment, gathered by\n"
@@ -115,6 +118,8 @@ def compile_lock(*, upgrade: bool) -> None:
         "--no-config",
         "--custom-compile-command",
         "hatch run lock:update",
+        "--override",
+        str(OVERRIDES.relative_to(ROOT)),
     ]
     if upgrade:
         command.append("--upgrade")
