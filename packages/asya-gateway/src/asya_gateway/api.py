@@ -8,6 +8,8 @@ Each route is a module-level function; its dependencies come typed from the app'
 from __future__ import annotations
 
 import json
+import logging
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -19,20 +21,34 @@ from prometheus_client import CollectorRegistry, Counter, generate_latest
 from pydantic import BaseModel, Field
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from .db import JobEvent
+from .db import Job, JobEvent
 from .errors import (
     DatabaseUnavailable,
     InvalidArguments,
+    InvalidQuery,
     JobFinished,
     NoSuchJob,
     StartFailed,
     UnknownTool,
+    public_error,
 )
 from .jobs import JobQuery
 from .service import Gateway
 from .supervise import Supervisor
 
-__all__ = ["Metrics", "build_api", "gateway_of", "metrics_of", "router", "supervisor_of"]
+__all__ = [
+    "CORRELATION_HEADER",
+    "Metrics",
+    "build_api",
+    "gateway_of",
+    "job_view",
+    "metrics_of",
+    "router",
+    "supervisor_of",
+]
+
+log = logging.getLogger("asya_gateway")
+CORRELATION_HEADER = "X-Correlation-ID"
 
 KEEP_ALIVE = 15  # seconds between SSE comments on an idle stream
 PROBE_TIMEOUT = 2.0  # seconds the database has to answer /readyz
@@ -79,6 +95,39 @@ def metrics_of(request: Request) -> Metrics:
     return metrics
 
 
+def _detail(description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    body = schema or {
+        "type": "object",
+        "properties": {"detail": {}},
+        "required": ["detail"],
+    }
+    return {"description": description, "content": {"application/json": {"schema": body}}}
+
+
+_JOB_SCHEMA = {"type": "object", "properties": {"id": {"type": "string"}}}
+_INTERNAL = _detail(
+    f"unexpected server error: no details, a correlation id (also in {CORRELATION_HEADER}) "
+    "to find the traceback in the log",
+    {
+        "type": "object",
+        "properties": {"detail": {"type": "string"}, "correlation_id": {"type": "string"}},
+        "required": ["detail", "correlation_id"],
+    },
+)
+# What any request but /healthz and /readyz may get: before the route (Host, token, body
+# limits: :mod:`.middleware`), and after it (the database down, an unexpected error).
+_COMMON: dict[int | str, dict[str, Any]] = {
+    401: _detail("missing or invalid bearer token"),
+    408: _detail("request body not received in time (ASYA_GATEWAY_BODY_TIMEOUT)"),
+    413: _detail("request body over ASYA_GATEWAY_MAX_BODY"),
+    421: _detail("Host not served here (ASYA_GATEWAY_ALLOWED_HOSTS)"),
+    500: _INTERNAL,
+    503: _detail("database unavailable: retry (Retry-After)"),
+}
+_BAD_TEXT = {422: _detail("a job id, filter or cursor the database cannot hold (NUL)")}
+_NO_JOB = {404: _detail("no such job")}
+_PROBE = {503: _detail("not ready / unhealthy, with the reason of each check"), 500: _INTERNAL}
+
 GatewayDep = Annotated[Gateway, Depends(gateway_of)]
 MetricsDep = Annotated[Metrics, Depends(metrics_of)]
 router = APIRouter()
@@ -89,7 +138,7 @@ class JobRequest(BaseModel):
     arguments: dict[str, Any] = Field(default_factory=dict)
 
 
-@router.get("/healthz")
+@router.get("/healthz", responses=_PROBE)
 async def healthz(request: Request) -> JSONResponse:
     """Alive unless a supervised task has not recovered for ``ASYA_GATEWAY_UNHEALTHY_AFTER``
     seconds (then 503: a restart of the process is the remedy left)."""
@@ -99,7 +148,7 @@ async def healthz(request: Request) -> JSONResponse:
     return JSONResponse({"status": "ok"})
 
 
-@router.get("/readyz")
+@router.get("/readyz", responses=_PROBE)
 async def readyz(request: Request, gateway: GatewayDep) -> JSONResponse:
     """Ready when the database answers (within :data:`PROBE_TIMEOUT`) and every supervised
     task (the consumer above all) works; 503 with the reason of each check that fails."""
@@ -109,12 +158,36 @@ async def readyz(request: Request, gateway: GatewayDep) -> JSONResponse:
     return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
 
 
-@router.get("/metrics")
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={
+        200: {"content": {"text/plain": {"schema": {"type": "string"}}}, "description": "OK"},
+        **_COMMON,
+    },
+)
 async def metrics(metrics: MetricsDep) -> Response:
     return Response(generate_latest(metrics.registry), media_type="text/plain; version=0.0.4")
 
 
-@router.post("/jobs", status_code=201)
+@router.post(
+    "/jobs",
+    status_code=201,
+    responses={
+        201: {
+            "description": "the job, started",
+            "content": {"application/json": {"schema": _JOB_SCHEMA}},
+        },
+        404: _detail("unknown tool"),
+        422: _detail("invalid arguments, naming each field; or arguments nested too deep"),
+        **_COMMON,
+        503: {
+            "description": "the failed job (its first step cannot be reached), or the database "
+            "is unavailable",
+            "content": {"application/json": {"schema": {"type": "object"}}},
+        },
+    },
+)
 async def create_job(body: JobRequest, gateway: GatewayDep, metrics: MetricsDep) -> JSONResponse:
     try:
         job = await gateway.start(body.tool, body.arguments)
@@ -123,12 +196,12 @@ async def create_job(body: JobRequest, gateway: GatewayDep, metrics: MetricsDep)
     except InvalidArguments as exc:
         raise HTTPException(422, {"message": "invalid arguments", "errors": exc.errors}) from None
     except StartFailed as exc:
-        return JobJSON(exc.job.to_dict(), status_code=503)
+        return JobJSON(job_view(exc.job), status_code=503)
     metrics.started.labels(tool=body.tool, via="rest").inc()
-    return JobJSON(job.to_dict(), status_code=201)
+    return JobJSON(job_view(job), status_code=201)
 
 
-@router.get("/jobs")
+@router.get("/jobs", responses={**_BAD_TEXT, **_COMMON})
 async def list_jobs(
     gateway: GatewayDep,
     status: str | None = None,
@@ -138,18 +211,41 @@ async def list_jobs(
 ) -> JobJSON:
     query = JobQuery(status=status, tool=tool, limit=limit, before=before)
     jobs = await gateway.list_jobs(query)
-    items = [j.to_dict() for j in jobs]
+    items = [job_view(j) for j in jobs]
     return JobJSON({"items": items, "next": items[-1]["id"] if len(items) == limit else None})
 
 
-@router.get("/jobs/{job_id}")
+@router.get("/jobs/{job_id}", responses={**_NO_JOB, **_BAD_TEXT, **_COMMON})
 async def get_job(job_id: str, gateway: GatewayDep) -> JobJSON:
-    return JobJSON((await gateway.get(job_id)).to_dict())
+    return JobJSON(job_view(await gateway.get(job_id)))
 
 
-@router.post("/jobs/{job_id}/cancel")
+@router.post(
+    "/jobs/{job_id}/cancel",
+    responses={**_NO_JOB, 409: _detail("the job already finished"), **_BAD_TEXT, **_COMMON},
+)
 async def cancel_job(job_id: str, gateway: GatewayDep) -> JobJSON:
-    return JobJSON((await gateway.cancel(job_id)).to_dict())
+    return JobJSON(job_view(await gateway.cancel(job_id)))
+
+
+def job_view(job: Job) -> dict[str, Any]:
+    """A job as REST serves it: its errors (the job's, and each fan-out branch's in the result)
+    through :func:`~asya_gateway.errors.public_error`, so no handler traceback reaches a
+    client."""
+    view = job.to_dict()
+    if isinstance(view["error"], dict):
+        view["error"] = public_error(view["error"])
+    result = view["result"]
+    if isinstance(result, dict) and isinstance(result.get("branches"), list):
+        branches = [_public_branch(b) for b in result["branches"]]
+        view["result"] = {**result, "branches": branches}
+    return view
+
+
+def _public_branch(branch: Any) -> Any:
+    if isinstance(branch, dict) and isinstance(branch.get("error"), dict):
+        return {**branch, "error": public_error(branch["error"])}
+    return branch
 
 
 async def no_such_job(_: Request, exc: Exception) -> JSONResponse:
@@ -163,6 +259,30 @@ async def job_finished(_: Request, exc: Exception) -> JSONResponse:
 async def database_unavailable(_: Request, exc: Exception) -> JSONResponse:
     """503 naming the cause (no SQL, no traceback): the client may retry."""
     return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "2"})
+
+
+async def invalid_query(_: Request, exc: Exception) -> JSONResponse:
+    """422 naming the field and why (before any SQL)."""
+    field = exc.field if isinstance(exc, InvalidQuery) else None
+    return JSONResponse({"detail": str(exc), "field": field}, status_code=422)
+
+
+async def internal_error(request: Request, exc: Exception) -> JSONResponse:
+    """Any unexpected exception: a JSON 500 with a correlation id and nothing else (no
+    traceback, no SQL); the log has the traceback under the same id."""
+    correlation = uuid.uuid4().hex
+    log.error(
+        "unexpected error on %s %s (correlation id %s)",
+        request.method,
+        request.url.path,
+        correlation,
+        exc_info=exc,
+    )
+    return JSONResponse(
+        {"detail": "internal error", "correlation_id": correlation},
+        status_code=500,
+        headers={CORRELATION_HEADER: correlation},
+    )
 
 
 async def too_deep_to_serve(_: Request, exc: Exception) -> JSONResponse:
@@ -182,7 +302,19 @@ async def _stream(gateway: Gateway, job_id: str, after: int) -> AsyncIterator[Se
         yield sse_event(event)
 
 
-@router.get("/jobs/{job_id}/events")
+@router.get(
+    "/jobs/{job_id}/events",
+    response_class=EventSourceResponse,
+    responses={
+        200: {
+            "description": "the job's events, until its final status",
+            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        },
+        **_NO_JOB,
+        **_BAD_TEXT,
+        **_COMMON,
+    },
+)
 async def job_events(job_id: str, request: Request, gateway: GatewayDep) -> EventSourceResponse:
     await gateway.get(job_id)  # 404 before the stream starts
     raw = request.headers.get("last-event-id", "0")
@@ -204,5 +336,7 @@ def build_api(gateway: Gateway, metrics: Metrics, supervisor: Supervisor) -> Fas
     app.add_exception_handler(NoSuchJob, no_such_job)
     app.add_exception_handler(JobFinished, job_finished)
     app.add_exception_handler(DatabaseUnavailable, database_unavailable)
+    app.add_exception_handler(InvalidQuery, invalid_query)
     app.add_exception_handler(RecursionError, too_deep_to_serve)
+    app.add_exception_handler(Exception, internal_error)
     return app

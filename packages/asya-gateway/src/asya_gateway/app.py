@@ -21,7 +21,7 @@ from .broker import Broker, GatewayBroker
 from .db import make_engine
 from .jobs import JobStore
 from .mcp_server import build_mcp_server
-from .middleware import AuthAndLimits
+from .middleware import AuthAndLimits, JsonRpcGuard
 from .migrate import upgrade
 from .notify import Notifier
 from .service import Gateway
@@ -86,19 +86,22 @@ def create_app(
     )
     supervisor = _supervisor(settings, gateway, notifier)
     api = build_api(gateway, Metrics.create(), supervisor)
-    # Host and Origin checks are ours (AuthAndLimits); the SDK's DNS-rebinding guard would
-    # refuse the Host of a gateway behind a Service, so it is configured permissively here.
+    # Host and Origin checks are ours (AuthAndLimits, for REST and MCP alike, with the hosts
+    # of ASYA_GATEWAY_ALLOWED_HOSTS); the SDK's own guard only knows loopback hosts, so it is
+    # off. Sessions are capped and closed when idle (the SDK answers 503 over the cap).
     sessions = StreamableHTTPSessionManager(
         app=build_mcp_server(gateway),
         json_response=False,
         stateless=False,
         security_settings=TransportSecuritySettings(enable_dns_rebinding_protection=False),
         max_request_body_size=settings.max_body,
+        max_sessions=settings.max_sessions,
+        session_idle_timeout=settings.session_idle_timeout,
     )
-    # POST/GET/DELETE /mcp exactly (a Mount would redirect /mcp to /mcp/).
-    api.router.routes.append(
-        Route("/mcp", endpoint=StreamableHTTPASGIApp(sessions), methods=["GET", "POST", "DELETE"])
-    )
+    # POST/GET/DELETE /mcp exactly (a Mount would redirect /mcp to /mcp/); JsonRpcGuard answers
+    # what is not one valid JSON-RPC message before the SDK sees it.
+    mcp = JsonRpcGuard(StreamableHTTPASGIApp(sessions))
+    api.router.routes.append(Route("/mcp", endpoint=mcp, methods=["GET", "POST", "DELETE"]))
     api.state.parts = _Parts(settings, engine, notifier, gateway, broker, sessions, supervisor)
     api.router.lifespan_context = _lifespan
     asgi = AuthAndLimits(
@@ -107,6 +110,7 @@ def create_app(
         max_body=settings.max_body,
         body_timeout=settings.body_timeout,
         allowed_origins=settings.allowed_origins,
+        allowed_hosts=settings.served_hosts(),
     )
     return GatewayApp(asgi=asgi, gateway=gateway, fastapi=api)
 

@@ -19,7 +19,7 @@ from asya_protocol import Envelope, StepEvent
 
 from . import jobstate
 from .db import Job, JobEvent, available, sessions, utcnow
-from .errors import DatabaseUnavailable
+from .errors import DatabaseUnavailable, check_text
 from .jobstate import TERMINAL, Event, JobState, JobStatus, Terminal, Timeout, Transition
 from .messages import JOB_HEADER
 
@@ -46,6 +46,13 @@ class JobQuery:
     tool: str | None = None
     limit: int = 50
     before: str | None = None
+
+    def __post_init__(self) -> None:
+        """Refuse (:class:`~asya_gateway.errors.InvalidQuery`) what no database can hold."""
+        for field in ("status", "tool", "before"):
+            value = getattr(self, field)
+            if value is not None:
+                check_text(field, value)
 
 
 def state_of(job: Job) -> JobState:
@@ -158,6 +165,7 @@ class JobStore:
         database crash may lose the last few progress events, never a job's final state nor a
         fan-out's children.
         """
+        check_text("job_id", job_id)
 
         async def go(session: AsyncSession) -> Applied | None:
             if advisory and not self._sqlite:
@@ -215,6 +223,7 @@ class JobStore:
     # --- queries ------------------------------------------------------------------------------
 
     async def get(self, job_id: str) -> Job | None:
+        check_text("job_id", job_id)
         async with self._session() as session:
             job: Job | None = await session.get(Job, job_id)
             return job
@@ -236,6 +245,7 @@ class JobStore:
             return list((await session.execute(stmt)).scalars())
 
     async def events_since(self, job_id: str, after: int) -> list[JobEvent]:
+        check_text("job_id", job_id)
         async with self._session() as session:
             stmt = (
                 select(JobEvent)

@@ -1,5 +1,11 @@
-"""Bearer tokens, Origin checks and the limits on request bodies: one ASGI middleware in front
-of the REST routes and the mounted MCP app alike.
+"""Host and Origin checks, bearer tokens and the limits on request bodies: one ASGI middleware
+in front of the REST routes and the mounted MCP app alike; and :class:`JsonRpcGuard`, in front
+of the SDK's transport, which answers every JSON-RPC message the SDK would not (see there).
+
+The ``Host`` header must name an allowed host (421 otherwise, on every path but /healthz and
+/readyz, which kubelets probe by the pod's address): with a page of another site able to reach
+a local gateway through a name that resolves to 127.0.0.1 (DNS rebinding), the Host is what
+tells the two apart.
 
 The body is read here, whole, before any route sees it, under three limits:
 
@@ -23,10 +29,21 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from asya_protocol import MAX_JSON_DEPTH, EnvelopeError, NestingTooDeepError, check_json
 
-__all__ = ["OPEN_PATHS", "AuthAndLimits", "jsonrpc_id"]
+__all__ = [
+    "OPEN_PATHS",
+    "SESSIONS_RETRY_AFTER",
+    "AuthAndLimits",
+    "JsonRpcGuard",
+    "host_allowed",
+    "jsonrpc_id",
+    "jsonrpc_refusal",
+]
 
 OPEN_PATHS = frozenset({"/healthz", "/readyz"})
+PARSE_ERROR = -32700
+INVALID_REQUEST = -32600
 INVALID_PARAMS = -32602
+SESSIONS_RETRY_AFTER = 10  # seconds, on the SDK's 503 for a session over the cap
 # How many levels a request body wraps a tool's arguments in: {"arguments": ...} on REST,
 # {"params": {"arguments": ...}} in a JSON-RPC request.
 _WRAPPING = {"/mcp": 2}
@@ -59,8 +76,10 @@ class AuthAndLimits:
         max_body: int,
         allowed_origins: frozenset[str],
         body_timeout: float = 30.0,
+        allowed_hosts: frozenset[str] = frozenset({"*"}),
     ) -> None:
         self.app = app
+        self.allowed_hosts = allowed_hosts
         self.tokens = tokens
         self.max_body = max_body
         self.body_timeout = body_timeout
@@ -94,6 +113,10 @@ class AuthAndLimits:
         self, path: str, headers: dict[str, str]
     ) -> tuple[int, dict[str, Any], list[tuple[bytes, bytes]]] | None:
         """Status, body and headers of a refusal on the headers alone, or None."""
+        host = headers.get("host", "")
+        if path not in OPEN_PATHS and not host_allowed(host, self.allowed_hosts):
+            detail = f"host {host!r} is not served here (ASYA_GATEWAY_ALLOWED_HOSTS)"
+            return 421, {"detail": detail}, []
         if path not in OPEN_PATHS and self.tokens:
             auth = headers.get("authorization", "")
             token = auth[7:] if auth[:7].lower() == "bearer " else ""
@@ -154,6 +177,135 @@ class AuthAndLimits:
             return True
         # Same origin as the Host the client reached (a browser page served by us).
         return origin.split("://", 1)[-1] == headers.get("host", "")
+
+
+def host_allowed(host: str, allowed: frozenset[str]) -> bool:
+    """Whether a ``Host`` header names an allowed host: ``*``, the exact ``name:port``, or the
+    name (any port) when the allowed item has no port."""
+    host = host.lower()
+    if "*" in allowed or host in allowed:
+        return True
+    name, sep, port = host.rpartition(":")
+    return bool(sep) and port.isdigit() and not name.endswith(":") and name in allowed
+
+
+class JsonRpcGuard:
+    """ASGI layer in front of the SDK's Streamable HTTP transport: a POSTed JSON body must be
+    one valid JSON-RPC 2.0 message, or it is answered here (:func:`jsonrpc_refusal`), so every
+    request with an ``id`` gets an answer and every error its exact code. What passes is served
+    by the SDK unchanged. It also adds ``Retry-After`` to the SDK's 503 (too many sessions).
+
+    The body was read and bounded by :class:`AuthAndLimits` already.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        send = _with_retry_after(send)
+        if scope["type"] != "http" or scope["method"] != "POST" or not _json_body(scope):
+            await self.app(scope, receive, send)
+            return
+        body = await _whole(receive)
+        if body is None:
+            return  # the client went away
+        refusal = jsonrpc_refusal(body)
+        if refusal is not None:
+            await _json(send, *refusal)
+            return
+        await self.app(scope, _replay(body, receive), send)
+
+
+def jsonrpc_refusal(body: bytes) -> tuple[int, dict[str, Any]] | None:
+    """The HTTP status and JSON-RPC error for a body that is not one valid JSON-RPC 2.0
+    message, or None to let the SDK serve it.
+
+    -32700 for a body that is not JSON; -32600 for a batch (none of the revisions the SDK
+    serves takes one: 2025-06-18 removed them, and the SDK never implemented them for
+    2025-03-26), a value that is no message object, a wrong ``jsonrpc``, an ``id`` that is not
+    a string or an integer (answered with ``"id": null``), a non-string ``method``, ``params``
+    that are not an object, a response without exactly one of ``result`` and ``error``. With a
+    valid ``id`` the answer carries it (HTTP 200, the client matches it to its call); without,
+    HTTP 400.
+    """
+    try:
+        message = json.loads(body)
+    except (ValueError, RecursionError):
+        return 400, _rpc_error(None, PARSE_ERROR, "Parse error: the body is not JSON")
+    if isinstance(message, list):
+        reason = "batches are not supported: send one JSON-RPC message per request"
+        return 400, _rpc_error(None, INVALID_REQUEST, f"Invalid Request: {reason}")
+    if not isinstance(message, dict):
+        reason = "a JSON-RPC message is an object"
+        return 400, _rpc_error(None, INVALID_REQUEST, f"Invalid Request: {reason}")
+    problem = _message_problem(message)
+    if problem is None:
+        return None
+    request_id = message.get("id")
+    if not _valid_id(request_id):
+        request_id = None
+    status = 200 if request_id is not None else 400
+    return status, _rpc_error(request_id, INVALID_REQUEST, f"Invalid Request: {problem}")
+
+
+def _message_problem(message: dict[str, Any]) -> str | None:
+    """What makes a decoded object no JSON-RPC 2.0 message, or None."""
+    if message.get("jsonrpc") != "2.0":
+        return '"jsonrpc" must be "2.0"'
+    if "id" in message and not _valid_id(message["id"]):
+        return '"id" must be a string or an integer'
+    if "method" in message:
+        if not isinstance(message["method"], str):
+            return '"method" must be a string'
+        if "params" in message and not isinstance(message["params"], dict):
+            return '"params" must be an object'
+        return None
+    if "id" not in message:
+        return 'a request needs "method", a response "id"'
+    if ("result" in message) == ("error" in message):
+        return 'a response has exactly one of "result" and "error"'
+    return None
+
+
+def _valid_id(value: Any) -> bool:
+    return isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool))
+
+
+def _rpc_error(request_id: int | str | None, code: int, message: str) -> dict[str, Any]:
+    return {"jsonrpc": "2.0", "id": request_id, "error": {"code": code, "message": message}}
+
+
+def _json_body(scope: Scope) -> bool:
+    for key, value in scope["headers"]:
+        if key == b"content-type":
+            return bool(value.split(b";", 1)[0].strip().lower() == b"application/json")
+    return False
+
+
+async def _whole(receive: Receive) -> bytes | None:
+    """The request body (already bounded upstream), or None if the client disconnected."""
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def _with_retry_after(send: Send) -> Send:
+    """``send`` adding ``Retry-After`` to a 503 that has none."""
+
+    async def sending(message: Message) -> None:
+        if message["type"] == "http.response.start" and message["status"] == 503:
+            headers = list(message.get("headers", []))
+            if not any(k.lower() == b"retry-after" for k, _ in headers):
+                headers.append((b"retry-after", str(SESSIONS_RETRY_AFTER).encode()))
+                message = {**message, "headers": headers}
+        await send(message)
+
+    return sending
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:

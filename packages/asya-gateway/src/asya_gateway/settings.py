@@ -14,7 +14,11 @@ from asya_protocol import DEFAULT_EVENTS_EXCHANGE, SettingsError, validate_queue
 from asya_protocol.actor_settings import SidecarSettings
 from asya_protocol.settings import boolean, choice, integer, listed, load, number, text, var
 
-__all__ = ["AuthMode", "GatewaySettings", "SettingsError", "database_url"]
+__all__ = ["LOOPBACK_HOSTS", "AuthMode", "GatewaySettings", "SettingsError", "database_url"]
+
+LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "[::1]"})
+"""Hosts always allowed in the ``Host`` header (any port): a local client, a port-forward."""
+_WILDCARD_BINDS = frozenset({"0.0.0.0", "::", ""})  # noqa: S104 - names, not a bind
 
 
 class AuthMode(StrEnum):
@@ -46,6 +50,14 @@ def _as_actors(variable: str) -> Any:
     raise KeyError(variable)
 
 
+def host_name(raw: str) -> str:
+    """One ``ASYA_GATEWAY_ALLOWED_HOSTS`` item: ``name``, ``name:port``, ``[v6]``, or ``*``."""
+    name = raw.lower()
+    if name != "*" and (any(c in name for c in "/@ ") or name.startswith(":")):
+        raise ValueError(f"{raw!r} is not a host name (host or host:port, no scheme or path)")
+    return name
+
+
 @dataclass(frozen=True, kw_only=True)
 class GatewaySettings:
     """Every setting of the gateway. Build with :meth:`from_env` (or directly, in tests)."""
@@ -74,6 +86,17 @@ class GatewaySettings:
     allowed_origins: frozenset[str] = var(
         "ASYA_GATEWAY_ALLOWED_ORIGINS", listed(), default=frozenset()
     )
+    allowed_hosts: frozenset[str] = var(
+        "ASYA_GATEWAY_ALLOWED_HOSTS", listed(host_name), default=frozenset()
+    )
+    """Host headers served besides the bound address and :data:`LOOPBACK_HOSTS` (421 for
+    others): ``name`` (any port) or ``name:port``; ``*`` serves any Host."""
+    max_sessions: int = var("ASYA_GATEWAY_MAX_SESSIONS", integer(1), default=1000)
+    """Open MCP sessions (handshake revisions) at most; a new one over it gets 503."""
+    session_idle_timeout: float = var(
+        "ASYA_GATEWAY_SESSION_IDLE_TIMEOUT", number(0.0, 7 * 86400.0, above=True), default=600.0
+    )
+    """Seconds an MCP session may stay without a request in flight before it is closed."""
     migrate: bool = var("ASYA_GATEWAY_MIGRATE", boolean, default=True)
     default_timeout: float = var(
         "ASYA_GATEWAY_DEFAULT_TIMEOUT", number(0.0, above=True), default=3600.0
@@ -91,7 +114,17 @@ class GatewaySettings:
                 "(or ASYA_GATEWAY_AUTH=disabled for a local run)"
             )
 
+    def served_hosts(self) -> frozenset[str]:
+        """Every allowed ``Host`` (see :attr:`allowed_hosts`); contains ``*`` to allow any."""
+        bound = frozenset() if self.host in _WILDCARD_BINDS else {_bracketed(self.host.lower())}
+        return LOOPBACK_HOSTS | bound | self.allowed_hosts
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> GatewaySettings:
         """From ``env`` (default: the process environment, read by ``load``)."""
         return load(cls, env)
+
+
+def _bracketed(host: str) -> str:
+    """An IPv6 address as it appears in a Host header."""
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
