@@ -107,3 +107,8 @@ def test_hello_carries_the_limits() -> None:
     assert decoded.batch == BatchLimits(max_size=16, max_wait_ms=10.0)
     base = msgspec.json.decode(b'{"protocol":1,"features":["progress"]}', type=HelloResult)
     assert base.batch is None
+
+
+def test_a_partial_frame_is_not_part_of_a_batch_exchange() -> None:
+    with pytest.raises(ProtocolError, match="partial"):
+        decode_batch_reply(b'{"status":"partial","partial":"x"}')

@@ -12,6 +12,7 @@ from asya_protocol import (
     ErrorCode,
     ErrorReply,
     OkReply,
+    PartialReply,
     ProgressReply,
     ProtocolError,
     decode_control,
@@ -20,13 +21,15 @@ from asya_protocol import (
     encode_error,
     encode_ok,
     encode_ok_raw,
+    encode_partial,
+    encode_partial_raw,
     encode_progress,
     is_control_frame,
     validate_error_code,
 )
 from asya_protocol.vectors import load_vectors
 
-KINDS = {"ok": OkReply, "error": ErrorReply, "progress": ProgressReply}
+KINDS = {"ok": OkReply, "error": ErrorReply, "progress": ProgressReply, "partial": PartialReply}
 
 
 @pytest.mark.parametrize("vector", load_vectors("replies"), ids=lambda v: v["name"])
@@ -49,6 +52,20 @@ def test_reply_vector(vector: dict[str, Any]) -> None:
     if isinstance(reply, ErrorReply):
         assert reply.error == vector["error"]
         assert reply.retryable == vector.get("retryable")
+    if isinstance(reply, PartialReply):
+        assert reply.value() == json.loads(vector["partial"])
+
+
+def test_partial_frames_roundtrip() -> None:
+    for value in ["Hel", {"token": 1}, [1, 2], None, 0]:
+        reply = decode_reply(encode_partial(value))
+        assert isinstance(reply, PartialReply)
+        assert reply.value() == value
+    raw = decode_reply(encode_partial_raw(b'"lo"'))
+    assert isinstance(raw, PartialReply)
+    assert bytes(raw.partial) == b'"lo"'
+    with pytest.raises(TypeError):
+        encode_partial(object())
 
 
 def test_encoders_roundtrip() -> None:

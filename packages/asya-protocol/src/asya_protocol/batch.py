@@ -115,6 +115,8 @@ def decode_batch_reply(
         wire = _reply_decoder.decode(body)
     except msgspec.DecodeError as exc:
         raise ProtocolError(f"runtime reply is not a valid batch reply: {exc}") from None
+    if wire.status == "partial":
+        raise ProtocolError("partial results are not part of a batch exchange")
     if wire.error is not None or wire.status == "progress":
         reply = decode_reply(body, max_depth=max_depth + 1)
         if isinstance(reply, OkReply):  # pragma: no cover - error or progress by the test above

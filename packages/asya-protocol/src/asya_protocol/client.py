@@ -12,6 +12,7 @@ from .messages import (
     ControlRequest,
     HelloResult,
     OkReply,
+    PartialReply,
     ProgressReply,
     Reply,
     decode_reply,
@@ -58,15 +59,27 @@ class BlockingRuntimeClient:
             raise ReplyError(str(exc)) from exc
 
     def final(self, body: bytes) -> tuple[Reply, list[ProgressReply]]:
-        """Send a request; return its final reply and the progress frames that came first."""
+        """Send a request; return its final reply and the progress frames that came first.
+        A partial result here is a :class:`ReplyError` (see :meth:`stream`)."""
+        reply, progress, partials = self.stream(body)
+        if partials:
+            raise ReplyError("partial results on a connection that did not negotiate them")
+        return reply, progress
+
+    def stream(self, body: bytes) -> tuple[Reply, list[ProgressReply], list[PartialReply]]:
+        """Send a request; return its final reply, and the progress frames and partial results
+        that came first (each in order)."""
         self.send(body)
         progress: list[ProgressReply] = []
+        partials: list[PartialReply] = []
         while True:
             reply = self.reply()
             if isinstance(reply, ProgressReply):
                 progress.append(reply)
-                continue
-            return reply, progress
+            elif isinstance(reply, PartialReply):
+                partials.append(reply)
+            else:
+                return reply, progress, partials
 
     def call(self, payload: Any) -> Reply:
         """Send ``payload`` as JSON; progress frames here are a protocol error."""

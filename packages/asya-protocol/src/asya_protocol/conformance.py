@@ -16,7 +16,8 @@ language can implement it in a few lines (asya-runtime ships one as
 | ``{"op": "sleep", "seconds": S, "value": V}`` | wait ``S`` seconds, then return ``V`` |
 
 A runtime that negotiates the ``batch`` extension is checked on batches too (see
-:mod:`asya_protocol.conformance_batch`); one that does not skips those checks.
+:mod:`asya_protocol.conformance_batch`); one that does not skips those checks. The same for
+the ``partial`` extension (:mod:`asya_protocol.conformance_partial`, its ``stream`` op).
 
 Besides answering correctly, a runtime must send exactly one final frame per request and
 nothing after it (``one-final-frame-per-request``): a sidecar reading a pooled connection cannot
@@ -41,6 +42,7 @@ from typing import Any
 
 from .client import BlockingRuntimeClient, ReplyError
 from .conformance_batch import BatchChecks
+from .conformance_partial import PartialChecks
 from .errors import FrameError
 from .messages import (
     ControlRequest,
@@ -326,7 +328,26 @@ def run_checks(
     if checks.extended:  # only a runtime that answers control frames can negotiate progress
         report.results.append(_run_one("hello-and-progress", checks.hello_and_progress))
         report.results.extend(_batch_checks(checks))
+        report.results.extend(_partial_checks(checks))
     return report
+
+
+def _partial_checks(checks: _Checks) -> list[CheckResult]:
+    """The ``partial`` extension's checks, for a runtime that agrees on it (none otherwise)."""
+    partial = PartialChecks(checks.client)
+    try:
+        negotiated = partial.negotiate()
+    except (FrameError, OSError, ValueError, ReplyError) as exc:
+        return [CheckResult("partial-hello", False, f"{type(exc).__name__}: {exc}")]
+    if not negotiated:
+        return []
+    plan = [
+        ("partial-hello", lambda: None),
+        ("partials-in-order", partial.in_order),
+        ("partials-then-error", partial.then_error),
+        ("no-partials-without-negotiation", partial.only_when_negotiated),
+    ]
+    return [_run_one(name, check) for name, check in plan]
 
 
 def _batch_checks(checks: _Checks) -> list[CheckResult]:

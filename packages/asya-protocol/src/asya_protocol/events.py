@@ -11,14 +11,25 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from enum import StrEnum
+from typing import Any
 
 import msgspec
 
 from .errors import EventError
 
-__all__ = ["DEFAULT_EVENTS_EXCHANGE", "EventType", "StepEvent", "decode_event", "encode_event"]
+__all__ = [
+    "DEFAULT_EVENTS_EXCHANGE",
+    "JOB_HEADER",
+    "EventType",
+    "StepEvent",
+    "decode_event",
+    "encode_event",
+]
 
 DEFAULT_EVENTS_EXCHANGE = "asya.events"
+JOB_HEADER = "asya-job-id"
+"""The envelope header naming the gateway job a message belongs to. Sidecars publish
+``partial`` events only for messages that carry it: nobody else follows partial results."""
 
 
 class EventType(StrEnum):
@@ -28,6 +39,7 @@ class EventType(StrEnum):
     DONE = "done"  # the step succeeded; output published (see destination, children)
     FAILED = "failed"  # the message went to error-end (see error)
     RETRY = "retry"  # the step failed and will be tried again after a delay
+    PARTIAL = "partial"  # the runtime streamed partial results (see chunks)
 
 
 class StepEvent(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -49,6 +61,10 @@ class StepEvent(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     child_ids: tuple[str, ...] = ()
     error: str | None = None
     attempt: int | None = None
+    chunks: tuple[Any, ...] = ()
+    """On ``partial``: the partial results, in the order the handler produced them."""
+    offset: int | None = None
+    """On ``partial``: how many partial results of this message (this attempt) came before."""
 
 
 _encoder = msgspec.json.Encoder()

@@ -1,8 +1,9 @@
 """Runtime socket messages: what the sidecar sends and what the runtime answers.
 
 Request frames carry the raw payload JSON. The runtime answers each request with zero or more
-progress frames (only on a connection that negotiated the ``progress`` feature), then exactly
-one final frame: :class:`OkReply` or :class:`ErrorReply`.
+progress frames (only on a connection that negotiated the ``progress`` feature) and partial
+results (only with the ``partial`` feature), then exactly one final frame: :class:`OkReply` or
+:class:`ErrorReply`.
 
 Control frames are an extension that cannot be mistaken for a payload: their body is ``!``
 followed by a JSON object, which is never valid JSON. A runtime that implements only the base
@@ -34,6 +35,7 @@ __all__ = [
     "HandlerMode",
     "HelloResult",
     "OkReply",
+    "PartialReply",
     "ProgressReply",
     "Reply",
     "decode_control",
@@ -43,6 +45,8 @@ __all__ = [
     "encode_error",
     "encode_ok",
     "encode_ok_raw",
+    "encode_partial",
+    "encode_partial_raw",
     "encode_progress",
     "is_control_frame",
     "validate_error_code",
@@ -106,6 +110,7 @@ class Feature(StrEnum):
     PROGRESS = "progress"
     ENVELOPE = "envelope"
     BATCH = "batch"
+    PARTIAL = "partial"
 
 
 class HandlerMode(StrEnum):
@@ -145,7 +150,17 @@ class ProgressReply(msgspec.Struct, frozen=True, kw_only=True):
     message: str | None = None
 
 
-Reply = OkReply | ErrorReply | ProgressReply
+class PartialReply(msgspec.Struct, frozen=True, kw_only=True):
+    """``{"status": "partial", "partial": <any JSON>}``: one partial result, not final (only on
+    a connection that negotiated the ``partial`` feature); ``partial`` kept as raw JSON."""
+
+    partial: msgspec.Raw
+
+    def value(self) -> Any:
+        return msgspec.json.decode(self.partial)
+
+
+Reply = OkReply | ErrorReply | ProgressReply | PartialReply
 
 
 class _WireReply(msgspec.Struct, kw_only=True):
@@ -156,6 +171,7 @@ class _WireReply(msgspec.Struct, kw_only=True):
     retryable: bool | None = None
     details: dict[str, Any] | None = None
     progress: float | None = None
+    partial: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
 
 
 _reply_decoder = msgspec.json.Decoder(_WireReply)
@@ -207,6 +223,10 @@ def decode_reply(body: bytes, *, max_depth: int = MAX_JSON_DEPTH) -> Reply:
         if wire.progress is not None and not 0.0 <= wire.progress <= 1.0:
             raise ProtocolError(f"progress {wire.progress} is outside 0..1")
         return ProgressReply(progress=wire.progress, message=wire.message)
+    if wire.status == "partial":
+        if isinstance(wire.partial, msgspec.UnsetType):
+            raise ProtocolError("runtime reply has status 'partial' but no 'partial'")
+        return PartialReply(partial=wire.partial)
     raise ProtocolError(f"runtime reply has neither 'error' nor a known status: {wire.status!r}")
 
 
@@ -244,6 +264,16 @@ def encode_progress(progress: float | None = None, message: str | None = None) -
     if message is not None:
         reply["message"] = message
     return _encoder.encode(reply)
+
+
+def encode_partial(value: Any) -> bytes:
+    """Encode a partial result. Raises ``TypeError``/``msgspec.EncodeError`` if not JSON-able."""
+    return _encoder.encode({"status": "partial", "partial": value})
+
+
+def encode_partial_raw(value: bytes) -> bytes:
+    """Encode a partial result that is already JSON bytes."""
+    return b'{"status":"partial","partial":' + value + b"}"
 
 
 # --- control frames ---------------------------------------------------------------------------

@@ -80,6 +80,12 @@ def runtime_schemas() -> dict[str, Any]:
             "message": {"type": "string"},
         },
     }
+    partial = {
+        "type": "object",
+        "description": "Only on a connection that negotiated the 'partial' feature.",
+        "required": ["status", "partial"],
+        "properties": {"status": {"const": "partial"}, "partial": {}},
+    }
     control = {
         "type": "object",
         "description": "Sent as the byte '!' followed by this object.",
@@ -95,6 +101,7 @@ def runtime_schemas() -> dict[str, Any]:
         "ok": ok,
         "error": error,
         "progress": progress,
+        "partial": partial,
         "control": control,
         "error_end_payload": msgspec.json.schema(ErrorEndPayload),
     }
