@@ -22,6 +22,7 @@ from .messages import (
     ErrorCode,
     ErrorReply,
     OkReply,
+    PartialReply,
     ProgressReply,
     decode_reply,
     encode_error,
@@ -119,7 +120,7 @@ def decode_batch_reply(
         raise ProtocolError("partial results are not part of a batch exchange")
     if wire.error is not None or wire.status == "progress":
         reply = decode_reply(body, max_depth=max_depth + 1)
-        if isinstance(reply, OkReply):  # pragma: no cover - error or progress by the test above
+        if isinstance(reply, OkReply | PartialReply):  # pragma: no cover - error or progress
             raise ProtocolError("unexpected reply")
         return reply
     if wire.status != "ok" or wire.results is None:

@@ -1,6 +1,7 @@
 """asya-runtime: run a user's handler behind the Asya socket protocol.
 
-Handlers import :func:`progress`, :func:`batch` and :class:`AsyaError` from here.
+Handlers import :func:`progress`, :func:`batch`, :func:`streaming`, :func:`final` and
+:class:`AsyaError` from here.
 """
 
 from .__about__ import __version__
@@ -10,10 +11,12 @@ from .errors import AsyaError, HandlerLoadError, RuntimeStartError, SettingsErro
 from .loader import Handler, HandlerKind, load_handler
 from .server import RuntimeServer
 from .settings import RuntimeSettings
+from .streaming import Final, final, streaming
 
 __all__ = [
     "AsyaError",
     "BatchSpec",
+    "Final",
     "Handler",
     "HandlerKind",
     "HandlerLoadError",
@@ -23,6 +26,8 @@ __all__ = [
     "SettingsError",
     "__version__",
     "batch",
+    "final",
     "load_handler",
     "progress",
+    "streaming",
 ]

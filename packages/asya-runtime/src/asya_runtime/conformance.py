@@ -4,13 +4,15 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Generator
 from typing import Any
 
 from .api import progress
 from .batching import batch
 from .errors import AsyaError
+from .streaming import streaming
 
-__all__ = ["batch_handler", "handler"]
+__all__ = ["batch_handler", "handler", "streaming_handler"]
 
 
 class ConformanceCrash(RuntimeError):
@@ -51,3 +53,17 @@ def batch_handler(payloads: list[dict[str, Any]]) -> list[Any]:
         except AsyaError as exc:
             results.append(exc)
     return results
+
+
+@streaming
+def streaming_handler(payload: dict[str, Any]) -> Generator[Any, None, Any]:
+    """The conformance handler as a streaming handler
+    (``asya_runtime.conformance:streaming_handler``): ``{"op": "stream", "values": [..],
+    "value": V}`` yields each value as a partial result, then returns ``V`` (or, with ``code``
+    and ``message``, fails so); every other op answers as it does alone."""
+    if payload.get("op") != "stream":
+        return handler(payload)
+    yield from payload["values"]
+    if "code" in payload:
+        raise AsyaError(payload["code"], payload["message"])
+    return payload.get("value")

@@ -16,6 +16,7 @@ from asya_protocol import ErrorCode, encode_error, encode_ok
 
 from .errors import AsyaError
 from .loader import Handler, HandlerKind
+from .streaming import Emit, drive_async, drive_sync
 
 __all__ = ["call_handler", "error_reply_for", "ok_reply_for"]
 
@@ -41,8 +42,12 @@ async def call_handler(
     *,
     executor: ThreadPoolExecutor,
     context: contextvars.Context,
+    emit: Emit = None,
 ) -> Any:
-    """Run the handler on ``value`` inside ``context``; fan-out results come back as a list."""
+    """Run the handler on ``value`` inside ``context``; fan-out results come back as a list.
+    A streaming handler's partial results go to ``emit`` (dropped when it is None)."""
+    if handler.streaming:
+        return await _stream(handler, value, executor=executor, context=context, emit=emit)
     if handler.kind is HandlerKind.ASYNC:
         result = await asyncio.create_task(handler.function(value), context=context)
         return _materialise(result)
@@ -54,6 +59,22 @@ async def call_handler(
         return await asyncio.create_task(collect(), context=context)
     loop = asyncio.get_running_loop()
     return await loop.run_in_executor(executor, context.run, _run_sync, handler, value)
+
+
+async def _stream(
+    handler: Handler,
+    value: Any,
+    *,
+    executor: ThreadPoolExecutor,
+    context: contextvars.Context,
+    emit: Emit,
+) -> Any:
+    generator = context.run(handler.function, value)  # runs no handler code yet
+    if handler.kind is HandlerKind.ASYNC_GENERATOR:
+        result = await asyncio.create_task(drive_async(generator, emit), context=context)
+    else:
+        result = await drive_sync(generator, emit, executor=executor, context=context)
+    return _materialise(result)
 
 
 def error_reply_for(exc: BaseException, *, traceback_limit: int) -> bytes:

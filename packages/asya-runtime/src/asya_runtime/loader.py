@@ -11,6 +11,7 @@ from typing import Any
 
 from .batching import BatchSpec, batch_spec
 from .errors import HandlerLoadError
+from .streaming import is_streaming
 
 __all__ = ["Handler", "HandlerKind", "load_handler"]
 
@@ -31,6 +32,8 @@ class Handler:
     kind: HandlerKind
     batch: BatchSpec | None = None
     """Set by :func:`~asya_runtime.batch`: the handler takes a list of payloads."""
+    streaming: bool = False
+    """Set by :func:`~asya_runtime.streaming`: its yields are partial results."""
 
 
 def _kind(function: Callable[..., Any]) -> HandlerKind:
@@ -98,4 +101,12 @@ def _handler(spec: str, attr_path: str, target: Callable[..., Any]) -> Handler:
             f"{attr_path!r} is a {kind.value} marked @batch: a batch handler returns a list of "
             "results (one per payload), so it cannot be a generator",
         )
-    return Handler(name=spec, function=target, kind=kind, batch=batching)
+    generator = kind in (HandlerKind.GENERATOR, HandlerKind.ASYNC_GENERATOR)
+    streams = is_streaming(target)
+    if streams and not generator:
+        raise HandlerLoadError(
+            _VARIABLE,
+            f"{attr_path!r} is a {kind.value} marked @streaming: only a generator (def or "
+            "async def with yield) can stream partial results",
+        )
+    return Handler(name=spec, function=target, kind=kind, batch=batching, streaming=streams)

@@ -8,10 +8,13 @@ import contextvars
 import logging
 import os
 import time
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
+
+import msgspec
 
 from asya_protocol import (
     MAX_ENVELOPE_DEPTH,
@@ -31,6 +34,7 @@ from asya_protocol import (
     encode_error,
     encode_frame,
     encode_ok,
+    encode_partial,
     is_control_frame,
     read_frame,
 )
@@ -39,6 +43,7 @@ from .__about__ import __version__
 from ._progress import ProgressReporter
 from .api import _reporter
 from .batching import batch_reply
+from .errors import AsyaError
 from .invoke import call_handler, error_reply_for, ok_reply_for
 from .loader import Handler, HandlerKind
 from .settings import RuntimeSettings
@@ -79,6 +84,7 @@ class _Connection:
     progress: bool = False
     envelope: bool = False
     batch: bool = False
+    partial: bool = False
     closing: bool = False  # close after this reply: the peer broke the protocol
 
 
@@ -263,11 +269,16 @@ class RuntimeServer:
             readiness = self.slots.readiness()
             return encode_ok("pong") if readiness.ready else not_ready_reply(readiness)
         spec = self.handler.batch
-        supported = SUPPORTED_FEATURES | ({Feature.BATCH} if spec is not None else set())
+        supported = set(SUPPORTED_FEATURES)
+        if spec is not None:
+            supported.add(Feature.BATCH)
+        if self.handler.streaming:
+            supported.add(Feature.PARTIAL)
         agreed = sorted(f for f in supported if f.value in request.features)
         conn.progress = Feature.PROGRESS in agreed
         conn.envelope = Feature.ENVELOPE in agreed
         conn.batch = Feature.BATCH in agreed
+        conn.partial = Feature.PARTIAL in agreed
         return encode_ok(
             HelloResult(
                 protocol=PROTOCOL_VERSION,
@@ -316,9 +327,10 @@ class RuntimeServer:
                 "feature with a hello frame first",
             )
         try:
-            request = await self.slots.acquire(
-                conn.number, sync=self.handler.kind not in ASYNC_KINDS
-            )
+            # A streaming def generator runs a step at a time and can be stopped between two:
+            # it is watched like an async handler, not left to the slot's deadline.
+            sync = self.handler.kind not in ASYNC_KINDS and not self.handler.streaming
+            request = await self.slots.acquire(conn.number, sync=sync)
         except NotReadyError as exc:
             log.warning("connection %d: request refused: not ready: %s", conn.number, exc)
             return not_ready_reply(exc.readiness)
@@ -337,7 +349,10 @@ class RuntimeServer:
         context = contextvars.copy_context()
         reporter = ProgressReporter(conn.writer) if conn.progress else None
         context.run(_reporter.set, reporter)
-        work = call_handler(self.handler, value, executor=self._executor, context=context)
+        emit = self._partials_to(conn) if conn.partial else None
+        work = call_handler(
+            self.handler, value, executor=self._executor, context=context, emit=emit
+        )
         try:
             if request.sync:  # a thread cannot be cancelled: the slot watch covers it
                 result = await work
@@ -380,6 +395,36 @@ class RuntimeServer:
             batched=conn.batch,
             error_for=lambda e: error_reply_for(e, traceback_limit=self.settings.traceback_limit),
         )
+
+    def _partials_to(self, conn: _Connection) -> Callable[[Any], Awaitable[None]]:
+        """Sends a streaming handler's partial results on ``conn``, each written (and drained:
+        a sidecar that reads slowly slows the handler down) before the next step runs."""
+        limit = self.settings.max_frame_size
+
+        async def emit(value: Any) -> None:
+            try:
+                body = encode_partial(value)
+            except (TypeError, ValueError, RecursionError, msgspec.EncodeError) as exc:
+                raise AsyaError(
+                    ErrorCode.SERIALIZATION_ERROR,
+                    f"a partial result cannot be encoded as JSON: {exc}",
+                    details={"type": type(value).__name__},
+                ) from None
+            try:
+                frame = encode_frame(body, max_size=limit)
+            except FrameTooLargeError as exc:
+                raise AsyaError(
+                    ErrorCode.FRAME_TOO_LARGE, f"a partial result {exc}", retryable=False
+                ) from None
+            if conn.writer.is_closing():
+                raise Abandoned()
+            try:
+                conn.writer.write(frame)
+                await conn.writer.drain()
+            except ConnectionError:
+                raise Abandoned() from None
+
+        return emit
 
 
 def _protocol_broken(conn: _Connection) -> None:
