@@ -423,3 +423,34 @@ def test_the_transition_table(status: JobStatus, index: int) -> None:
     else:
         assert t.changed
         assert t.state.status is expected
+
+
+# --- partial results --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("status", UNFINISHED)
+def test_partial_results_are_recorded_and_change_nothing(status: JobStatus) -> None:
+    before = job(status, progress=0.25, message="thinking")
+    event = step(EventType.PARTIAL, 1, id="m-1", chunks=("Hel", {"t": 1}, None), offset=3)
+    assert relevant(event)
+    assert not structural(event)
+    t = apply(before, event, NOW)
+    assert t.state == before
+    assert t.effects == {Effect.NOTIFY}
+    assert not t.changed
+    [record] = t.records
+    assert record.kind is HistoryKind.PARTIAL
+    assert HistoryKind.PARTIAL.value == "partial"
+    assert record.data == {
+        "actor": "inference",
+        "step": 1,
+        "id": "m-1",
+        "offset": 3,
+        "chunks": ["Hel", {"t": 1}, None],
+    }
+
+
+@pytest.mark.parametrize("status", sorted(TERMINAL))
+def test_partial_results_after_the_end_are_dropped(status: JobStatus) -> None:
+    before = finished(status)
+    assert ignored(apply(before, step(EventType.PARTIAL, 2, id="m", chunks=("x",)), NOW), before)

@@ -10,7 +10,12 @@ every rule about a job's lifecycle is here and unit-tested case by case
 
 A terminal state is final: every later event (a late or duplicate terminal message under
 at-least-once delivery, a cancel, a timeout) changes nothing. Step events that arrive after the
-end are only recorded in the history, marked ``late``.
+end are only recorded in the history, marked ``late``; partial results after the end are
+dropped (nobody follows the job any more).
+
+Partial results (``partial`` step events of a streaming handler) are advisory history only:
+a ``partial`` record ``{"actor", "step", "id", "offset", "chunks"}`` per event, in the order the
+events came; the job's state does not change.
 """
 
 from __future__ import annotations
@@ -71,6 +76,7 @@ class HistoryKind(StrEnum):
     STATUS = "status"
     PROGRESS = "progress"
     BRANCH = "branch"
+    PARTIAL = "partial"
 
 
 class Effect(StrEnum):
@@ -228,9 +234,25 @@ def _terminal(state: JobState, event: Terminal, now: datetime.datetime) -> Trans
     return _maybe_finish(new, branches, (record,), now)
 
 
+def _partial(state: JobState, event: StepEvent) -> Transition:
+    """Partial results: one history record, nothing else; dropped once the job has ended."""
+    if state.status.terminal:
+        return _ignored(state)
+    data: dict[str, Any] = {
+        "actor": event.actor,
+        "step": event.current or 0,
+        "id": event.id,
+        "offset": event.offset or 0,
+        "chunks": list(event.chunks),
+    }
+    return Transition(state, _RECORD_ONLY, (Record(HistoryKind.PARTIAL, data),))
+
+
 def _step(state: JobState, event: StepEvent, now: datetime.datetime) -> Transition:
     if not relevant(event):
         return _ignored(state)
+    if event.type is EventType.PARTIAL:
+        return _partial(state, event)
     current = event.current or 0
     if state.status.terminal:
         # Step events travel apart from results and may come after the job finished:
