@@ -138,6 +138,14 @@ class SidecarSettings:
     )
     """Cap, in seconds, on how long a batch waits to fill after its first delivery (the smaller
     of this and the handler's ``max_wait``). Unset: the handler's own."""
+    partial_max_bytes: int = var(
+        "ASYA_PARTIAL_MAX_BYTES", integer(64, 16 * 1024 * 1024), default=65536
+    )
+    """Largest partial result (its JSON, bytes) forwarded as is, and the most bytes of partial
+    results one ``partial`` event carries; a larger one is replaced by a marker."""
+    partial_interval: float = var("ASYA_PARTIAL_INTERVAL", number(0.0, 60.0), default=0.1)
+    """Seconds between two ``partial`` events of one message: partial results that arrive in
+    between are published together, in order, as one event."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> SidecarSettings:

@@ -14,8 +14,12 @@ import logging
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
+
+import msgspec
 
 from asya_protocol import (
+    JOB_HEADER,
     Backoff,
     BatchOkReply,
     ErrorCode,
@@ -24,6 +28,7 @@ from asya_protocol import (
     Feature,
     HandlerMode,
     OkReply,
+    PartialReply,
 )
 
 from . import batched
@@ -42,6 +47,7 @@ from .decision import (
 from .errors import RuntimeUnavailable, TransportError
 from .http import ProbeServer
 from .metrics import Metrics
+from .partials import PartialStream, partial_stream
 from .runtime_client import RuntimeClient
 from .settings import SidecarSettings
 from .settle import carry_out, nack_all
@@ -49,6 +55,11 @@ from .step_events import StepEvents
 from .transport.base import Delivery, Transport
 
 __all__ = ["Sidecar"]
+
+
+async def _drop(_: PartialReply) -> None:
+    """Partial results of a message that is not a job's: nobody follows them."""
+
 
 log = logging.getLogger("asya_sidecar")
 
@@ -73,6 +84,7 @@ class Sidecar:
             size=settings.concurrency,
             max_frame_size=settings.max_frame_size,
             batch=settings.batch_max_size != 1,
+            partial=bool(settings.events_exchange),
         )
         self.batch: BatchPlan | None = None
         """Set at start when the runtime's handler takes batches (see :mod:`.batching`)."""
@@ -336,16 +348,45 @@ class Sidecar:
         await self.events.emit(
             transport, EventType.STARTED, process.envelope, attempt=process.attempt
         )
-        outcome = await self.outcome_of(
-            self.runtime.call(
-                process.request,
-                timeout=self.settings.runtime_timeout,
-                on_progress=batched.progress_to(self.events, transport, (process,)),
+        async with self._partials(transport, process) as partials:
+            outcome = await self.outcome_of(
+                self.runtime.call(
+                    process.request,
+                    timeout=self.settings.runtime_timeout,
+                    on_progress=batched.progress_to(self.events, transport, (process,)),
+                    on_partial=partials.add if partials is not None else _drop,
+                )
             )
-        )
         assert not isinstance(outcome, BatchOkReply)  # noqa: S101 - a single call's outcome
         self.note(outcome)
         return after_runtime(process, outcome, ctx, random_unit=self._rng())
+
+    def _partials(
+        self, transport: Transport, process: Process
+    ) -> AbstractAsyncContextManager[PartialStream | None]:
+        """Where the exchange's partial results go: ``partial`` events for a message of a job
+        (it carries the gateway's job header), nowhere for any other message."""
+        envelope = process.envelope
+        if not self.settings.events_exchange or JOB_HEADER not in envelope.headers:
+            return contextlib.nullcontext()
+        s = self.settings
+
+        async def publish(offset: int, chunks: list[msgspec.Raw]) -> None:
+            await self.events.emit(
+                transport,
+                EventType.PARTIAL,
+                envelope,
+                confirmed=True,
+                chunks=tuple(chunks),
+                offset=offset,
+            )
+
+        return partial_stream(
+            publish,
+            max_bytes=s.partial_max_bytes,
+            interval=s.partial_interval,
+            what=f"message {envelope.id}",
+        )
 
     async def await_runtime(self) -> RuntimeUnavailableOutcome | None:
         """Wait (bounded) until the runtime is up; the outcome when it was not."""

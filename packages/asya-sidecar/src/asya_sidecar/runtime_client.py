@@ -29,6 +29,7 @@ from asya_protocol import (
     HandlerMode,
     HelloResult,
     OkReply,
+    PartialReply,
     ProgressReply,
     ProtocolError,
     decode_batch_reply,
@@ -41,11 +42,12 @@ from asya_protocol import (
 
 from .errors import RuntimeUnavailable
 
-__all__ = ["ProgressCallback", "RuntimeClient", "RuntimeInfo", "RuntimeState"]
+__all__ = ["PartialCallback", "ProgressCallback", "RuntimeClient", "RuntimeInfo", "RuntimeState"]
 
 log = logging.getLogger("asya_sidecar.runtime")
 
 ProgressCallback = Callable[[ProgressReply], Awaitable[None]]
+PartialCallback = Callable[[PartialReply], Awaitable[None]]
 
 POLL_INITIAL_DELAY = 0.05
 POLL_MAX_DELAY = 1.0
@@ -95,18 +97,27 @@ class _Conn:
             await self.writer.wait_closed()
 
 
-Decode = Callable[[_Conn, bytes], Final | ProgressReply]
+Decode = Callable[[_Conn, bytes], Final | ProgressReply | PartialReply]
 
 
 class RuntimeClient:
     """Exchanges with the runtime, each on a pooled connection (at most ``size`` open)."""
 
     def __init__(
-        self, socket_path: str, *, size: int, max_frame_size: int, batch: bool = False
+        self,
+        socket_path: str,
+        *,
+        size: int,
+        max_frame_size: int,
+        batch: bool = False,
+        partial: bool = False,
     ) -> None:
         self.socket_path = socket_path
-        self._features = (Feature.PROGRESS.value, Feature.ENVELOPE.value) + (
-            (Feature.BATCH.value,) if batch else ()
+        self._features = (
+            Feature.PROGRESS.value,
+            Feature.ENVELOPE.value,
+            *((Feature.BATCH.value,) if batch else ()),
+            *((Feature.PARTIAL.value,) if partial else ()),
         )
         self.max_frame_size = max_frame_size
         self._idle: list[_Conn] = []
@@ -151,7 +162,7 @@ class RuntimeClient:
                 if frame is None:
                     raise RuntimeUnavailable("runtime closed the connection mid-request")
                 reply = decode_reply(frame)
-                if not isinstance(reply, ProgressReply):
+                if not isinstance(reply, ProgressReply | PartialReply):
                     return reply
         except (ConnectionError, FrameError, OSError) as exc:
             raise RuntimeUnavailable(f"runtime connection failed: {exc}") from exc
@@ -208,14 +219,16 @@ class RuntimeClient:
         *,
         timeout: float,
         on_progress: ProgressCallback | None = None,
+        on_partial: PartialCallback | None = None,
     ) -> OkReply | ErrorReply:
         """One exchange. Raises ``TimeoutError`` or :class:`RuntimeUnavailable`.
 
         A connection that timed out or failed is closed, never reused (a late reply would be
         read as the answer to the next request). So is one that carried anything after its final
-        frame, or a reply over the frame limit: see :meth:`_exchange`.
+        frame, or a reply over the frame limit: see :meth:`_exchange`. Partial results go to
+        ``on_partial`` as they come (dropped without one).
         """
-        reply = await self._call(request, _decode, timeout, on_progress)
+        reply = await self._call(request, _decode, timeout, on_progress, on_partial)
         assert not isinstance(reply, BatchOkReply)  # noqa: S101 - _decode never makes one
         return reply
 
@@ -228,7 +241,7 @@ class RuntimeClient:
     ) -> BatchOkReply | ErrorReply:
         """One batch exchange (the connection negotiated ``batch``), as :meth:`call`."""
         body = encode_batch_request(items)
-        batch = await self._call(body, _decode_batch, timeout, on_progress)
+        batch = await self._call(body, _decode_batch, timeout, on_progress, None)
         assert not isinstance(batch, OkReply)  # noqa: S101 - _decode_batch never makes one
         return batch
 
@@ -238,13 +251,16 @@ class RuntimeClient:
         decode: Decode,
         timeout: float,
         on_progress: ProgressCallback | None,
+        on_partial: PartialCallback | None,
     ) -> Final:
         async with self._slots:
             conn = await self._take()
             reusable = False
             try:
                 async with asyncio.timeout(timeout):
-                    reply, reusable = await self._exchange(conn, request, decode, on_progress)
+                    reply, reusable = await self._exchange(
+                        conn, request, decode, (on_progress, on_partial)
+                    )
                 return reply
             finally:
                 if reusable:
@@ -279,7 +295,7 @@ class RuntimeClient:
         conn: _Conn,
         request: bytes,
         decode: Decode,
-        on_progress: ProgressCallback | None,
+        callbacks: tuple[ProgressCallback | None, PartialCallback | None],
     ) -> tuple[Final, bool]:
         """The reply, and whether the connection may carry the next exchange.
 
@@ -287,7 +303,8 @@ class RuntimeClient:
         ``frame_too_large`` error reply, not retried, and the connection is dropped; the runtime
         is not considered down. Bytes already waiting after the final frame mean the runtime
         answered more than once: the reply cannot be trusted to belong to this request, so it
-        becomes a ``protocol_error`` and the connection is dropped.
+        becomes a ``protocol_error`` and the connection is dropped. So does a partial result on a
+        connection that did not negotiate ``partial``.
         """
         try:
             conn.writer.write(encode_frame(request, max_size=self.max_frame_size))
@@ -300,9 +317,10 @@ class RuntimeClient:
                 if frame is None:
                     raise RuntimeUnavailable("runtime closed the connection mid-request")
                 reply = decode(conn, frame)
-                if isinstance(reply, ProgressReply):
-                    if on_progress is not None:
-                        await on_progress(reply)
+                if isinstance(reply, ProgressReply | PartialReply):
+                    refused = await _interim(conn, reply, callbacks)
+                    if refused is not None:
+                        return refused, False
                     continue
                 extra = await _pending(conn.reader)
                 if extra:
@@ -319,12 +337,30 @@ class RuntimeClient:
             await conn.close()
 
 
+async def _interim(
+    conn: _Conn,
+    reply: ProgressReply | PartialReply,
+    callbacks: tuple[ProgressCallback | None, PartialCallback | None],
+) -> ErrorReply | None:
+    """Pass a frame before the final one on; the error that ends the exchange if it is refused."""
+    on_progress, on_partial = callbacks
+    if isinstance(reply, ProgressReply):
+        if on_progress is not None:
+            await on_progress(reply)
+        return None
+    if Feature.PARTIAL.value not in conn.info.features:
+        return _unasked_partial()
+    if on_partial is not None:
+        await on_partial(reply)
+    return None
+
+
 def _depth(conn: _Conn) -> int:
     # In envelope mode a result is an envelope, which may nest two levels more.
     return MAX_ENVELOPE_DEPTH if conn.info.mode is HandlerMode.ENVELOPE else MAX_JSON_DEPTH
 
 
-def _decode(conn: _Conn, frame: bytes) -> OkReply | ErrorReply | ProgressReply:
+def _decode(conn: _Conn, frame: bytes) -> OkReply | ErrorReply | ProgressReply | PartialReply:
     return _decoded(lambda: decode_reply(frame, max_depth=_depth(conn)))
 
 
@@ -363,6 +399,14 @@ def _reply_too_large(exc: FrameTooLargeError) -> ErrorReply:
         f"({exc.limit} bytes)",
         retryable=False,  # the same input gives the same result: one run, then error-end
         details={"size": exc.size, "limit": exc.limit},
+    )
+
+
+def _unasked_partial() -> ErrorReply:
+    return ErrorReply(
+        error=ErrorCode.PROTOCOL_ERROR,
+        message="the runtime sent a partial result on a connection that did not negotiate "
+        "'partial'; the connection is dropped",
     )
 
 

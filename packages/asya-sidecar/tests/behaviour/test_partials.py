@@ -1,0 +1,138 @@
+"""Partial results of a streaming handler, on both transports: ``partial`` step events of a
+job's message, in order, before its result, which is routed unchanged; the rate bound
+(coalescing) and the size bound (the marker)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+
+from asya_protocol import JOB_HEADER, EventType, StepEvent, decode_event
+
+HANDLER = "streaming_handlers:words"
+TEXT = "one two three four five six seven eight nine ten"
+Events = Callable[[], Awaitable[list[StepEvent]]]
+
+
+@asynccontextmanager
+async def watching_events(bus: Any) -> AsyncIterator[Events]:
+    """The step events published while the block runs (read them after the result is in:
+    partial events are confirmed before the result is published)."""
+    if bus.kind == "memory":
+
+        async def memory() -> list[StepEvent]:
+            return [decode_event(body) for _, body in bus.events]
+
+        yield memory
+        return
+    import aiormq
+
+    queue = bus.names.queue("partial-events")
+    connection = await aiormq.connect(bus.url)
+    try:
+        channel = await connection.channel()
+        await channel.exchange_declare(
+            bus.names.events_exchange, exchange_type="topic", durable=True
+        )
+        await channel.queue_declare(queue, durable=True)
+        await channel.queue_bind(queue, bus.names.events_exchange, routing_key="#")
+        got: list[StepEvent] = []
+
+        async def amqp() -> list[StepEvent]:
+            while True:
+                message = await channel.basic_get(queue, no_ack=True)
+                if isinstance(message.delivery, aiormq.spec.Basic.GetEmpty):
+                    return got
+                got.append(decode_event(message.body))
+
+        yield amqp
+        await channel.queue_delete(queue)
+    finally:
+        await connection.close()
+
+
+def envelope(bus: Any, mid: str, payload: dict[str, Any], *, job: bool = True) -> dict[str, Any]:
+    headers = {JOB_HEADER: f"job-{mid}", "traceparent": "00-1-2-01"} if job else {}
+    return {
+        "id": mid,
+        "route": {"steps": [bus.queue("stream")]},
+        "payload": payload,
+        "headers": headers,
+        "x-keep": True,
+    }
+
+
+def partials_of(events: list[StepEvent], mid: str) -> list[StepEvent]:
+    return [e for e in events if e.type is EventType.PARTIAL and e.id == mid]
+
+
+def chunks(events: list[StepEvent]) -> list[Any]:
+    return [c for e in events for c in e.chunks]
+
+
+async def test_partials_arrive_in_order_and_the_result_is_unchanged(
+    bus: Any, make_sidecars: Any, run_sidecars: Any
+) -> None:
+    [sidecar] = make_sidecars([("stream", HANDLER)], partial_interval=0.0)
+    async with watching_events(bus) as events, run_sidecars([sidecar]):
+        await bus.publish(bus.queue("stream"), envelope(bus, "s-1", {"text": TEXT}))
+        await bus.publish(bus.queue("stream"), envelope(bus, "s-2", {"text": "a b"}, job=False))
+        done = await bus.take(bus.happy_end, 2, timeout=30)
+        seen = await events()
+    by_id = {d["id"]: d for d in done}
+    assert by_id["s-1"]["payload"] == {"text": TEXT.upper()}
+    assert by_id["s-1"]["route"]["current"] == 1
+    assert by_id["s-1"]["headers"][JOB_HEADER] == "job-s-1"
+    assert by_id["s-1"]["x-keep"] is True
+    partial = partials_of(seen, "s-1")
+    assert chunks(partial) == TEXT.split()
+    offsets = [e.offset for e in partial]
+    assert offsets == [sum(len(e.chunks) for e in partial[:i]) for i in range(len(partial))]
+    assert all(
+        e.actor == bus.queue("stream") and e.headers[JOB_HEADER] == "job-s-1" for e in partial
+    )
+    # Published before the step's result: before its done event too.
+    kinds = [e.type for e in seen if e.id == "s-1"]
+    assert kinds.index(EventType.DONE) > max(
+        i for i, k in enumerate(kinds) if k is EventType.PARTIAL
+    )
+    # A message that is not a job's: its partial results go nowhere, its result as usual.
+    assert partials_of(seen, "s-2") == []
+    assert by_id["s-2"]["payload"] == {"text": "A B"}
+
+
+async def test_partials_within_the_interval_become_one_event(
+    bus: Any, make_sidecars: Any, run_sidecars: Any
+) -> None:
+    """With an interval longer than the step, the first partial result goes out at once and
+    every later one waits for the end of the exchange: at most two events, nothing reordered."""
+    [sidecar] = make_sidecars([("stream", HANDLER)], partial_interval=60.0)
+    async with watching_events(bus) as events, run_sidecars([sidecar]):
+        await bus.publish(bus.queue("stream"), envelope(bus, "c-1", {"text": TEXT}))
+        [done] = await bus.take(bus.happy_end, 1, timeout=30)
+        partial = partials_of(await events(), "c-1")
+    assert done["payload"] == {"text": TEXT.upper()}
+    assert 1 <= len(partial) <= 2
+    assert chunks(partial) == TEXT.split()
+
+
+@pytest.mark.parametrize("big", [100, 4000])
+async def test_an_oversized_partial_is_replaced_by_a_marker(
+    bus: Any, make_sidecars: Any, run_sidecars: Any, big: int
+) -> None:
+    [sidecar] = make_sidecars([("stream", HANDLER)], partial_max_bytes=64, partial_interval=0.0)
+    async with watching_events(bus) as events, run_sidecars([sidecar]):
+        await bus.publish(bus.queue("stream"), envelope(bus, "o-1", {"text": "a b", "big": big}))
+        [done] = await bus.take(bus.happy_end, 1, timeout=30)
+        partial = partials_of(await events(), "o-1")
+    assert done["payload"] == {"text": "A B"}
+    marker = {"asya_dropped": {"reason": "too_large", "bytes": big + 2, "limit": 64}}
+    assert chunks(partial) == ["a", "b", marker, "after"]
+    # No event carries more than the bound of chunk bytes.
+    assert all(
+        sum(len(json.dumps(c, separators=(",", ":"))) for c in e.chunks) <= 64 for e in partial
+    )
