@@ -6,6 +6,7 @@ from typing import Any
 import pytest
 
 from asya_gateway import ToolsFileError, load_tools, parse_tools
+from asya_gateway.tools import DEFAULT_WAIT
 
 GOOD = """
 tools:
@@ -52,6 +53,24 @@ def test_load_good_file(tmp_path: Path) -> None:
             "tool 't'.input_schema: 5 is not of type 'array'",
         ),
         ({"tools": [{"name": "t", "steps": ["a"], "timeout": -1}]}, "tool 't'.timeout:"),
+        ({"tools": [{"name": "t", "steps": ["a"], "wait": 0}]}, "tool 't'.wait:"),
+        ({"tools": [{"name": "t", "steps": ["a"], "title": 5}]}, "tool 't'.title: expected"),
+        (
+            {"tools": [{"name": "t", "steps": ["a"], "output_schema": {"type": "array"}}]},
+            "tool 't'.output_schema: expected a JSON Schema of type object",
+        ),
+        (
+            {"tools": [{"name": "t", "steps": ["a"], "annotations": {"fast_hint": True}}]},
+            "tool 't'.annotations: unknown hint 'fast_hint'",
+        ),
+        (
+            {"tools": [{"name": "t", "steps": ["a"], "annotations": {"read_only_hint": "yes"}}]},
+            "tool 't'.annotations.read_only_hint: expected true or false",
+        ),
+        (
+            {"tools": [{"name": "asya_job_result", "steps": ["a"]}]},
+            "tools[0].name: names starting with 'asya_' are reserved",
+        ),
         (
             {"tools": [{"name": "t", "steps": ["a"], "color": "red"}]},
             "tool 't': unknown field(s) ['color']",
@@ -87,3 +106,34 @@ def test_docs_example_is_a_valid_tools_file() -> None:
     [block] = re.findall(r"```yaml\n(.*?)```", text, re.DOTALL)
     tools = parse_tools(yaml.safe_load(block), "docs/gateway.md")
     assert tools["classify_text"].timeout == 60
+
+
+def test_output_schema_title_hints_and_wait() -> None:
+    tools = parse_tools(
+        {
+            "tools": [
+                {
+                    "name": "t",
+                    "title": "T",
+                    "steps": ["a"],
+                    "output_schema": {"properties": {"n": {"type": "integer"}}, "required": ["n"]},
+                    "annotations": {"read_only_hint": True},
+                    "wait": 5,
+                },
+                {"name": "u", "steps": ["a"]},
+            ]
+        },
+        "tools.yaml",
+    )
+    t, u = tools["t"], tools["u"]
+    assert (t.title, t.annotations, t.wait) == ("T", {"read_only_hint": True}, 5.0)
+    assert t.output_schema == {
+        "type": "object",
+        "properties": {"n": {"type": "integer"}},
+        "required": ["n"],
+    }
+    assert t.result_errors({"n": 1}) == []
+    assert t.result_errors({"n": "one"}) == ["n: 'one' is not of type 'integer'"]
+    assert t.result_errors({}) == ["(result): 'n' is a required property"]
+    assert (u.title, u.output_schema, u.annotations, u.wait) == (None, None, {}, DEFAULT_WAIT)
+    assert u.result_errors("anything") == []

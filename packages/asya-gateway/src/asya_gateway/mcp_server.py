@@ -2,14 +2,22 @@
 
 The SDK does the protocol: JSON-RPC framing and errors, the handshake of the 2025 revisions and
 the stateless 2026-07-28 exchange, sessions, SSE, progress notifications. The gateway supplies
-the handlers: ``tools/list`` from the tools file, ``tools/call`` that starts a job, and the
-2025-11-25 task methods (``tasks/get``, ``tasks/result``, ``tasks/cancel``, ``tasks/list``),
-where a task is a job and its task id the job id. The SDK routes these methods to us but has
-no task support of its own, and its result check for ``tools/call`` admits only a
-``CallToolResult``: a task-augmented ``tools/call`` (answered with ``CreateTaskResult``) cannot
-pass it, so a client starts the job with a plain ``tools/call`` (which returns the job id at once
-when it carries no progress token) and follows it with the task methods. The 2026-07-28
-revision has no tasks.
+the handlers: ``tools/list`` from the tools file (with each tool's title, annotations and
+``outputSchema``, and the gateway's own ``asya_job_result``), ``tools/call`` that starts a job
+and answers with its result, and the 2025-11-25 task methods (``tasks/get``, ``tasks/result``,
+``tasks/cancel``, ``tasks/list``), where a task is a job and its task id the job id.
+
+Results by default: ``tools/call`` waits for the job up to the tool's ``wait`` (30 s unless the
+tools file says), sending progress and partial results as ``notifications/progress`` when the
+call carries a progress token, and answers with the result. A job still running by then is
+answered with its id and status; ``asya_job_result`` (or ``tasks/result``) waits for it again.
+A call cancelled (``notifications/cancelled``) or dropped (the 2026-07-28 request's connection
+closed) while it waits cancels its job.
+
+The SDK routes the task methods to us but has no task support of its own, and its result check
+for ``tools/call`` admits only a ``CallToolResult``: a task-augmented ``tools/call`` (answered
+with ``CreateTaskResult``) cannot pass it, so a client follows a call that answered "still
+running" with the task methods or ``asya_job_result``.
 
 Each handler is a module-level function of the typed request context, whose lifespan context is
 the :class:`~asya_gateway.service.Gateway` (the server's lifespan yields it).
@@ -17,14 +25,18 @@ the :class:`~asya_gateway.service.Gateway` (the server's lifespan yields it).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import json
+import logging
+import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from enum import StrEnum
 from typing import Any, TypeVar
 
+import anyio
 import mcp_types as types
 from mcp.server import ServerRequestContext
 from mcp.server.lowlevel.server import Server
@@ -37,20 +49,33 @@ from .errors import InvalidArguments, JobFinished, NoSuchJob, StartFailed, Unkno
 from .jobs import JobQuery
 from .jobstate import HistoryKind, JobStatus
 from .service import Gateway
+from .tools import DEFAULT_WAIT, Tool
+
+PARTIAL = "partial"
+"""The history kind of a step's partial results (``{"actor", "chunks": [...]}``)."""
 
 __all__ = [
+    "JOB_RESULT",
+    "JOB_RESULT_TOOL",
     "UNAVAILABLE",
     "McpContext",
+    "ProgressForwarder",
     "TaskStatus",
     "available",
     "build_mcp_server",
     "call_tool",
     "cancel_task",
+    "describe_tool",
     "get_task",
+    "job_result",
     "job_result_content",
+    "job_summary",
     "job_task",
     "list_tasks",
     "list_tools",
+    "output_schema",
+    "partial_text",
+    "still_running",
     "task_result",
 ]
 
@@ -61,6 +86,10 @@ UNAVAILABLE = -32003
 """JSON-RPC error code (server-defined range) of a call refused while the database is down."""
 TASK_REVISIONS = frozenset({"2025-11-25"})
 TASKS_PAGE = 50
+JOB_RESULT_TOOL = "asya_job_result"
+"""The gateway's own tool: wait again for a job whose first call answered "still running"."""
+MAX_WAIT = 300.0
+log = logging.getLogger("asya.gateway.mcp")
 
 
 class TaskStatus(StrEnum):
@@ -82,8 +111,8 @@ _TASK_STATUS = {
 }
 
 
-def job_task(job: Job) -> dict[str, Any]:
-    """The MCP Task fields of a job."""
+def job_task(job: Job, retention: float) -> dict[str, Any]:
+    """The MCP Task fields of a job; ``ttl`` is the gateway's job retention (from creation)."""
     status = job.job_status
     return {
         "task_id": job.id,
@@ -91,23 +120,107 @@ def job_task(job: Job) -> dict[str, Any]:
         "status_message": status.value if status.terminal else job.message,
         "created_at": job.created_at.isoformat(),
         "last_updated_at": job.updated_at.isoformat(),
-        "ttl": None,
+        "ttl": round(retention * 1000),
         "poll_interval": 1000,
     }
 
 
-def job_result_content(job: Job) -> types.CallToolResult:
+def job_summary(job: Job) -> dict[str, Any]:
+    """What a tool call answers about a job: its id, status, and result or error."""
     status = job.job_status
-    summary = {"job_id": job.id, "status": job.status}
+    summary: dict[str, Any] = {"job_id": job.id, "status": job.status}
     if status is JobStatus.SUCCEEDED:
         summary["result"] = job.result
     elif job.error is not None:
         summary["error"] = job.error
+    return summary
+
+
+def job_result_content(job: Job, tool: Tool | None = None) -> types.CallToolResult:
+    """The tool result of a job: the summary as text and as ``structuredContent``.
+
+    A succeeded job whose result breaks its tool's ``output_schema`` is a tool error naming the
+    field (the summary is still there, so nothing is hidden); a client that validates
+    ``structuredContent`` against the advertised schema never sees a non-conforming result.
+    """
+    summary = job_summary(job)
+    status = job.job_status
+    failed = status.terminal and status is not JobStatus.SUCCEEDED
+    mismatch = tool.result_errors(job.result) if tool and status is JobStatus.SUCCEEDED else []
+    if mismatch:
+        text = f"the result of job {job.id} does not match the tool's output_schema: " + "; ".join(
+            mismatch
+        )
+        return types.CallToolResult(content=[types.TextContent(text=text)], is_error=True)
     return types.CallToolResult(
         content=[types.TextContent(text=json.dumps(summary))],
         structured_content=summary,
-        is_error=status.terminal and status is not JobStatus.SUCCEEDED,
+        is_error=failed,
     )
+
+
+def still_running(job: Job, waited: float) -> types.CallToolResult:
+    """The answer of a call whose job outlived the tool's wait: the job id and how to go on."""
+    summary = {
+        "job_id": job.id,
+        "status": job.status,
+        "message": (
+            f"still running after {waited:g} s; call {JOB_RESULT_TOOL} with this job_id to wait "
+            "for its result again (or follow the task, or GET /jobs/{job_id})"
+        ),
+    }
+    return types.CallToolResult(
+        content=[types.TextContent(text=json.dumps(summary))], structured_content=summary
+    )
+
+
+def output_schema(result: dict[str, Any] | None) -> dict[str, Any]:
+    """The ``outputSchema`` of a tool: the job summary, its ``result`` described by ``result``."""
+    return {
+        "type": "object",
+        "properties": {
+            "job_id": {"type": "string"},
+            "status": {"type": "string", "enum": [s.value for s in JobStatus]},
+            "result": result if result is not None else {},
+            "error": {},
+            "message": {"type": "string"},
+        },
+        "required": ["job_id", "status"],
+    }
+
+
+def describe_tool(tool: Tool) -> types.Tool:
+    hints = types.ToolAnnotations.model_validate(tool.annotations) if tool.annotations else None
+    return types.Tool(
+        name=tool.name,
+        title=tool.title,
+        description=tool.description,
+        input_schema=tool.input_schema,
+        output_schema=output_schema(tool.output_schema),
+        annotations=hints,
+    )
+
+
+JOB_RESULT = types.Tool(
+    name=JOB_RESULT_TOOL,
+    title="Job result",
+    description=(
+        "Wait for a job that another tool started (a call that answered 'still running') and "
+        "return its result. Waits up to `wait` seconds (default 30, at most 300); answers "
+        "'still running' again if the job has not finished by then."
+    ),
+    input_schema={
+        "type": "object",
+        "properties": {
+            "job_id": {"type": "string", "minLength": 1, "maxLength": 64},
+            "wait": {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_WAIT},
+        },
+        "required": ["job_id"],
+        "additionalProperties": False,
+    },
+    output_schema=output_schema(None),
+    annotations=types.ToolAnnotations(read_only_hint=True, idempotent_hint=True),
+)
 
 
 class _GatewayServer(Server[Gateway]):
@@ -126,44 +239,138 @@ class _GatewayServer(Server[Gateway]):
 async def list_tools(
     ctx: McpContext, params: types.PaginatedRequestParams | None
 ) -> types.ListToolsResult:
-    return types.ListToolsResult(
-        tools=[
-            types.Tool(name=t.name, description=t.description, input_schema=t.input_schema)
-            for t in ctx.lifespan_context.tools.values()
-        ]
-    )
+    tools = [describe_tool(t) for t in ctx.lifespan_context.tools.values()]
+    return types.ListToolsResult(tools=[*tools, JOB_RESULT])
 
 
 async def call_tool(ctx: McpContext, params: types.CallToolRequestParams) -> types.CallToolResult:
+    """Start the tool's job and answer with its result, waiting up to the tool's ``wait``.
+
+    With a progress token the steps' progress and partial results arrive as
+    ``notifications/progress`` meanwhile. A call that is cancelled or dropped while it waits
+    cancels its job.
+    """
     gateway = ctx.lifespan_context
+    if params.name == JOB_RESULT_TOOL:
+        return await job_result(ctx, params.arguments or {})
     try:
         job = await gateway.start(params.name, params.arguments or {})
     except UnknownTool:
         raise MCPError(types.INVALID_PARAMS, f"unknown tool: {params.name}") from None
     except InvalidArguments as exc:
-        text = "invalid arguments: " + "; ".join(exc.errors)
-        return types.CallToolResult(content=[types.TextContent(text=text)], is_error=True)
+        return _tool_error("invalid arguments: " + "; ".join(exc.errors))
     except StartFailed as exc:
         return job_result_content(exc.job)
-    token = (ctx.meta or {}).get("progress_token") if ctx.meta is not None else None
-    if token is None:
-        return job_result_content(job)  # at once: follow it with /jobs/{id} or SSE
-    async for event in gateway.events(job.id):
-        await _forward_progress(ctx, event)
+    tool = gateway.tools[params.name]
+    try:
+        return await _follow(ctx, job, tool.wait, tool)
+    except asyncio.CancelledError:
+        await _cancel_abandoned(gateway, job.id)
+        raise
+
+
+async def job_result(ctx: McpContext, arguments: dict[str, Any]) -> types.CallToolResult:
+    """The ``asya_job_result`` tool: wait again for a job (never cancels it)."""
+    gateway = ctx.lifespan_context
+    job_id, wait = arguments.get("job_id"), arguments.get("wait", DEFAULT_WAIT)
+    if set(arguments) - {"job_id", "wait"}:
+        return _tool_error(
+            f"invalid arguments: unknown field(s) {sorted(set(arguments) - {'job_id', 'wait'})}"
+        )
+    if not isinstance(job_id, str) or not job_id:
+        return _tool_error("invalid arguments: job_id: required, a job id string")
+    if not isinstance(wait, int | float) or isinstance(wait, bool) or not 0 < wait <= MAX_WAIT:
+        return _tool_error(f"invalid arguments: wait: a number of seconds in (0, {MAX_WAIT:g}]")
+    try:
+        job = await gateway.get(job_id)
+    except NoSuchJob:
+        return _tool_error(f"no such job: {job_id}")
+    return await _follow(ctx, job, float(wait), gateway.tools.get(job.tool))
+
+
+def _tool_error(text: str) -> types.CallToolResult:
+    return types.CallToolResult(content=[types.TextContent(text=text)], is_error=True)
+
+
+async def _follow(
+    ctx: McpContext, job: Job, wait: float, tool: Tool | None
+) -> types.CallToolResult:
+    """The job's result once it finishes, or "still running" after ``wait`` seconds."""
+    gateway = ctx.lifespan_context
+    progress = ProgressForwarder(ctx)
+    try:
+        async with asyncio.timeout(wait):
+            async for event in gateway.events(job.id):
+                await progress.forward(event)
+    except TimeoutError:
+        current = await gateway.get(job.id)
+        if not current.job_status.terminal:
+            return still_running(current, wait)
     finished = await gateway.get(job.id)
     if finished.job_status is JobStatus.SUCCEEDED:
         # Step events may land after the result (they travel apart): always close at 100 %.
-        await ctx.session.report_progress(1.0, 1.0, "done")
-    return job_result_content(finished)
+        await progress.done()
+    return job_result_content(finished, tool)
 
 
-async def _forward_progress(ctx: McpContext, event: JobEvent) -> None:
-    if event.type == HistoryKind.PROGRESS and event.data.get("progress") is not None:
-        await ctx.session.report_progress(
-            float(event.data["progress"]),
-            1.0,
-            event.data.get("message") or event.data.get("actor"),
-        )
+async def _cancel_abandoned(gateway: Gateway, job_id: str) -> None:
+    """Cancel the job of a call its client cancelled or dropped (shielded: the caller's scope
+    is being cancelled)."""
+    with anyio.CancelScope(shield=True):
+        try:
+            await gateway.cancel(job_id)
+        except JobFinished:
+            return  # it finished as the call went away: nothing left to cancel
+        except errors.DatabaseUnavailable as exc:
+            log.warning("job %s: its call was cancelled but the job could not be: %s", job_id, exc)
+            return
+        log.info("job %s cancelled: its tools/call was cancelled or dropped", job_id)
+
+
+class ProgressForwarder:
+    """Sends a call's job events as ``notifications/progress`` when the call has a token.
+
+    Progress (0..1, total 1) comes from the steps' progress events; partial results come as
+    notifications whose ``message`` is their text. The spec wants every notification's value to
+    increase: one that would not (a partial, or a step reporting no more than before) is moved
+    a thousandth of the remaining way towards 1, so the value stays below 1 until the job
+    succeeds.
+    """
+
+    def __init__(self, ctx: McpContext) -> None:
+        self._ctx = ctx
+        meta = ctx.meta or {}
+        self._token = meta.get("progress_token") if ctx.meta is not None else None
+        self._last: float | None = None
+
+    async def forward(self, event: JobEvent) -> None:
+        if self._token is None:
+            return
+        if event.type == HistoryKind.PROGRESS and event.data.get("progress") is not None:
+            message = event.data.get("message") or event.data.get("actor")
+            await self._send(float(event.data["progress"]), message)
+        elif event.type == PARTIAL:
+            await self._send(None, partial_text(event.data.get("chunks", [])))
+
+    async def done(self) -> None:
+        if self._token is not None and (self._last is None or self._last < 1.0):
+            self._last = 1.0
+            await self._ctx.session.report_progress(1.0, 1.0, "done")
+
+    async def _send(self, value: float | None, message: str | None) -> None:
+        wanted = min(max(value if value is not None else 0.0, 0.0), 1.0)
+        if self._last is not None:
+            if self._last >= 1.0:
+                return
+            wanted = max(wanted, self._last + (1.0 - self._last) / 1000)
+            wanted = min(wanted, math.nextafter(1.0, 0.0))
+        self._last = wanted
+        await self._ctx.session.report_progress(wanted, 1.0, message)
+
+
+def partial_text(chunks: list[Any]) -> str:
+    """A partial event's chunks as one text: strings as they are, other values as JSON."""
+    return "".join(c if isinstance(c, str) else json.dumps(c) for c in chunks)
 
 
 async def _task(gateway: Gateway, task_id: str) -> Job:
@@ -174,7 +381,11 @@ async def _task(gateway: Gateway, task_id: str) -> Job:
 
 
 async def get_task(ctx: McpContext, params: types.GetTaskRequestParams) -> types.GetTaskResult:
-    return types.GetTaskResult(**job_task(await _task(ctx.lifespan_context, params.task_id)))
+    return types.GetTaskResult(
+        **job_task(
+            await _task(ctx.lifespan_context, params.task_id), ctx.lifespan_context.retention
+        )
+    )
 
 
 async def task_result(
@@ -182,7 +393,7 @@ async def task_result(
 ) -> types.CallToolResult:
     job = await _task(ctx.lifespan_context, params.task_id)
     finished = job if job.job_status.terminal else await ctx.lifespan_context.wait(job.id)
-    result = job_result_content(finished)
+    result = job_result_content(finished, ctx.lifespan_context.tools.get(job.tool))
     result.meta = {"io.modelcontextprotocol/related-task": {"taskId": job.id}}
     return result
 
@@ -198,7 +409,7 @@ async def cancel_task(
         raise MCPError(
             types.INVALID_PARAMS, f"cannot cancel a task that is {exc.job.status}"
         ) from None
-    return types.CancelTaskResult(**job_task(job))
+    return types.CancelTaskResult(**job_task(job, ctx.lifespan_context.retention))
 
 
 async def list_tasks(
@@ -207,7 +418,7 @@ async def list_tasks(
     cursor = params.cursor if params is not None else None
     jobs = await ctx.lifespan_context.list_jobs(JobQuery(limit=TASKS_PAGE, before=cursor))
     return types.ListTasksResult(
-        tasks=[types.Task(**job_task(j)) for j in jobs],
+        tasks=[types.Task(**job_task(j, ctx.lifespan_context.retention)) for j in jobs],
         next_cursor=jobs[-1].id if len(jobs) == TASKS_PAGE else None,
     )
 

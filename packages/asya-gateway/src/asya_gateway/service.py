@@ -26,6 +26,7 @@ from .jobs import JobQuery, JobStore
 from .jobstate import Cancel, Published, PublishRejected
 from .messages import first_envelope
 from .notify import Notifier
+from .retention import DEFAULT_RETENTION, purge_expired
 from .tools import Tool
 
 __all__ = ["Gateway", "InvalidArguments", "JobFinished", "NoSuchJob", "StartFailed", "UnknownTool"]
@@ -40,12 +41,14 @@ class Gateway:
         broker: GatewayBroker,
         notifier: Notifier,
         default_timeout: float,
+        retention: float = DEFAULT_RETENTION,
     ) -> None:
         self.tools = tools
         self.store = store
         self.broker = broker
         self.notifier = notifier
         self.default_timeout = default_timeout
+        self.retention = retention
 
     async def start(self, tool_name: str, arguments: Any) -> Job:
         tool = self.tools.get(tool_name)
@@ -90,6 +93,10 @@ class Gateway:
         if not applied.changed:
             raise JobFinished(applied.job)
         return applied.job
+
+    async def purge_expired(self) -> int:
+        """Delete the finished jobs older than the retention (:mod:`.retention`); how many."""
+        return await purge_expired(self.store.engine, self.retention)
 
     async def time_out_overdue(self) -> list[str]:
         """Time out every unfinished job past its deadline; the ids of those timed out."""

@@ -13,6 +13,11 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 
+from asya_gateway import parse_tools
+from asya_testing import AmqpNames
+
+from .conftest import tools_doc
+
 TOKEN = "test-token-123"  # noqa: S105 - a test credential
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
@@ -66,16 +71,21 @@ async def test_list_and_call_with_progress(
     assert all(0 <= v <= 1 for v in values)
 
 
-async def test_call_without_progress_token_returns_the_job_at_once(
-    gateway: Any, actors: None
+@pytest.mark.parametrize("mode", ["2026-07-28", "legacy"])
+async def test_call_without_progress_token_gets_the_result(
+    gateway: Any, actors: None, mode: str
 ) -> None:
-    async with client(gateway.url, "2026-07-28") as mcp:
+    """A plain tools/call (what the Inspector and desktop clients send) waits for the job."""
+    async with client(gateway.url, mode) as mcp:
         result = await mcp.call_tool("classify_text", {"text": "Hello world"})
+    assert not result.is_error, result
     body = json.loads(result.content[0].text)  # type: ignore[union-attr]
-    assert body["status"] in ("running", "succeeded")  # never a stale "pending"
+    assert body["status"] == "succeeded"
+    assert body["result"] == {"result": "Classified as greeting"}
     async with httpx.AsyncClient(base_url=gateway.url, headers=AUTH) as http:
         job = (await http.get(f"/jobs/{body['job_id']}")).json()
     assert job["tool"] == "classify_text"
+    assert job["result"] == body["result"]
 
 
 async def test_invalid_arguments_are_a_tool_error_naming_the_field(gateway: Any) -> None:
@@ -108,6 +118,16 @@ async def test_handshake_revision_2025_06_18(gateway: Any) -> None:
         names = [t["name"] for t in _jsonrpc(listed)["result"]["tools"]]
         assert "classify_text" in names
         await http.delete("/mcp", headers=session)
+
+
+@pytest.fixture
+def tools(amqp_names: AmqpNames) -> dict[str, Any]:
+    """The suite's tools, "patient" answering "still running" after 0.3 s."""
+    doc = tools_doc(amqp_names)
+    for tool in doc["tools"]:
+        if tool["name"] == "patient":
+            tool["wait"] = 0.3
+    return parse_tools(doc, "test-tools.yaml")
 
 
 def _jsonrpc(response: httpx.Response) -> dict[str, Any]:
@@ -238,7 +258,9 @@ async def test_tasks_map_onto_jobs(gateway: Any, actors: None) -> None:
         task_id = started["result"]["structuredContent"]["job_id"]
         working = (await _rpc(http, session, 3, "tasks/get", {"taskId": task_id}))["result"]
         assert working["taskId"] == task_id
-        assert working["status"] in ("working", "completed")
+        assert working["status"] == "completed"  # the call waited for it
+        assert working["ttl"] == 7 * 24 * 3600 * 1000  # the job retention, from creation
+        assert working["pollInterval"] == 1000
         # tasks/result waits for the job, then gives the tool result.
         result = (await _rpc(http, session, 4, "tasks/result", {"taskId": task_id}))["result"]
         assert result["structuredContent"]["result"] == {"result": "Classified as greeting"}
@@ -250,9 +272,11 @@ async def test_tasks_map_onto_jobs(gateway: Any, actors: None) -> None:
         # A finished task cannot be cancelled; a running one can.
         late = await _rpc(http, session, 7, "tasks/cancel", {"taskId": task_id})
         assert late["error"]["code"] == -32602
+        # "patient" waits 0.3 s (this module's tools): the call answers "still running".
         slow = await _rpc(
-            http, session, 8, "tools/call", {"name": "patient", "arguments": {"seconds": 1}}
+            http, session, 8, "tools/call", {"name": "patient", "arguments": {"seconds": 10}}
         )
+        assert slow["result"]["structuredContent"]["status"] == "running"
         slow_id = slow["result"]["structuredContent"]["job_id"]
         cancelled = (await _rpc(http, session, 9, "tasks/cancel", {"taskId": slow_id}))["result"]
         assert cancelled["status"] == "cancelled"
