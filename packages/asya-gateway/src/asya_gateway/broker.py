@@ -38,6 +38,7 @@ from .deadletter import (
 from .errors import DatabaseUnavailable, PublishFailed
 from .jobs import JobStore
 from .messages import Unusable, step_event, terminal_message
+from .ordering import StepEventsFirst
 from .settings import GatewaySettings
 from .supervise import NO_HEALTH, Health, describe
 
@@ -94,6 +95,7 @@ class Broker:
         self.connected = asyncio.Event()
         self._batch: list[aiormq.abc.DeliveredMessage] = []
         self._batch_ready = asyncio.Event()
+        self._order = StepEventsFirst()
 
     async def _channel(self) -> Any:
         async with self._lock:
@@ -150,6 +152,7 @@ class Broker:
         finally:
             self.connected.clear()
             self._batch.clear()
+            self._order.reset()
             with contextlib.suppress(*_BROKER_ERRORS):
                 await connection.close()
 
@@ -195,6 +198,7 @@ class Broker:
     async def _collect_event(self, message: aiormq.abc.DeliveredMessage) -> None:
         """Step events are applied in batches (one transaction per job per batch), acked after."""
         self._batch.append(message)
+        self._order.receive()
         self._batch_ready.set()
 
     async def _flush_events(self) -> None:
@@ -214,6 +218,7 @@ class Broker:
                     by_job.setdefault(found[0], []).append((found[1], message))
             for job_id, items in by_job.items():
                 await self._apply_steps(job_id, items)
+            self._order.apply(len(batch))
 
     async def _apply_steps(self, job_id: str, items: list[tuple[StepEvent, Delivered]]) -> None:
         try:
@@ -230,6 +235,7 @@ class Broker:
             await self._settle(message, verdict)
 
     async def _handle(self, queue: str, message: Delivered, *, ok: bool) -> None:
+        await self._order.caught_up()  # the step events received before it first (partials)
         found = terminal_message(message.body)
         if isinstance(found, Unusable):
             verdict = Verdict(Settle.DEAD, found.reason)

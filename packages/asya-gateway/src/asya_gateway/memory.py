@@ -20,6 +20,7 @@ from .deadletter import Settle, Verdict, after_error, dead_letter_queue, unknown
 from .errors import PublishFailed
 from .jobs import JobStore
 from .messages import Unusable, step_event, terminal_message
+from .ordering import StepEventsFirst
 from .supervise import NO_HEALTH, Health
 
 __all__ = ["InProcessQueues", "MemoryBroker"]
@@ -69,9 +70,14 @@ class MemoryBroker:
         self.connected = asyncio.Event()
         self._retry = Backoff()
         self._events: asyncio.Queue[bytes] = asyncio.Queue()
+        self._order = StepEventsFirst()
         queues.declare(happy_end)
         queues.declare(error_end)
-        queues.event_listeners.append(lambda _key, body: self._events.put_nowait(body))
+        queues.event_listeners.append(self._on_event)
+
+    def _on_event(self, _key: str, body: bytes) -> None:
+        self._order.receive()
+        self._events.put_nowait(body)
 
     @classmethod
     def factory(
@@ -106,6 +112,7 @@ class MemoryBroker:
         source = self.queues.queue(queue)
         while True:
             message = await source.get()
+            await self._order.caught_up()  # the job's step events first (partial results)
             verdict = await self._apply_terminal(message.body, ok=ok)
             await self._carry_out(
                 verdict, queue, message.body, functools.partial(source.put_nowait, message)
@@ -128,6 +135,8 @@ class MemoryBroker:
             await self._carry_out(
                 verdict, self.events_queue, body, functools.partial(self._events.put_nowait, body)
             )
+            if verdict.settle is not Settle.RETRY:  # a retried one is applied when it comes back
+                self._order.apply()
 
     async def _apply_step(self, body: bytes) -> Verdict:
         found = step_event(body)
