@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 import msgspec
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 from pydantic import BaseModel, Field
@@ -95,6 +95,9 @@ def metrics_of(request: Request) -> Metrics:
     return metrics
 
 
+Responses = dict[int | str, dict[str, Any]]  # FastAPI's ``responses=``
+
+
 def _detail(description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
     body = schema or {
         "type": "object",
@@ -116,7 +119,7 @@ _INTERNAL = _detail(
 )
 # What any request but /healthz and /readyz may get: before the route (Host, token, body
 # limits: :mod:`.middleware`), and after it (the database down, an unexpected error).
-_COMMON: dict[int | str, dict[str, Any]] = {
+_COMMON: Responses = {
     401: _detail("missing or invalid bearer token"),
     408: _detail("request body not received in time (ASYA_GATEWAY_BODY_TIMEOUT)"),
     413: _detail("request body over ASYA_GATEWAY_MAX_BODY"),
@@ -124,10 +127,19 @@ _COMMON: dict[int | str, dict[str, Any]] = {
     500: _INTERNAL,
     503: _detail("database unavailable: retry (Retry-After)"),
 }
-_BAD_TEXT = {422: _detail("a job id, filter or cursor the database cannot hold (NUL)")}
-_NO_JOB = {404: _detail("no such job")}
-_PROBE = {503: _detail("not ready / unhealthy, with the reason of each check"), 500: _INTERNAL}
+_BAD_TEXT: Responses = {
+    422: _detail("a job id, filter or cursor the database cannot hold (NUL)"),
+}
+_NO_JOB: Responses = {404: _detail("no such job")}
+_PROBE: Responses = {
+    503: _detail("not ready / unhealthy, with the reason of each check"),
+    500: _INTERNAL,
+}
 
+# Text the database can hold (no NUL): documented here, checked by errors.check_text (422).
+_NO_NUL = {"pattern": "^[^\\x00]*$"}
+JobId = Annotated[str, Path(json_schema_extra=_NO_NUL)]
+Filter = Annotated[str | None, Query(json_schema_extra=_NO_NUL)]
 GatewayDep = Annotated[Gateway, Depends(gateway_of)]
 MetricsDep = Annotated[Metrics, Depends(metrics_of)]
 router = APIRouter()
@@ -204,10 +216,10 @@ async def create_job(body: JobRequest, gateway: GatewayDep, metrics: MetricsDep)
 @router.get("/jobs", responses={**_BAD_TEXT, **_COMMON})
 async def list_jobs(
     gateway: GatewayDep,
-    status: str | None = None,
-    tool: str | None = None,
+    status: Filter = None,
+    tool: Filter = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    before: str | None = None,
+    before: Filter = None,
 ) -> JobJSON:
     query = JobQuery(status=status, tool=tool, limit=limit, before=before)
     jobs = await gateway.list_jobs(query)
@@ -216,7 +228,7 @@ async def list_jobs(
 
 
 @router.get("/jobs/{job_id}", responses={**_NO_JOB, **_BAD_TEXT, **_COMMON})
-async def get_job(job_id: str, gateway: GatewayDep) -> JobJSON:
+async def get_job(job_id: JobId, gateway: GatewayDep) -> JobJSON:
     return JobJSON(job_view(await gateway.get(job_id)))
 
 
@@ -224,7 +236,7 @@ async def get_job(job_id: str, gateway: GatewayDep) -> JobJSON:
     "/jobs/{job_id}/cancel",
     responses={**_NO_JOB, 409: _detail("the job already finished"), **_BAD_TEXT, **_COMMON},
 )
-async def cancel_job(job_id: str, gateway: GatewayDep) -> JobJSON:
+async def cancel_job(job_id: JobId, gateway: GatewayDep) -> JobJSON:
     return JobJSON(job_view(await gateway.cancel(job_id)))
 
 
@@ -315,7 +327,7 @@ async def _stream(gateway: Gateway, job_id: str, after: int) -> AsyncIterator[Se
         **_COMMON,
     },
 )
-async def job_events(job_id: str, request: Request, gateway: GatewayDep) -> EventSourceResponse:
+async def job_events(job_id: JobId, request: Request, gateway: GatewayDep) -> EventSourceResponse:
     await gateway.get(job_id)  # 404 before the stream starts
     raw = request.headers.get("last-event-id", "0")
     after = int(raw) if raw.isdigit() else 0

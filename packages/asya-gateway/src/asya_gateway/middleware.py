@@ -115,8 +115,8 @@ class AuthAndLimits:
         """Status, body and headers of a refusal on the headers alone, or None."""
         host = headers.get("host", "")
         if path not in OPEN_PATHS and not host_allowed(host, self.allowed_hosts):
-            detail = f"host {host!r} is not served here (ASYA_GATEWAY_ALLOWED_HOSTS)"
-            return 421, {"detail": detail}, []
+            refused = f"host {host!r} is not served here (ASYA_GATEWAY_ALLOWED_HOSTS)"
+            return 421, {"detail": refused}, []
         if path not in OPEN_PATHS and self.tokens:
             auth = headers.get("authorization", "")
             token = auth[7:] if auth[:7].lower() == "bearer " else ""

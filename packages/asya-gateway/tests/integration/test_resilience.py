@@ -169,7 +169,7 @@ async def test_a_slow_body_gets_408_within_the_timeout(fake: Any) -> None:
     started = time.monotonic()
     try:
         writer.write(
-            b"POST /jobs HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+            b"POST /jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer "
             + TOKEN.encode()
             + b"\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"
         )
