@@ -130,3 +130,16 @@ def test_fanout_and_failing_examples(asya: Run, dev_running: DevRunning) -> None
     assert "the model file is missing" in doomed.stderr
     assert empty.returncode == 1
     assert "empty_input" in empty.stderr
+
+
+def test_call_prints_partial_results_before_the_result(asya: Run, dev_running: DevRunning) -> None:
+    import json
+
+    with dev_running(ROOT / "examples/streaming/pipeline.yaml") as url:
+        called = asya("call", "echo_reply", '{"text": "Hello big world"}', "--url", url)
+    assert called.returncode == 0, called.stderr
+    out = called.stdout
+    # The words came as text, on one line, before the final result (the JSON object).
+    assert "You said: Hello big world\n" in out
+    assert out.index("You said: Hello big world\n") < out.index("{")
+    assert json.loads(out[out.index("{") :]) == {"reply": "You said: Hello big world", "words": 5}

@@ -74,17 +74,49 @@ def dev(
         _fail(str(exc), exc.hint)
 
 
-def _follow(url: str, token: str | None, tool: str, arguments: Any) -> dict[str, Any]:
-    """``call_tool`` with a progress bar on a terminal, plain progress lines otherwise."""
+class PartialWriter:
+    """Writes partial results to stdout as they come: a string as it is (a stream of tokens reads
+    as text), any other value as one JSON line. :meth:`end_line` ends a line left open."""
+
+    def __init__(self) -> None:
+        self.written = False
+        self._open = False
+
+    def __call__(self, chunks: list[Any]) -> None:
+        for chunk in chunks:
+            if isinstance(chunk, str):
+                sys.stdout.write(chunk)
+                self._open = (bool(chunk) and not chunk.endswith("\n")) or (
+                    self._open and not chunk
+                )
+            else:
+                self.end_line()
+                sys.stdout.write(json.dumps(chunk) + "\n")
+            self.written = True
+        sys.stdout.flush()
+
+    def end_line(self) -> None:
+        if self._open:
+            sys.stdout.write("\n")
+            sys.stdout.flush()
+            self._open = False
+
+
+def _follow(
+    url: str, token: str | None, tool: str, arguments: Any, partials: PartialWriter
+) -> dict[str, Any]:
+    """``call_tool`` with a progress bar on a terminal, plain progress lines otherwise; partial
+    results are written as they come (on a terminal they replace the bar)."""
     if not sys.stdout.isatty():
 
         def plain(value: float, what: str) -> None:
+            partials.end_line()
             print(f"progress {value:4.0%} {what}", flush=True)
 
         def started(job: dict[str, Any]) -> None:
             print(f"job {job['id']} {job['status']}", flush=True)
 
-        return call_tool(url, token, tool, arguments, plain, started)
+        return call_tool(url, token, tool, arguments, plain, started, partials)
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -95,12 +127,18 @@ def _follow(url: str, token: str | None, tool: str, arguments: Any) -> dict[str,
         task = progress.add_task(tool, total=1.0)
 
         def show(value: float, what: str) -> None:
-            progress.update(task, completed=value, description=f"{tool}: {what}")
+            if not partials.written:
+                progress.update(task, completed=value, description=f"{tool}: {what}")
 
         def started(job: dict[str, Any]) -> None:
             progress.update(task, description=f"{tool} (job {job['id']})")
 
-        return call_tool(url, token, tool, arguments, show, started)
+        def streamed(chunks: list[Any]) -> None:
+            if not partials.written:
+                progress.stop()  # the text takes the bar's place
+            partials(chunks)
+
+        return call_tool(url, token, tool, arguments, show, started, streamed)
 
 
 @app.command()
@@ -118,12 +156,16 @@ def call(
             f"arguments are not JSON: {exc}",
             'quote them: asya call tool \'{"text": "Hello world"}\'',
         )
+    partials = PartialWriter()
     try:
-        job = _follow(url, token, tool, parsed)
+        job = _follow(url, token, tool, parsed, partials)
     except ClientError as exc:
+        partials.end_line()
         _fail(str(exc), exc.hint)
     except Interrupted as exc:
+        partials.end_line()
         _interrupted(exc, url)
+    partials.end_line()
     if job["status"] == "succeeded":
         out.print_json(data=job["result"])
         return

@@ -95,8 +95,17 @@ def _start(client: httpx.Client, tool: str, arguments: Any) -> dict[str, Any]:
     return _answer(response, "asya jobs, or the pipeline file, shows the tool names")
 
 
-def _follow(client: httpx.Client, job_id: str, on_progress: Callable[[float, str], None]) -> None:
-    """Show the job's progress events until its event stream ends (the job finished)."""
+Partials = Callable[[list[Any]], None]
+
+
+def _follow(
+    client: httpx.Client,
+    job_id: str,
+    on_progress: Callable[[float, str], None],
+    on_partial: Partials,
+) -> None:
+    """Show the job's progress events and partial results until its event stream ends (the
+    job finished)."""
     with client.stream("GET", f"/jobs/{job_id}/events") as response:
         if not response.is_success:
             response.read()
@@ -112,7 +121,9 @@ def _follow(client: httpx.Client, job_id: str, on_progress: Callable[[float, str
                     f"{line[:SHOWN_BYTES]!r}",
                     "is --url the Asya gateway? something in between may have changed the stream",
                 ) from None
-            if (
+            if data.get("type") == "partial":
+                on_partial(list(data.get("chunks") or []))
+            elif (
                 data.get("type") in ("progress", "started", "done")
                 and data.get("progress") is not None
             ):
@@ -127,9 +138,10 @@ def call_tool(
     arguments: Any,
     on_progress: Callable[[float, str], None],
     on_start: Callable[[dict[str, Any]], None] = lambda job: None,
+    on_partial: Partials = lambda chunks: None,
 ) -> dict[str, Any]:
     """Start a job and follow it to its end; return the finished job. ``on_start`` is given the
-    job as created (its id, its status).
+    job as created (its id, its status), ``on_partial`` each event's partial results.
 
     Ctrl-C raises :class:`Interrupted` with the job's id (None if it was not created yet); the
     job itself goes on: ``cancel_job`` stops it.
@@ -142,7 +154,7 @@ def call_tool(
                 return job
             job_id = str(job["id"])
             on_start(job)
-            _follow(client, job_id, on_progress)
+            _follow(client, job_id, on_progress, on_partial)
             return _answer(client.get(f"/jobs/{job_id}"), "the job is gone: asya jobs")
     except KeyboardInterrupt:
         raise Interrupted(job_id) from None
