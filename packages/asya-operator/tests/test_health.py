@@ -117,6 +117,16 @@ async def test_the_probe_server_answers_json(probes: tuple[Health, int]) -> None
     assert (status, json.loads(body)) == (200, {"live": True, "failing": {}})
 
 
+async def test_the_probe_server_serves_metrics(probes: tuple[Health, int]) -> None:
+    _, port = probes
+    status, body = await get(port, "/metrics")
+    assert status == 200
+    text = body.decode()
+    assert 'asya_operator_reconciles_total{result="ok"} 0.0' in text
+    assert "# TYPE asya_operator_reconcile_duration_seconds histogram" in text
+    assert "asya_operator_workqueue_depth" in text
+
+
 async def test_the_probe_server_drops_garbage(probes: tuple[Health, int]) -> None:
     _, port = probes
     reader, writer = await asyncio.open_connection("127.0.0.1", port)

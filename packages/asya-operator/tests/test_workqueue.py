@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
+from asya_operator.metrics import OperatorMetrics
 from asya_operator.workqueue import WorkQueue
 
 Handler = Callable[[str, str], Awaitable[float | None]]
@@ -106,3 +107,36 @@ async def test_a_delay_is_dropped_when_the_queue_stops() -> None:
     task.cancel()  # the hour-long requeue timer is cancelled with the workers
     await asyncio.gather(task, return_exceptions=True)
     queue.add_after(("ns", "a"), 1.0)  # not running: nothing to schedule it on
+
+
+async def test_reconciles_are_counted_timed_and_errors_named(
+    running: Callable[[WorkQueue], None],
+) -> None:
+    metrics = OperatorMetrics()
+    retried: list[tuple[tuple[str, str], str]] = []
+    done = asyncio.Event()
+    calls = 0
+
+    async def handle(namespace: str, name: str) -> float | None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise LookupError("gone")
+        done.set()
+        return None
+
+    def on_error(key: tuple[str, str], exc: Exception) -> float:
+        retried.append((key, type(exc).__name__))
+        return 0.01
+
+    queue = WorkQueue(handle, workers=1, metrics=metrics, on_error=on_error)
+    running(queue)
+    queue.add("ns", "a")
+    await asyncio.wait_for(done.wait(), 5)
+    assert retried == [(("ns", "a"), "LookupError")]
+    value = metrics.registry.get_sample_value
+    assert value("asya_operator_reconciles_total", {"result": "ok"}) == 1
+    assert value("asya_operator_reconciles_total", {"result": "error"}) == 1
+    assert value("asya_operator_reconcile_errors_total", {"error": "LookupError"}) == 1
+    assert value("asya_operator_reconcile_duration_seconds_count") == 2
+    assert value("asya_operator_workqueue_depth") == 0

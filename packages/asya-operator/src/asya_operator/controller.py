@@ -20,12 +20,13 @@ from .builders import ACTOR_LABEL, MANAGED_BY
 from .finalizers import FINALIZER
 from .health import Check, Health
 from .kubeclient import KubeClient, KubeError, resource_path
+from .metrics import OperatorMetrics
 from .model import KIND
 from .queues import QueueManager
 from .reconcile import API_VERSION, Reconciler, now
 from .supervise import supervise
 from .watching import objects
-from .workqueue import WorkQueue
+from .workqueue import ERROR_DELAY, WorkQueue
 
 __all__ = ["API_ERROR_DELAY", "FINALIZER", "Controller"]
 
@@ -42,6 +43,16 @@ def watch_name(api_version: str, kind: str, namespace: str | None) -> str:
     return f"{namespace}/{plural}" if namespace else plural
 
 
+def _retry_after_error(key: tuple[str, str], exc: Exception) -> float:
+    """A reconcile that raised: an API error is retried soon with one line in the log; anything
+    else is a bug, logged with its traceback and retried later (:data:`ERROR_DELAY`)."""
+    if isinstance(exc, KubeError):
+        log.warning("reconcile %s/%s: API error (%s); retrying", *key, exc)
+        return API_ERROR_DELAY
+    log.error("reconcile %s/%s failed; retrying", *key, exc_info=exc)
+    return ERROR_DELAY
+
+
 class Controller:
     def __init__(
         self,
@@ -53,13 +64,16 @@ class Controller:
         workers: int = 4,
         clock: Callable[[], str] = now,
         health: Health | None = None,
+        metrics: OperatorMetrics | None = None,
     ) -> None:
         self.kube = kube
         self.queues = queues
         self.namespaces = namespaces
         self.resync = resync
         self.reconciler = Reconciler(kube, queues, clock=clock)
-        self.work = WorkQueue(self._reconcile_key, workers=workers)
+        self.work = WorkQueue(
+            self.reconciler.reconcile, workers=workers, metrics=metrics, on_error=_retry_after_error
+        )
         self.health = health or Health()
 
     @property
@@ -77,13 +91,6 @@ class Controller:
     async def reconcile(self, namespace: str, name: str) -> float | None:
         """One reconcile of one Asya, now (see :meth:`Reconciler.reconcile`)."""
         return await self.reconciler.reconcile(namespace, name)
-
-    async def _reconcile_key(self, namespace: str, name: str) -> float | None:
-        try:
-            return await self.reconciler.reconcile(namespace, name)
-        except KubeError as exc:
-            log.warning("reconcile %s/%s: API error (%s); retrying", namespace, name, exc)
-            return API_ERROR_DELAY
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run every task, each supervised, until ``stop`` is set."""

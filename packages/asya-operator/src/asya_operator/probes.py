@@ -1,4 +1,5 @@
-"""The probe server: GET /healthz (liveness) and /readyz (readiness), JSON, over plain asyncio.
+"""The probe server: GET /healthz (liveness) and /readyz (readiness), JSON, and /metrics
+(Prometheus text, :mod:`.metrics`), over plain asyncio.
 
 ``/readyz`` answers 200 while every check of the :class:`~.health.Health` passes and 503 naming
 each check's state otherwise: ``{"ready": false, "checks": {"asyas": "Forbidden: ..."}}``.
@@ -14,6 +15,7 @@ import logging
 from http import HTTPStatus
 
 from .health import Health
+from .metrics import CONTENT_TYPE, OperatorMetrics
 
 __all__ = ["ProbeServer"]
 
@@ -36,7 +38,7 @@ def answer(health: Health, method: str, path: str) -> tuple[HTTPStatus, dict[str
             live, failing = health.liveness()
             return _status(live), {"live": live, "failing": failing}
         case _:
-            return HTTPStatus.NOT_FOUND, {"error": f"no {path}; try /healthz or /readyz"}
+            return HTTPStatus.NOT_FOUND, {"error": f"no {path}; try /healthz, /readyz or /metrics"}
 
 
 def _status(ok: bool) -> HTTPStatus:
@@ -44,8 +46,9 @@ def _status(ok: bool) -> HTTPStatus:
 
 
 class ProbeServer:
-    def __init__(self, health: Health) -> None:
+    def __init__(self, health: Health, metrics: OperatorMetrics | None = None) -> None:
         self.health = health
+        self.metrics = metrics or OperatorMetrics()
         self.port: int | None = None
         self._server: asyncio.Server | None = None
 
@@ -76,11 +79,15 @@ class ProbeServer:
         async with asyncio.timeout(_READ_TIMEOUT):
             head = await reader.readuntil(b"\r\n\r\n")
         method, target, *_ = [*head.decode("latin-1").split(" ", 2), "", ""]
-        status, body = answer(self.health, method, target.partition("?")[0])
-        payload = json.dumps(body).encode() + b"\n"
+        path = target.partition("?")[0]
+        if path == "/metrics" and method in ("GET", "HEAD"):
+            status, payload, content_type = HTTPStatus.OK, self.metrics.render(), CONTENT_TYPE
+        else:
+            status, body = answer(self.health, method, path)
+            payload, content_type = json.dumps(body).encode() + b"\n", "application/json"
         lines = [
             f"HTTP/1.1 {status.value} {status.phrase}",
-            "Content-Type: application/json",
+            f"Content-Type: {content_type}",
             f"Content-Length: {len(payload)}",
             "Connection: close",
         ]

@@ -17,6 +17,7 @@ from .controller import Controller
 from .health import Check, Health
 from .kubeclient import KubeClient
 from .leader import LeaderElector
+from .metrics import OperatorMetrics
 from .probes import ProbeServer
 from .queues import QueueManager
 from .settings import OperatorSettings
@@ -42,7 +43,8 @@ class Operator:
             duration=settings.lease_duration,
             check=self.health.check("lease") if settings.leader_election else Check("lease"),
         )
-        self.probes = ProbeServer(self.health)
+        self.metrics = OperatorMetrics()
+        self.probes = ProbeServer(self.health, self.metrics)
         self.listening = asyncio.Event()
         """Set once the probe server listens (its port in ``probes.port``), or is off."""
         self.lost = False
@@ -53,6 +55,7 @@ class Operator:
             resync=settings.resync,
             workers=settings.workers,
             health=self.health,
+            metrics=self.metrics,
         )
 
     async def run(self, stop: asyncio.Event) -> int:

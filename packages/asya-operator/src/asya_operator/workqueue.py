@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import TypeAlias
+
+from .metrics import OperatorMetrics
 
 __all__ = ["ERROR_DELAY", "Key", "WorkQueue"]
 
@@ -19,15 +22,31 @@ log = logging.getLogger("asya_operator")
 Key: TypeAlias = tuple[str, str]
 """(namespace, name)."""
 Handler: TypeAlias = Callable[[str, str], Awaitable[float | None]]
+OnError: TypeAlias = Callable[[Key, Exception], float]
+"""Called with a key whose handler raised: logs it, and says in how many seconds to retry."""
 
 ERROR_DELAY = 10.0
 """Seconds before a key whose handler raised runs again."""
 
 
+def _retry_later(key: Key, exc: Exception) -> float:
+    log.error("reconcile %s/%s failed; retrying", *key, exc_info=exc)
+    return ERROR_DELAY
+
+
 class WorkQueue:
-    def __init__(self, handler: Handler, *, workers: int = 4) -> None:
+    def __init__(
+        self,
+        handler: Handler,
+        *,
+        workers: int = 4,
+        metrics: OperatorMetrics | None = None,
+        on_error: OnError | None = None,
+    ) -> None:
         self.handler = handler
         self.workers = workers
+        self.on_error = on_error or _retry_later
+        self.metrics = metrics or OperatorMetrics()
         self.idle = asyncio.Event()
         """Set while nothing is queued or running (a requeue timer may still be pending)."""
         self._queue: asyncio.Queue[Key] = asyncio.Queue()
@@ -35,6 +54,7 @@ class WorkQueue:
         self._busy: set[Key] = set()
         self._again: set[Key] = set()
         self._tg: asyncio.TaskGroup | None = None
+        self.metrics.track_depth(self._queue.qsize)
 
     def add(self, namespace: str, name: str) -> None:
         key = (namespace, name)
@@ -68,13 +88,16 @@ class WorkQueue:
                 self._tg = None
 
     async def _handle(self, key: Key) -> float | None:
+        started = time.perf_counter()
         try:
-            return await self.handler(*key)
+            delay = await self.handler(*key)
         except asyncio.CancelledError:
             raise
-        except Exception:
-            log.exception("reconcile %s/%s failed; retrying", *key)
-            return ERROR_DELAY
+        except Exception as exc:  # noqa: BLE001 - counted, then handed to on_error (logged)
+            self.metrics.observe(time.perf_counter() - started, exc)
+            return self.on_error(key, exc)
+        self.metrics.observe(time.perf_counter() - started, None)
+        return delay
 
     async def _worker(self) -> None:
         while True:

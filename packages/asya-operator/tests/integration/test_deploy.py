@@ -271,6 +271,12 @@ def test_the_operator_is_probed_on_its_probe_server(port: int | None) -> None:
     # restart comes within 30 s of that
     assert live["periodSeconds"] * live["failureThreshold"] <= 30
     assert ready["periodSeconds"] <= 10
+    # Prometheus scrapes /metrics on the same port.
+    assert dep["spec"]["template"]["metadata"]["annotations"] == {
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": str(port or 8081),
+        "prometheus.io/path": "/metrics",
+    }
 
 
 def test_keda_crds_source() -> None:
