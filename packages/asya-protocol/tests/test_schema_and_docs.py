@@ -44,7 +44,10 @@ def test_valid_vectors_match_envelope_schema() -> None:
 
 def test_reply_vectors_match_runtime_schemas() -> None:
     runtime = _schema("runtime")
-    kinds = {k: jsonschema.Draft202012Validator(runtime[k]) for k in ("ok", "error", "progress")}
+    kinds = {
+        k: jsonschema.Draft202012Validator(runtime[k])
+        for k in ("ok", "error", "progress", "partial")
+    }
     for vector in load_vectors("replies"):
         if vector["kind"] in kinds:
             kinds[vector["kind"]].validate(json.loads(vector["body"]))
