@@ -20,6 +20,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 from pydantic import BaseModel, Field
 from sse_starlette import EventSourceResponse, ServerSentEvent
+from starlette.routing import Match
 
 from .db import Job, JobEvent
 from .errors import (
@@ -279,6 +280,27 @@ async def invalid_query(_: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": str(exc), "field": field}, status_code=422)
 
 
+_METHODS = ("DELETE", "GET", "PATCH", "POST", "PUT")
+
+
+async def method_not_allowed(request: Request, exc: Exception) -> JSONResponse:
+    """405 with an ``Allow`` naming every method of the path (Starlette names only those of
+    the first route that matched it, e.g. ``POST`` alone for ``PUT /jobs``). ``HEAD`` is
+    served nowhere (the MCP route's implicit one gets the SDK's 405), so it is not named."""
+    path = request.url.path
+    allowed = [
+        method
+        for method in _METHODS
+        if any(
+            route.matches({"type": "http", "path": path, "root_path": "", "method": method})[0]
+            is Match.FULL
+            for route in request.app.router.routes
+        )
+    ]
+    headers = {"Allow": ", ".join(allowed)}
+    return JSONResponse({"detail": "Method Not Allowed"}, status_code=405, headers=headers)
+
+
 async def internal_error(request: Request, exc: Exception) -> JSONResponse:
     """Any unexpected exception: a JSON 500 with a correlation id and nothing else (no
     traceback, no SQL); the log has the traceback under the same id."""
@@ -348,6 +370,7 @@ def build_api(gateway: Gateway, metrics: Metrics, supervisor: Supervisor) -> Fas
     app.add_exception_handler(NoSuchJob, no_such_job)
     app.add_exception_handler(JobFinished, job_finished)
     app.add_exception_handler(DatabaseUnavailable, database_unavailable)
+    app.add_exception_handler(405, method_not_allowed)
     app.add_exception_handler(InvalidQuery, invalid_query)
     app.add_exception_handler(RecursionError, too_deep_to_serve)
     app.add_exception_handler(Exception, internal_error)

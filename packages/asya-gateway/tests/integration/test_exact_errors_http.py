@@ -267,3 +267,22 @@ async def test_an_unexpected_error_is_a_bare_500_with_a_correlation_id(
     logged = [r for r in caplog.records if body["correlation_id"] in r.getMessage()]
     assert logged
     assert logged[0].exc_info is not None
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allow"),
+    [
+        ("PUT", "/jobs", "GET, POST"),
+        ("DELETE", "/jobs/some-id", "GET"),
+        ("GET", "/jobs/some-id/cancel", "POST"),
+        ("PUT", "/mcp", "DELETE, GET, POST"),
+    ],
+)
+async def test_a_wrong_method_gets_405_naming_every_allowed_one(
+    gateway: Any, method: str, path: str, allow: str
+) -> None:
+    async with httpx.AsyncClient(base_url=gateway.url, headers=AUTH) as http:
+        response = await http.request(method, path)
+    assert response.status_code == 405
+    assert response.headers["allow"] == allow
+    assert response.headers["content-type"] == "application/json"
