@@ -4,6 +4,8 @@ job's message, in order, before its result, which is routed unchanged; the rate 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -11,7 +13,19 @@ from typing import Any
 
 import pytest
 
-from asya_protocol import JOB_HEADER, EventType, StepEvent, decode_event
+from asya_protocol import (
+    JOB_HEADER,
+    EventType,
+    StepEvent,
+    decode_event,
+    encode_error,
+    encode_frame,
+    encode_ok,
+    encode_partial,
+    is_control_frame,
+    read_frame,
+)
+from asya_testing.processes import short_socket_path
 
 HANDLER = "streaming_handlers:words"
 TEXT = "one two three four five six seven eight nine ten"
@@ -136,3 +150,41 @@ async def test_an_oversized_partial_is_replaced_by_a_marker(
     assert all(
         sum(len(json.dumps(c, separators=(",", ":"))) for c in e.chunks) <= 64 for e in partial
     )
+
+
+@asynccontextmanager
+async def unasked_partial_runtime(path: str) -> AsyncIterator[None]:
+    """A base-protocol runtime (it answers control frames with parse_error) that sends a
+    partial result anyway before each reply: it broke the protocol."""
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError):
+            while (frame := await read_frame(reader)) is not None:
+                if is_control_frame(frame):
+                    writer.write(encode_frame(encode_error("parse_error", "not JSON")))
+                else:
+                    writer.write(encode_frame(encode_partial("unasked")))
+                    writer.write(encode_frame(encode_ok(json.loads(frame))))
+                await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_unix_server(serve, path)
+    try:
+        yield
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def test_a_partial_result_without_negotiation_is_a_protocol_error(
+    bus: Any, run_sidecars: Any
+) -> None:
+    path = short_socket_path()
+    q = bus.queue("unasked")
+    sidecar = bus.sidecar(q, path)
+    async with unasked_partial_runtime(path), run_sidecars([sidecar]):
+        await bus.publish(q, {"id": "u-1", "route": {"steps": [q]}, "payload": {"n": 1}})
+        [failed] = await bus.take(bus.error_end, 1, timeout=30)
+    assert failed["id"] == "u-1"
+    assert failed["payload"]["error"] == "protocol_error"
+    assert "did not negotiate 'partial'" in failed["payload"]["message"]
