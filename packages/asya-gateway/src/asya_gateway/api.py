@@ -191,6 +191,7 @@ async def metrics(metrics: MetricsDep) -> Response:
             "description": "the job, started",
             "content": {"application/json": {"schema": _JOB_SCHEMA}},
         },
+        400: _detail("the body is not JSON"),
         404: _detail("unknown tool"),
         422: _detail("invalid arguments, naming each field; or arguments nested too deep"),
         **_COMMON,
