@@ -2,10 +2,10 @@
 in front of the REST routes and the mounted MCP app alike; and :class:`JsonRpcGuard`, in front
 of the SDK's transport, which answers every JSON-RPC message the SDK would not (see there).
 
-The ``Host`` header must name an allowed host (421 otherwise, on every path but /healthz and
-/readyz, which kubelets probe by the pod's address): with a page of another site able to reach
-a local gateway through a name that resolves to 127.0.0.1 (DNS rebinding), the Host is what
-tells the two apart.
+The ``Host`` header must name an allowed host (421 otherwise, on every path but /healthz,
+/readyz and /metrics, which kubelets and Prometheus fetch by the pod's address): with a page
+of another site able to reach a local gateway through a name that resolves to 127.0.0.1 (DNS
+rebinding), the Host is what tells the two apart.
 
 The body is read here, whole, before any route sees it, under three limits:
 
@@ -30,6 +30,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from asya_protocol import MAX_JSON_DEPTH, EnvelopeError, NestingTooDeepError, check_json
 
 __all__ = [
+    "ANY_HOST_PATHS",
     "OPEN_PATHS",
     "SESSIONS_RETRY_AFTER",
     "AuthAndLimits",
@@ -40,6 +41,9 @@ __all__ = [
 ]
 
 OPEN_PATHS = frozenset({"/healthz", "/readyz"})
+# Fetched by infrastructure by the pod's address (kubelet probes, a Prometheus scrape): no
+# Host check (/metrics still needs a token).
+ANY_HOST_PATHS = OPEN_PATHS | {"/metrics"}
 PARSE_ERROR = -32700
 INVALID_REQUEST = -32600
 INVALID_PARAMS = -32602
@@ -114,7 +118,7 @@ class AuthAndLimits:
     ) -> tuple[int, dict[str, Any], list[tuple[bytes, bytes]]] | None:
         """Status, body and headers of a refusal on the headers alone, or None."""
         host = headers.get("host", "")
-        if path not in OPEN_PATHS and not host_allowed(host, self.allowed_hosts):
+        if path not in ANY_HOST_PATHS and not host_allowed(host, self.allowed_hosts):
             refused = f"host {host!r} is not served here (ASYA_GATEWAY_ALLOWED_HOSTS)"
             return 421, {"detail": refused}, []
         if path not in OPEN_PATHS and self.tokens:

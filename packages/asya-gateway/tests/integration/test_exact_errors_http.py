@@ -150,7 +150,7 @@ async def test_a_nul_character_is_refused_before_sql(
     }
 
 
-@pytest.mark.parametrize("path", ["/jobs", "/mcp", "/metrics", "/openapi.json"])
+@pytest.mark.parametrize("path", ["/jobs", "/jobs/x", "/mcp", "/openapi.json"])
 async def test_another_host_is_refused(gateway: Any, path: str) -> None:
     port = gateway.url.rsplit(":", 1)[1]
     evil = {"Host": f"evil.example:{port}", "Origin": f"http://evil.example:{port}"}
@@ -161,8 +161,12 @@ async def test_another_host_is_refused(gateway: Any, path: str) -> None:
         for host in (f"localhost:{port}", "127.0.0.1:9999", f"[::1]:{port}"):
             served = await http.get("/jobs", headers={"Host": host})
             assert served.status_code == 200, (host, served.text)
-        # Probes come by the pod's address: never refused for their Host.
+        # Probes and scrapes come by the pod's address: never refused for their Host.
         assert (await http.get("/healthz", headers=evil)).status_code == 200
+        assert (await http.get("/metrics", headers=evil)).status_code == 200
+        assert (
+            await http.get("/metrics", headers={**evil, "Authorization": ""})
+        ).status_code == 401
 
 
 async def test_the_allow_list_setting(
