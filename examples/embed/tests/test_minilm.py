@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 import pytest
-from minilm import MAX_TOKENS, MiniLM, erf, gelu
+from minilm import MAX_TOKENS, MiniLM, erf, gelu_erf, gelu_tanh
 
 # The cosine similarities sentence-transformers' documentation prints for all-MiniLM-L6-v2
 # (sbert.net: quickstart and "Semantic Textual Similarity"), four decimals.
@@ -26,18 +26,32 @@ def test_erf_matches_the_standard_library() -> None:
     assert erf(xs).dtype == np.float32
 
 
-def test_gelu_is_the_erf_form() -> None:
-    xs = np.linspace(-6, 6, 1201, dtype=np.float32)
+def test_gelu_forms() -> None:
+    xs = np.linspace(-12, 12, 24_001, dtype=np.float32)
     exact = np.array([0.5 * x * (1 + math.erf(x / math.sqrt(2))) for x in xs.astype(float)])
-    assert np.abs(gelu(xs) - exact).max() < 1e-6
+    assert np.abs(gelu_erf(xs.copy()) - exact).max() < 2e-6
+    assert np.abs(gelu_tanh(xs.copy()) - exact).max() < 5e-4
+
+
+@pytest.fixture(scope="module")
+def exact_model() -> MiniLM:
+    return MiniLM(exact_gelu=True)
+
+
+def test_the_tanh_gelu_gives_the_exact_embeddings(model: MiniLM, exact_model: MiniLM) -> None:
+    texts = [t for pair in PUBLISHED for t in pair[:2]] + ["word " * 300, "Hi"]
+    fast, exact = model.encode(texts), exact_model.encode(texts)
+    assert np.abs(fast - exact).max() < 1e-3
+    assert float((fast * exact).sum(axis=1).min()) > 0.99999
 
 
 @pytest.mark.parametrize(("a", "b", "published"), PUBLISHED)
 def test_similarities_are_the_published_ones(
-    model: MiniLM, a: str, b: str, published: float
+    model: MiniLM, exact_model: MiniLM, a: str, b: str, published: float
 ) -> None:
-    first, second = model.encode([a, b])
-    assert float(first @ second) == pytest.approx(published, abs=6e-4)
+    for m in (model, exact_model):
+        first, second = m.encode([a, b])
+        assert float(first @ second) == pytest.approx(published, abs=6e-4)
 
 
 def test_paraphrase_is_closer_than_an_unrelated_text(model: MiniLM) -> None:
