@@ -31,6 +31,7 @@ import functools
 import json
 import logging
 import math
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from enum import StrEnum
@@ -44,15 +45,13 @@ from mcp.shared.exceptions import MCPError
 
 from . import errors
 from .__about__ import __version__
+from .api import job_view
 from .db import Job, JobEvent
 from .errors import InvalidArguments, JobFinished, NoSuchJob, StartFailed, UnknownTool
 from .jobs import JobQuery
 from .jobstate import HistoryKind, JobStatus
 from .service import Gateway
 from .tools import DEFAULT_WAIT, Tool
-
-PARTIAL = "partial"
-"""The history kind of a step's partial results (``{"actor", "chunks": [...]}``)."""
 
 __all__ = [
     "JOB_RESULT",
@@ -127,12 +126,12 @@ def job_task(job: Job, retention: float) -> dict[str, Any]:
 
 def job_summary(job: Job) -> dict[str, Any]:
     """What a tool call answers about a job: its id, status, and result or error."""
-    status = job.job_status
+    view = job_view(job)  # errors as REST shows them: no handler tracebacks
     summary: dict[str, Any] = {"job_id": job.id, "status": job.status}
-    if status is JobStatus.SUCCEEDED:
-        summary["result"] = job.result
-    elif job.error is not None:
-        summary["error"] = job.error
+    if job.job_status is JobStatus.SUCCEEDED:
+        summary["result"] = view["result"]
+    elif view["error"] is not None:
+        summary["error"] = view["error"]
     return summary
 
 
@@ -285,6 +284,8 @@ async def job_result(ctx: McpContext, arguments: dict[str, Any]) -> types.CallTo
         job = await gateway.get(job_id)
     except NoSuchJob:
         return _tool_error(f"no such job: {job_id}")
+    except errors.InvalidQuery as exc:
+        return _tool_error(f"invalid arguments: {exc}")
     return await _follow(ctx, job, float(wait), gateway.tools.get(job.tool))
 
 
@@ -349,7 +350,7 @@ class ProgressForwarder:
         if event.type == HistoryKind.PROGRESS and event.data.get("progress") is not None:
             message = event.data.get("message") or event.data.get("actor")
             await self._send(float(event.data["progress"]), message)
-        elif event.type == PARTIAL:
+        elif event.type == HistoryKind.PARTIAL:
             await self._send(None, partial_text(event.data.get("chunks", [])))
 
     async def done(self) -> None:
@@ -438,7 +439,9 @@ Handler = Callable[[McpContext, P], Awaitable[R]]
 
 def available(handler: Handler[P, R]) -> Handler[P, R]:
     """``handler``, answering JSON-RPC error :data:`UNAVAILABLE` while the database is down
-    (naming the cause, no SQL), as REST answers 503."""
+    (naming the cause, no SQL), as REST answers 503; -32602 for a string the database cannot
+    hold (:class:`~asya_gateway.errors.InvalidQuery`, REST's 422); and for anything unexpected
+    -32603 with a correlation id and nothing else, the traceback going to the log under it."""
 
     @functools.wraps(handler)
     async def answer(ctx: McpContext, params: P) -> R:
@@ -446,6 +449,18 @@ def available(handler: Handler[P, R]) -> Handler[P, R]:
             return await handler(ctx, params)
         except errors.DatabaseUnavailable as exc:
             raise MCPError(UNAVAILABLE, str(exc), {"status": 503, "retry_after": 2}) from None
+        except errors.InvalidQuery as exc:
+            raise MCPError(types.INVALID_PARAMS, str(exc)) from None
+        except MCPError:
+            raise
+        except Exception as exc:
+            correlation = uuid.uuid4().hex
+            log.error(
+                "unexpected error in an MCP request (correlation id %s)", correlation, exc_info=exc
+            )
+            raise MCPError(
+                types.INTERNAL_ERROR, "internal error", {"correlation_id": correlation}
+            ) from None
 
     return answer
 

@@ -21,6 +21,7 @@ from asya_gateway import parse_tools
 from asya_testing import AmqpNames
 
 from .conftest import TOKEN, tools_doc
+from .test_mcp import _rpc, _task_session
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 GREETING = {"result": "Classified as greeting"}
@@ -167,3 +168,32 @@ async def test_a_cancelled_call_cancels_its_job(gateway: Any, actors: None, mode
             tg.cancel_scope.cancel()
         cancelled = await _status_becomes(http, job["id"], "cancelled")
     assert cancelled["result"] is None
+
+
+async def test_errors_reach_mcp_clients_without_tracebacks_or_sql(
+    gateway: Any, actors: None
+) -> None:
+    async with client(gateway.url) as mcp:
+        failed = await mcp.call_tool("broken", {})
+        nul = await mcp.call_tool("asya_job_result", {"job_id": "a\x00b"})
+    assert failed.is_error
+    body = _body(failed)
+    assert body["status"] == "failed"
+    assert "the model is broken" in json.dumps(body["error"])
+    assert "Traceback" not in failed.content[0].text  # type: ignore[union-attr]
+    assert "traceback" not in body["error"]
+    assert nul.is_error
+    assert nul.content[0].text == (  # type: ignore[union-attr]
+        "invalid arguments: job_id: contains a NUL character (U+0000)"
+    )
+    headers = {**AUTH, "Accept": "application/json, text/event-stream"}
+    async with httpx.AsyncClient(base_url=gateway.url, headers=headers) as http:
+        session = await _task_session(http)
+        for rid, (method, params) in enumerate(
+            [("tasks/get", {"taskId": "x\x00"}), ("tasks/list", {"cursor": "\x00"})], start=2
+        ):
+            answer = await _rpc(http, session, rid, method, params)
+            assert answer["error"]["code"] == -32602, answer
+            assert "NUL" in answer["error"]["message"]
+            assert "SELECT" not in json.dumps(answer)
+        await http.delete("/mcp", headers=session)
