@@ -14,6 +14,7 @@ from typing import Any
 import msgspec
 
 from asya_protocol import (
+    JOB_HEADER,
     MAX_ENVELOPE_DEPTH,
     Envelope,
     EnvelopeError,
@@ -27,7 +28,6 @@ from asya_protocol import (
 
 __all__ = ["JOB_HEADER", "Unusable", "first_envelope", "step_event", "terminal_message"]
 
-JOB_HEADER = "asya-job-id"
 _encoder = msgspec.json.Encoder()
 
 
