@@ -223,7 +223,11 @@ async def run(args: argparse.Namespace) -> list[Result]:
             runtime_process(
                 HANDLER,
                 python_path=[str(EXAMPLE)],
-                env={"ASYA_LOG_LEVEL": "WARNING", "ASYA_RUNTIME_CONCURRENCY": "1", **threads},
+                env={
+                    "ASYA_LOG_LEVEL": "WARNING",
+                    "ASYA_RUNTIME_CONCURRENCY": str(args.concurrency),
+                    **threads,
+                },
                 log_dir=Path(logs),
                 ready_timeout=60,
             )
@@ -245,7 +249,9 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=1000, help="measured per batch size")
     parser.add_argument("--warmup", type=int, default=100, help="results dropped first")
     parser.add_argument("--window", type=int, default=64, help="messages in flight")
-    parser.add_argument("--concurrency", type=int, default=1, help="the sidecar's slots")
+    parser.add_argument(
+        "--concurrency", type=int, default=1, help="the sidecar's slots and the runtime's"
+    )
     parser.add_argument("--sizes", type=int, nargs="+", default=list(SIZES))
     parser.add_argument("--rounds", type=int, default=2, help="each size measured this often")
     parser.add_argument(
