@@ -16,5 +16,5 @@ def test_readme_examples_run() -> None:
 def test_readme_runs_the_pipeline_file_and_the_tool_that_exist() -> None:
     text = README.read_text()
     assert "hatch run embed:asya dev examples/embed/pipeline.yaml" in text
-    assert "hatch run embed:asya call classify_text" in text
+    assert '"$(hatch env find embed)/bin/asya" call classify_text' in text
     assert "kubectl apply -f examples/embed/asya.yaml" in text
