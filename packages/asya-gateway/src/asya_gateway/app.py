@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
@@ -24,6 +25,7 @@ from .mcp_server import build_mcp_server
 from .middleware import AuthAndLimits, JsonRpcGuard
 from .migrate import upgrade
 from .notify import Notifier
+from .retention import PURGE_EVERY
 from .service import Gateway
 from .settings import GatewaySettings
 from .supervise import Health, Supervisor
@@ -83,6 +85,7 @@ def create_app(
         broker=broker,
         notifier=notifier,
         default_timeout=settings.default_timeout,
+        retention=settings.job_retention,
     )
     supervisor = _supervisor(settings, gateway, notifier)
     api = build_api(gateway, Metrics.create(), supervisor)
@@ -141,10 +144,15 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 async def _sweep(gateway: Gateway, health: Health) -> None:
-    """Time out overdue jobs every second; a database error ends it (the supervisor restarts
+    """Time out overdue jobs every second, and purge the jobs past the retention every
+    :data:`~.retention.PURGE_EVERY` seconds; a database error ends it (the supervisor restarts
     it after the backoff)."""
+    purged_at = -PURGE_EVERY
     while True:
         for job_id in await gateway.time_out_overdue():
             log.info("job %s timed out", job_id)
+        if time.monotonic() - purged_at >= PURGE_EVERY:
+            await gateway.purge_expired()
+            purged_at = time.monotonic()
         health.ok()
         await asyncio.sleep(SWEEP_INTERVAL)

@@ -14,6 +14,8 @@ from asya_protocol import DEFAULT_EVENTS_EXCHANGE, SettingsError, validate_queue
 from asya_protocol.actor_settings import SidecarSettings
 from asya_protocol.settings import boolean, choice, integer, listed, load, number, text, var
 
+from .retention import DEFAULT_RETENTION
+
 __all__ = ["LOOPBACK_HOSTS", "AuthMode", "GatewaySettings", "SettingsError", "database_url"]
 
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "[::1]"})
@@ -101,6 +103,11 @@ class GatewaySettings:
     default_timeout: float = var(
         "ASYA_GATEWAY_DEFAULT_TIMEOUT", number(0.0, above=True), default=3600.0
     )
+    job_retention: float = var(
+        "ASYA_GATEWAY_JOB_RETENTION", number(0.0, above=True), default=DEFAULT_RETENTION
+    )
+    """Seconds a job is kept from its creation once finished (then purged with its history);
+    MCP tasks report it as ``ttl``."""
     unhealthy_after: float = var(
         "ASYA_GATEWAY_UNHEALTHY_AFTER", number(0.0, above=True), default=120.0
     )

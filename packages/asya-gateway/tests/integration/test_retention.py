@@ -3,12 +3,17 @@ their history, in batches; unfinished and recent jobs stay."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 from collections.abc import AsyncIterator
+from dataclasses import replace
+from typing import Any
 
+import httpx
 import pytest
 from sqlalchemy import func, select, update
 
+from asya_gateway import GatewaySettings
 from asya_gateway.db import Job, JobEvent, make_engine, utcnow
 from asya_gateway.jobs import JobStore
 from asya_gateway.jobstate import Cancel, Published
@@ -16,6 +21,9 @@ from asya_gateway.migrate import upgrade
 from asya_gateway.notify import Notifier
 from asya_gateway.retention import purge_expired
 
+from .conftest import TOKEN, serve
+
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
 HOUR = 3600.0
 
 
@@ -69,3 +77,23 @@ async def test_a_backlog_is_purged_in_batches_and_bounded_per_pass(store: JobSto
     assert await purge_expired(store.engine, HOUR, batch=2) == 1
     assert await _count(store, Job, ids) == 0
     assert await _count(store, JobEvent, ids) == 0
+
+
+async def test_the_running_gateway_purges_on_its_own(
+    gateway_settings: GatewaySettings, tools: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("asya_gateway.app.PURGE_EVERY", 0.1)
+    settings = replace(gateway_settings, job_retention=0.3)
+    async with (
+        serve(settings, tools) as gateway,
+        httpx.AsyncClient(base_url=gateway.url, headers=AUTH) as http,
+    ):
+        # "nowhere" has no queue bound to its first step: the job fails (finishes) at once.
+        created = await http.post("/jobs", json={"tool": "nowhere", "arguments": {}})
+        assert created.status_code == 503, created.text
+        job_id = created.json()["id"]
+        async with asyncio.timeout(15):
+            while True:
+                if (await http.get(f"/jobs/{job_id}")).status_code == 404:
+                    break
+                await asyncio.sleep(0.1)
