@@ -9,6 +9,7 @@ from typing import Any
 
 import yaml
 
+from asya_cli import load_pipeline
 from asya_operator.builders import Actor, sidecar_container, workload
 from asya_operator.scheduling import startup_probe
 
@@ -32,9 +33,16 @@ def containers(actor: Actor) -> dict[str, dict[str, Any]]:
 
 
 def test_one_asya_per_actor_of_the_pipeline() -> None:
-    pipeline = yaml.safe_load((EXAMPLE / "pipeline.yaml").read_text())
-    assert {name: a.spec.handler for name, a in actors().items()} == pipeline["actors"]
-    assert {a.queue for a in actors().values()} == set(pipeline["tools"][0]["steps"])
+    pipeline = load_pipeline(EXAMPLE / "pipeline.yaml")
+    assert {name: a.spec.handler for name, a in actors().items()} == pipeline.actors
+    assert {a.queue for a in actors().values()} == set(pipeline.tools["classify_text"].steps)
+
+
+def test_asya_dev_batches_as_the_deployment_does() -> None:
+    caps = load_pipeline(EXAMPLE / "pipeline.yaml").batch["embed"]
+    env = {e["name"]: e.get("value") for e in sidecar_container(actors()["embed"])["env"]}
+    assert env["ASYA_BATCH_MAX_SIZE"] == str(caps.max_size)
+    assert float(env["ASYA_BATCH_MAX_WAIT"]) == caps.max_wait
 
 
 def test_embed_asks_for_a_gpu_and_batches() -> None:

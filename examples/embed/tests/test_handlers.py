@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
-import yaml
-
+from asya_cli import load_pipeline
 from asya_runtime.loader import HandlerKind, load_handler
 
 EXAMPLE = Path(__file__).resolve().parents[1]
 
 
 def actors() -> dict[str, str]:
-    pipeline: dict[str, Any] = yaml.safe_load((EXAMPLE / "pipeline.yaml").read_text())
-    return pipeline["actors"]
+    return load_pipeline(EXAMPLE / "pipeline.yaml").actors
 
 
 def test_chunk_gives_one_message_per_sentence() -> None:

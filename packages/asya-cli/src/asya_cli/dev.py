@@ -30,7 +30,7 @@ from asya_sidecar import (
 )
 
 from .errors import DevError
-from .pipeline import Pipeline
+from .pipeline import BatchCaps, Pipeline
 from .runtimes import Runtime, spawn_runtimes, stop_runtimes, wait_ready
 
 __all__ = ["DevError", "Options", "run_dev"]
@@ -66,13 +66,22 @@ async def run_dev(pipeline: Pipeline, options: Options, say: Callable[[str], Non
         if not await wait_ready(runtimes, pipeline.folder, stop):
             return
         for runtime in runtimes:
-            say(f"runtime  {runtime.actor:<14} {runtime.handler}")
+            say(f"runtime  {runtime.actor:<14} {runtime.handler}{_caps(pipeline, runtime.actor)}")
         await _serve(pipeline, options, runtimes, workdir, stop, say)
     finally:
         stop.set()
         await asyncio.to_thread(stop_runtimes, runtimes)
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
+
+
+def _caps(pipeline: Pipeline, actor: str) -> str:
+    caps = pipeline.batch.get(actor)
+    if caps is None:
+        return ""
+    size = "the handler's" if caps.max_size is None else str(caps.max_size)
+    wait = "the handler's" if caps.max_wait is None else f"{caps.max_wait:g} s"
+    return f"  (batches: at most {size}, waiting at most {wait})"
 
 
 async def _serve(
@@ -94,12 +103,15 @@ async def _serve(
     )
     sidecars: list[Sidecar] = []
     for runtime in runtimes:
+        caps = pipeline.batch.get(runtime.actor, BatchCaps())
         sc = SidecarSettings(
             actor=runtime.actor,
             socket_path=runtime.socket_path,
             http_port=None,
             runtime_wait=30,
             rabbitmq_url=options.rabbitmq_url or SidecarSettings.rabbitmq_url,
+            batch_max_size=caps.max_size,
+            batch_max_wait=caps.max_wait,
         )
         sidecars.append(amqp_sidecar(sc) if options.rabbitmq_url else memory_sidecar(broker, sc))
     factory = (
