@@ -116,7 +116,10 @@ class Gateway:
             while True:
                 wake.clear()
                 try:
-                    events, finished = await self._since(job_id, after)
+                    # Shielded: a follower that goes away (an SSE client, a cancelled MCP call)
+                    # must not cancel a read in the middle, which would leave its database
+                    # connection to be torn down in the background (aiosqlite's close task).
+                    events, finished = await asyncio.shield(self._since(job_id, after))
                 except DatabaseUnavailable:
                     events, finished = [], False
                 for event in events:
