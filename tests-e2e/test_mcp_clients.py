@@ -89,7 +89,9 @@ def mcp_clients() -> Path:
         return CLIENTS
     try:
         done = subprocess.run(
-            [npm, "ci", "--no-audit", "--no-fund"],
+            # --ignore-scripts: the one install script in the lock, the Inspector's postinstall,
+            # only installs its own clients' dependencies in a source checkout (a no-op here).
+            [npm, "ci", "--no-audit", "--no-fund", "--ignore-scripts"],
             cwd=CLIENTS,
             capture_output=True,
             text=True,
@@ -276,6 +278,39 @@ async def test_inspector_cli_lists_tools_and_gets_the_result(
     assert called["structuredContent"]["status"] == "succeeded", called
     assert called["structuredContent"]["result"] == GREETING
     assert body(called)["result"] == GREETING
+
+
+async def inspector_call(
+    clients: Path, home: Path, url: str, era: str, tool: str, arguments: Any
+) -> dict[str, Any]:
+    """``--method tools/call``: the tool result's ``structuredContent`` (the job summary)."""
+    args = ["--tool-name", tool, "--tool-args-json", json.dumps(arguments)]
+    called = await inspector(clients, home, url, era, "tools/call", *args)
+    assert not called.get("isError"), called
+    return dict(called["structuredContent"])
+
+
+@pytest.mark.parametrize("era", ["legacy", "modern"])
+async def test_inspector_cli_gets_a_long_jobs_result_with_asya_job_result(
+    system: ProcessPipeline, mcp_clients: Path, tmp_path: Path, era: str
+) -> None:
+    """A job outlasting the tool's wait: the call answers its id, the built-in tool the result."""
+    home = tmp_path / "home"
+    running = await inspector_call(mcp_clients, home, system.url, era, "slow_brief", {"seconds": 1})
+    assert running["status"] in ("pending", "running"), running
+    done = await inspector_call(
+        mcp_clients,
+        home,
+        system.url,
+        era,
+        "asya_job_result",
+        {"job_id": running["job_id"], "wait": 60},
+    )
+    assert done == {
+        "job_id": running["job_id"],
+        "status": "succeeded",
+        "result": {"seconds": 1, "steps": ["first", "second"]},
+    }
 
 
 async def test_ts_sdk_client_lists_and_calls_with_and_without_a_progress_token(
