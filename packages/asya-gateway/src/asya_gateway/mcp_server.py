@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import functools
 import json
 import logging
@@ -117,8 +118,8 @@ def job_task(job: Job, retention: float) -> dict[str, Any]:
         "task_id": job.id,
         "status": _TASK_STATUS[status].value,
         "status_message": status.value if status.terminal else job.message,
-        "created_at": job.created_at.isoformat(),
-        "last_updated_at": job.updated_at.isoformat(),
+        "created_at": _utc(job.created_at),
+        "last_updated_at": _utc(job.updated_at),
         "ttl": round(retention * 1000),
         "poll_interval": 1000,
     }
@@ -133,6 +134,12 @@ def job_summary(job: Job) -> dict[str, Any]:
     elif view["error"] is not None:
         summary["error"] = view["error"]
     return summary
+
+
+def _utc(moment: datetime.datetime) -> str:
+    """ISO 8601 with its UTC offset: SQLite gives back the stored moments without one."""
+    aware = moment if moment.tzinfo is not None else moment.replace(tzinfo=datetime.UTC)
+    return aware.isoformat()
 
 
 def job_result_content(job: Job, tool: Tool | None = None) -> types.CallToolResult:
@@ -173,6 +180,12 @@ def still_running(job: Job, waited: float) -> types.CallToolResult:
     )
 
 
+ANY_JSON: dict[str, Any] = {
+    "type": ["object", "array", "string", "number", "integer", "boolean", "null"]
+}
+"""A schema for any JSON value, spelled out (a bare ``{}`` is flagged by schema linters)."""
+
+
 def output_schema(result: dict[str, Any] | None) -> dict[str, Any]:
     """The ``outputSchema`` of a tool: the job summary, its ``result`` described by ``result``."""
     return {
@@ -180,8 +193,8 @@ def output_schema(result: dict[str, Any] | None) -> dict[str, Any]:
         "properties": {
             "job_id": {"type": "string"},
             "status": {"type": "string", "enum": [s.value for s in JobStatus]},
-            "result": result if result is not None else {},
-            "error": {},
+            "result": result if result is not None else ANY_JSON,
+            "error": {"type": "object"},
             "message": {"type": "string"},
         },
         "required": ["job_id", "status"],

@@ -261,6 +261,8 @@ async def test_tasks_map_onto_jobs(gateway: Any, actors: None) -> None:
         assert working["status"] == "completed"  # the call waited for it
         assert working["ttl"] == 7 * 24 * 3600 * 1000  # the job retention, from creation
         assert working["pollInterval"] == 1000
+        assert working["createdAt"].endswith("+00:00"), working  # SQLite too
+        assert working["lastUpdatedAt"].endswith("+00:00"), working
         # tasks/result waits for the job, then gives the tool result.
         result = (await _rpc(http, session, 4, "tasks/result", {"taskId": task_id}))["result"]
         assert result["structuredContent"]["result"] == {"result": "Classified as greeting"}

@@ -88,6 +88,10 @@ async def test_tools_are_described_with_title_hints_and_output_schema(gateway: A
     assert schema is not None
     assert schema["required"] == ["job_id", "status"]
     assert schema["properties"]["result"]["required"] == ["result"]
+    assert schema["properties"]["error"] == {"type": "object"}
+    any_result = listed["asya_job_result"].output_schema
+    assert any_result is not None
+    assert "null" in any_result["properties"]["result"]["type"]  # any JSON, spelled out
     assert "asya_job_result" in listed
     assert listed["asya_job_result"].input_schema["required"] == ["job_id"]
 
