@@ -107,3 +107,40 @@ async def test_a_sidecar_cap_of_one_turns_batching_off(
         seen = await flow.collect_ids(bus, expected, timeout=30)
     flow.assert_conserved(seen, expected)
     assert sizes(log) == [1] * 10
+
+
+async def test_a_partial_batch_is_flushed_at_the_maximum_wait(
+    bus: Any, runtimes: Any, run_sidecars: Any, flow: Any, tmp_path: Path
+) -> None:
+    """Three messages for batches of eight: the sidecar does not wait for five more, it sends
+    what it has once the maximum wait (0.05 s) has passed."""
+    log = tmp_path / "batches.log"
+    _, path = runtimes("batch_double", env={"BATCH_LOG": str(log)})
+    queue = bus.queue("embed")
+    sidecar = bus.sidecar(queue, path, concurrency=1)
+    async with run_sidecars([sidecar]):
+        assert sidecar.batch is not None
+        assert sidecar.batch.max_size == 8
+        expected = await flow.publish_many(bus, queue, 3)
+        seen = await flow.collect_ids(bus, expected, timeout=30)
+    flow.assert_conserved(seen, expected)
+    batches = sizes(log)
+    assert sum(batches) == 3
+    assert max(batches) < 8, batches  # flushed partial, never a full batch
+
+
+async def test_a_runtime_without_the_batch_extension_is_served_one_by_one(
+    bus: Any, runtimes: Any, run_sidecars: Any, flow: Any
+) -> None:
+    """The sidecar is configured to batch, but the runtime's handler is not a ``@batch``
+    handler, so it does not agree to the extension: every message goes alone, as a payload."""
+    _, path = runtimes("echo")
+    queue = bus.queue("plain")
+    sidecar = bus.sidecar(queue, path, concurrency=2, batch_max_size=8, batch_max_wait=0.05)
+    async with run_sidecars([sidecar]):
+        assert sidecar.batch is None
+        expected = await flow.publish_many(bus, queue, 10)
+        seen = await flow.collect_ids(bus, expected, timeout=30)
+    flow.assert_conserved(seen, expected)
+    for mid, [message] in seen.items():
+        assert message["payload"] == {"i": int(mid.removeprefix("m-"))}
