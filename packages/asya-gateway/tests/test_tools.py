@@ -105,7 +105,10 @@ def test_docs_example_is_a_valid_tools_file() -> None:
     text = (root / "docs/gateway.md").read_text()
     [block] = re.findall(r"```yaml\n(.*?)```", text, re.DOTALL)
     tools = parse_tools(yaml.safe_load(block), "docs/gateway.md")
-    assert tools["classify_text"].timeout == 60
+    classify = tools["classify_text"]
+    assert (classify.timeout, classify.wait, classify.title) == (60, 30, "Classify text")
+    assert classify.annotations == {"read_only_hint": True}
+    assert classify.result_errors({"result": "Classified as greeting"}) == []
 
 
 def test_output_schema_title_hints_and_wait() -> None:
