@@ -109,6 +109,7 @@ def test_what_a_writer_renders_reads_back_the_same() -> None:
         http_port=None,
         exit_when_idle=30.0,
         events_exchange="",
+        control_exchange="",
         retry=RetryPolicy(max_attempts=4, base_delay=0.5, codes=frozenset({"x", "y"})),
     )
     paths = [
@@ -118,6 +119,7 @@ def test_what_a_writer_renders_reads_back_the_same() -> None:
         "http_port",
         "exit_when_idle",
         "events_exchange",
+        "control_exchange",
         "retry.max_attempts",
         "retry.base_delay",
         "retry.codes",
@@ -137,6 +139,14 @@ def test_the_schema_lists_every_variable_once() -> None:
     assert len(names) == len(set(names))
     assert {"ASYA_ACTOR_NAME", "ASYA_RETRY_CODES", "ASYA_EXIT_WHEN_IDLE"} <= set(names)
     assert "ASYA_HANDLER" in env_names(RuntimeSettings)
+
+
+def test_the_control_exchange_defaults_and_can_be_disabled() -> None:
+    assert load(SidecarSettings, {"ASYA_ACTOR_NAME": "a"}).control_exchange == "asya.control"
+    off = load(SidecarSettings, {"ASYA_ACTOR_NAME": "a", "ASYA_CONTROL_EXCHANGE": ""})
+    assert off.control_exchange == ""
+    with pytest.raises(SettingsError, match="ASYA_CONTROL_EXCHANGE"):
+        load(SidecarSettings, {"ASYA_ACTOR_NAME": "a", "ASYA_CONTROL_EXCHANGE": "bad name!"})
 
 
 def test_backoff_grows_to_its_ceiling_with_jitter_and_resets() -> None:

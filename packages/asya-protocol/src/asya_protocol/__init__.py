@@ -53,6 +53,14 @@ from .framing import (
     write_frame,
     write_frame_blocking,
 )
+from .job_control import (
+    DEFAULT_CONTROL_EXCHANGE,
+    JobControl,
+    JobControlError,
+    JobControlType,
+    decode_job_control,
+    encode_job_control,
+)
 from .limits import MAX_ENVELOPE_DEPTH, MAX_JSON_DEPTH, check_json, json_depth
 from .messages import (
     CONTROL_PREFIX,
@@ -99,6 +107,7 @@ from .settings import SettingsError
 __all__ = [
     "CHILD_ID_NAMESPACE",
     "CONTROL_PREFIX",
+    "DEFAULT_CONTROL_EXCHANGE",
     "DEFAULT_ERROR_END_QUEUE",
     "DEFAULT_EVENTS_EXCHANGE",
     "DEFAULT_EXCHANGE",
@@ -134,6 +143,9 @@ __all__ = [
     "HandlerMode",
     "HelloResult",
     "IncompleteFrameError",
+    "JobControl",
+    "JobControlError",
+    "JobControlType",
     "NestingTooDeepError",
     "OkReply",
     "PartialReply",
@@ -154,6 +166,7 @@ __all__ = [
     "decode_control",
     "decode_envelope",
     "decode_event",
+    "decode_job_control",
     "decode_reply",
     "decode_request",
     "destination",
@@ -164,6 +177,7 @@ __all__ = [
     "encode_error",
     "encode_event",
     "encode_frame",
+    "encode_job_control",
     "encode_ok",
     "encode_ok_raw",
     "encode_partial",

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from .envelope import validate_queue_name
 from .events import DEFAULT_EVENTS_EXCHANGE
 from .framing import DEFAULT_MAX_FRAME_SIZE
+from .job_control import DEFAULT_CONTROL_EXCHANGE
 from .messages import HandlerMode, validate_error_code
 from .routing import DEFAULT_ERROR_END_QUEUE, DEFAULT_HAPPY_END_QUEUE
 from .settings import (
@@ -116,6 +117,10 @@ class SidecarSettings:
         "ASYA_EVENTS_EXCHANGE", validate_queue_name, default=DEFAULT_EVENTS_EXCHANGE, empty=""
     )
     """Where step events go; set to empty to disable them."""
+    control_exchange: str = var(
+        "ASYA_CONTROL_EXCHANGE", validate_queue_name, default=DEFAULT_CONTROL_EXCHANGE, empty=""
+    )
+    """The fanout exchange the gateway announces cancelled jobs on; empty to not listen."""
     runtime_wait: float = var("ASYA_RUNTIME_WAIT", number(0.0), default=60.0)
     shutdown_grace: float = var("ASYA_SHUTDOWN_GRACE", number(0.0), default=30.0)
     http_host: str = var("ASYA_HTTP_HOST", text, default="0.0.0.0")  # noqa: S104 - pod IP
