@@ -75,6 +75,10 @@ class MemoryBus:
     async def depth(self, queue: str) -> int:
         return self.broker.depth(queue)
 
+    async def control(self, body: bytes) -> None:
+        """A control message, as the gateway sends it in process."""
+        await self.broker.publish_control(body)
+
 
 class AmqpBus:
     """Real RabbitMQ, with names of this test's own."""
@@ -109,6 +113,10 @@ class AmqpBus:
     async def depth(self, queue: str) -> int:
         return await self.client.depth(queue)
 
+    async def control(self, body: bytes) -> None:
+        """A control message on this test's control exchange, as the gateway sends it."""
+        await self.client.publish_control(body)
+
 
 Bus = MemoryBus | AmqpBus
 
@@ -122,6 +130,7 @@ def amqp_settings(
         "happy_end": names.happy_end,
         "error_end": names.error_end,
         "events_exchange": names.events_exchange,
+        "control_exchange": names.control_exchange,
         **kw,
     }
     return base_settings(actor, socket_path, **kw)

@@ -101,6 +101,29 @@ async def forever_or_fast(payload: dict[str, Any]) -> Any:
         (Path(os.environ["TEST_STATE_DIR"]) / str(payload["i"])).write_text("cancelled")
 
 
+async def cancellable_or_fast(payload: dict[str, Any]) -> Any:
+    """``{"fast": x}`` answers x; anything else leaves ``started-<i>`` in ``TEST_STATE_DIR``
+    and waits forever; when cancelled it leaves ``cancelled-<i>``."""
+    if "fast" in payload:
+        return payload["fast"]
+    marks = Path(os.environ["TEST_STATE_DIR"])
+    (marks / f"started-{payload['i']}").write_text("started")
+    try:
+        await asyncio.Event().wait()
+    finally:
+        (marks / f"cancelled-{payload['i']}").write_text("cancelled")
+
+
+def sleepy(payload: dict[str, Any]) -> Any:
+    """A ``def`` handler: leaves ``started-<i>`` in ``TEST_STATE_DIR``, sleeps ``sleep``
+    seconds, then leaves ``ended-<i>`` and answers its payload."""
+    marks = Path(os.environ["TEST_STATE_DIR"])
+    (marks / f"started-{payload['i']}").write_text("started")
+    time.sleep(payload.get("sleep", 0))
+    (marks / f"ended-{payload['i']}").write_text("ended")
+    return payload
+
+
 def stuck_or_fast(payload: dict[str, Any]) -> Any:
     """``{"fast": x}`` answers x; anything else is a ``def`` handler stuck in ``time.sleep``."""
     if "fast" in payload:
@@ -139,3 +162,19 @@ def batch_double(payloads: list[dict[str, Any]]) -> list[Any]:
 def batch_short(payloads: list[Any]) -> list[Any]:
     """A broken batch handler: one result too few."""
     return payloads[1:]
+
+
+@batch(max_size=8, max_wait=0.2)
+async def batch_wait(payloads: list[dict[str, Any]]) -> list[Any]:
+    """An async batch handler: a batch with a ``wait`` item leaves ``started`` in
+    ``TEST_STATE_DIR`` and waits forever (``cancelled`` when cancelled); else doubles ``i``. A
+    ``sleep`` item makes the batch sleep that long first."""
+    marks = Path(os.environ["TEST_STATE_DIR"])
+    (marks / f"batch-{len(payloads)}").write_text("started")
+    if any(p.get("wait") for p in payloads):
+        try:
+            await asyncio.Event().wait()
+        finally:
+            (marks / "cancelled").write_text("cancelled")
+    await asyncio.sleep(max(p.get("sleep", 0) for p in payloads))
+    return [{"i": p["i"], "double": p["i"] * 2} for p in payloads]

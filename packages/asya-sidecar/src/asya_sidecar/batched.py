@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from asya_protocol import ErrorCode, ErrorReply, EventType, ProgressReply
 
 from .batching import BATCH_FRAME_OVERHEAD, BatchPlan, split_outcome
+from .cancellations import Abandoned
 from .decision import (
     Decision,
     Outcome,
@@ -23,6 +24,7 @@ from .decision import (
     RoutingContext,
     RuntimeOutcome,
     after_runtime,
+    cancelled,
 )
 from .step_events import StepEvents
 from .transport.base import Delivery, Transport
@@ -113,7 +115,7 @@ async def handle_batch(sidecar: Sidecar, transport: Transport, deliveries: list[
     try:
         settled: list[tuple[Delivery, Decision, Process | None]] = []
         async with sidecar.nack_on_failure(*deliveries):
-            steps = [sidecar.inspect(d, ctx) for d in deliveries]
+            steps = [sidecar.skip_cancelled(sidecar.inspect(d, ctx)) for d in deliveries]
             work = [s for s in steps if isinstance(s, Process)]
             decided = iter(await process_batch(sidecar, transport, work, ctx))
             for d, s in zip(deliveries, steps, strict=True):
@@ -162,29 +164,41 @@ async def process_batch(
         if unavailable is not None:
             outcomes.update(dict.fromkeys(sending, unavailable))
         else:
-            outcomes.update(
-                await _call(sidecar, transport, [processes[i] for i in sending], sending)
-            )
+            called = await _call(sidecar, transport, [processes[i] for i in sending], sending)
+            if not isinstance(called, Abandoned):
+                outcomes.update(called)
+    # Abandoned (every job of the request cancelled): those messages have no outcome.
     return [
-        after_runtime(p, outcomes[i], ctx, random_unit=sidecar.random_unit())
+        sidecar.drop_if_cancelled(
+            p, after_runtime(p, outcomes[i], ctx, random_unit=sidecar.random_unit())
+        )
+        if i in outcomes
+        else cancelled(p)
         for i, p in enumerate(processes)
     ]
 
 
 async def _call(
     sidecar: Sidecar, transport: Transport, batch: list[Process], indices: list[int]
-) -> dict[int, RuntimeOutcome]:
+) -> dict[int, RuntimeOutcome] | Abandoned:
+    """The request's outcome per item; abandoned once every one of the batch's jobs is
+    cancelled (a batch with a member of another job, or of none, runs to its end)."""
     for process in batch:
         await sidecar.events.emit(
             transport, EventType.STARTED, process.envelope, attempt=process.attempt
         )
-    outcome = await sidecar.outcome_of(
-        sidecar.runtime.call_batch(
-            [p.request for p in batch],
-            timeout=sidecar.settings.runtime_timeout,
-            on_progress=progress_to(sidecar.events, transport, batch),
-        )
+    outcome = await sidecar.unless_cancelled(
+        batch,
+        sidecar.outcome_of(
+            sidecar.runtime.call_batch(
+                [p.request for p in batch],
+                timeout=sidecar.settings.runtime_timeout,
+                on_progress=progress_to(sidecar.events, transport, batch),
+            )
+        ),
     )
+    if isinstance(outcome, Abandoned):
+        return outcome
     items = split_outcome(outcome, len(batch))  # type: ignore[arg-type]
     for item in items:
         sidecar.note(item)

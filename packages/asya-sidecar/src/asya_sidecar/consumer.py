@@ -2,7 +2,9 @@
 
 One :class:`Sidecar` per actor. It owns its tasks: a session per broker connection (consume,
 process up to ``concurrency`` deliveries at once, ack after confirms), a runtime watch that
-notices a runtime restart, and the probe server. Shutdown follows the usual order: stop taking
+notices a runtime restart, and the probe server. It keeps the jobs the gateway cancelled (from
+the control exchange): their messages are skipped, or abandoned while they run (see
+:mod:`.cancellations`). Shutdown follows the usual order: stop taking
 deliveries, let in-flight ones finish within the grace period, close the channel and connection.
 """
 
@@ -13,8 +15,9 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
+from typing import TypeVar
 
 import msgspec
 
@@ -27,12 +30,16 @@ from asya_protocol import (
     EventType,
     Feature,
     HandlerMode,
+    JobControlError,
+    JobControlType,
     OkReply,
     PartialReply,
+    decode_job_control,
 )
 
 from . import batched
 from .batching import BatchOutcome, BatchPlan, batch_plan, prefetch_for
+from .cancellations import ABANDONED, Abandoned, CancelledJobs, abandon_when
 from .decision import (
     Decision,
     Outcome,
@@ -42,6 +49,7 @@ from .decision import (
     RuntimeTimeout,
     RuntimeUnavailableOutcome,
     after_runtime,
+    cancelled,
     inspect,
 )
 from .errors import RuntimeUnavailable, TransportError
@@ -64,6 +72,7 @@ async def _drop(_: PartialReply) -> None:
 log = logging.getLogger("asya_sidecar")
 
 TransportFactory = Callable[[], Transport]
+T = TypeVar("T")
 
 
 class Sidecar:
@@ -86,6 +95,8 @@ class Sidecar:
             batch=settings.batch_max_size != 1,
             partial=bool(settings.events_exchange),
         )
+        self.cancelled = CancelledJobs()
+        """Jobs the gateway cancelled (heard on the control exchange), kept for a while."""
         self.batch: BatchPlan | None = None
         """Set at start when the runtime's handler takes batches (see :mod:`.batching`)."""
         self._transport: Transport | None = None
@@ -96,6 +107,11 @@ class Sidecar:
         self.http_port: int | None = None
         self.consuming = asyncio.Event()
         self._last_activity = time.monotonic()
+
+    @property
+    def transport(self) -> Transport | None:
+        """The current session's transport (None before the first)."""
+        return self._transport
 
     @property
     def prefetch(self) -> int:
@@ -277,7 +293,7 @@ class Sidecar:
         self.metrics.in_flight.inc()
         try:
             async with self.nack_on_failure(delivery):
-                step = self.inspect(delivery, ctx)
+                step = self.skip_cancelled(self.inspect(delivery, ctx))
                 process: Process | None = None
                 if isinstance(step, Process):
                     process = step
@@ -298,6 +314,64 @@ class Sidecar:
         return inspect(
             delivery.body, ctx, redelivered=delivery.redelivered, redeliveries=delivery.redeliveries
         )
+
+    # --- cancelled jobs ------------------------------------------------------------------------
+
+    def on_control(self, body: bytes) -> None:
+        """A control message from the transport: remember a cancelled job (waking its requests
+        in flight). A body that is not one is logged and ignored."""
+        try:
+            message = decode_job_control(body)
+        except JobControlError as exc:
+            log.warning("control message ignored: %s (body %r)", exc, body[:200])
+            return
+        match message.type:
+            case JobControlType.CANCEL:
+                if message.job_id not in self.cancelled:
+                    log.info("job %s cancelled: its messages are skipped", message.job_id)
+                self.cancelled.cancel(message.job_id)
+
+    def skip_cancelled(self, step: Decision | Process) -> Decision | Process:
+        """A message of a cancelled job is not sent to the runtime: acked, nothing published."""
+        if not isinstance(step, Process) or step.job_id not in self.cancelled:
+            return step
+        log.info(
+            "message %s of cancelled job %s skipped (not sent to the runtime)",
+            step.envelope.id,
+            step.job_id,
+        )
+        return cancelled(step)
+
+    def drop_if_cancelled(self, process: Process, decision: Decision) -> Decision:
+        """The result of a message whose job was cancelled while it ran is dropped."""
+        if process.job_id not in self.cancelled:
+            return decision
+        log.info(
+            "message %s of cancelled job %s: result dropped, nothing published",
+            process.envelope.id,
+            process.job_id,
+        )
+        return cancelled(process)
+
+    async def unless_cancelled(
+        self, processes: Sequence[Process], call: Awaitable[T]
+    ) -> T | Abandoned:
+        """Await the runtime ``call`` for ``processes``; abandon it (cancelled: its connection
+        is closed, as on a timeout) once every one of their jobs is cancelled. Never for a
+        request with a message that belongs to no job."""
+        jobs = {p.job_id for p in processes}
+        job_ids = {j for j in jobs if j is not None}
+        if not job_ids or len(job_ids) != len(jobs):
+            return await call
+        with self.cancelled.watching(job_ids) as gone:
+            result = await abandon_when(gone, call)
+        if result is ABANDONED:
+            log.info(
+                "job(s) %s cancelled: the runtime request of %d message(s) abandoned",
+                ", ".join(sorted(job_ids)),
+                len(processes),
+            )
+        return result
 
     @contextlib.asynccontextmanager
     async def nack_on_failure(self, *deliveries: Delivery) -> AsyncIterator[None]:
@@ -349,17 +423,23 @@ class Sidecar:
             transport, EventType.STARTED, process.envelope, attempt=process.attempt
         )
         async with self._partials(transport, process) as partials:
-            outcome = await self.outcome_of(
-                self.runtime.call(
-                    process.request,
-                    timeout=self.settings.runtime_timeout,
-                    on_progress=batched.progress_to(self.events, transport, (process,)),
-                    on_partial=partials.add if partials is not None else _drop,
-                )
+            outcome = await self.unless_cancelled(
+                (process,),
+                self.outcome_of(
+                    self.runtime.call(
+                        process.request,
+                        timeout=self.settings.runtime_timeout,
+                        on_progress=batched.progress_to(self.events, transport, (process,)),
+                        on_partial=partials.add if partials is not None else _drop,
+                    )
+                ),
             )
+        if isinstance(outcome, Abandoned):
+            return cancelled(process)
         assert not isinstance(outcome, BatchOkReply)  # noqa: S101 - a single call's outcome
         self.note(outcome)
-        return after_runtime(process, outcome, ctx, random_unit=self._rng())
+        decision = after_runtime(process, outcome, ctx, random_unit=self._rng())
+        return self.drop_if_cancelled(process, decision)
 
     def _partials(
         self, transport: Transport, process: Process

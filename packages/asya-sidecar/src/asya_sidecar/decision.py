@@ -17,6 +17,7 @@ from enum import StrEnum
 from typing import Any
 
 from asya_protocol import (
+    JOB_HEADER,
     MAX_JSON_DEPTH,
     Envelope,
     EnvelopeError,
@@ -47,6 +48,7 @@ __all__ = [
     "RuntimeTimeout",
     "RuntimeUnavailableOutcome",
     "after_runtime",
+    "cancelled",
     "inspect",
     "inspect_failed",
     "unroutable",
@@ -65,6 +67,7 @@ class Outcome(StrEnum):
     DROPPED = "dropped"  # an empty fan-out: nothing to publish, the message is done
     RECOUNTED = "recounted"  # redelivered: republished to this queue with its count raised
     REQUEUE = "requeue"  # not acked: the broker delivers it again
+    CANCELLED = "cancelled"  # its job was cancelled: acked, nothing published
 
 
 @dataclass(frozen=True)
@@ -121,6 +124,11 @@ class Process:
     envelope: Envelope
     request: bytes
     attempt: int
+
+    @property
+    def job_id(self) -> str | None:
+        """The gateway job the message belongs to (its ``asya-job-id`` header), if any."""
+        return self.envelope.headers.get(JOB_HEADER) or None
 
 
 @dataclass(frozen=True)
@@ -348,3 +356,9 @@ def unroutable(process: Process, ctx: RoutingContext, routing_key: str) -> Decis
         f"no queue is bound to {routing_key!r} on the exchange; is the actor deployed?",
         details={"destination": routing_key},
     )
+
+
+def cancelled(process: Process) -> Decision:
+    """The message's job was cancelled (before or while it ran): ack it, publish nothing, not
+    even to error-end (the gateway already ended the job)."""
+    return Decision(Outcome.CANCELLED, reason=f"job {process.job_id} cancelled")

@@ -21,6 +21,8 @@ def amqp_sidecar(settings: SidecarSettings) -> Sidecar:
             terminal=(settings.happy_end, settings.error_end),
             prefetch=sidecar.prefetch,
             events_exchange=settings.events_exchange,
+            control_exchange=settings.control_exchange,
+            on_control=sidecar.on_control if settings.control_exchange else None,
         )
 
     sidecar = Sidecar(settings, transport)  # the prefetch is known once the runtime said hello
@@ -36,6 +38,7 @@ def memory_sidecar(broker: MemoryBroker, settings: SidecarSettings) -> Sidecar:
             queue=settings.actor,
             terminal=(settings.happy_end, settings.error_end),
             prefetch=sidecar.prefetch,
+            on_control=sidecar.on_control if settings.control_exchange else None,
         )
 
     sidecar = Sidecar(settings, transport)  # the prefetch is known once the runtime said hello

@@ -150,6 +150,9 @@ class RuntimeClient:
         except (RuntimeUnavailable, msgspec.DecodeError, ProtocolError) as exc:
             await conn.close()
             raise RuntimeUnavailable(f"runtime hello failed: {exc}") from exc
+        except BaseException:
+            conn.writer.close()  # cancelled (an abandoned request): never leaked
+            raise
         self.info = conn.info
         return conn
 

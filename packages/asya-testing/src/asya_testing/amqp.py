@@ -23,6 +23,7 @@ class AmqpNames:
     suffix: str
     exchange: str
     events_exchange: str = ""
+    control_exchange: str = ""
     queues: list[str] = field(default_factory=list)
 
     def queue(self, base: str) -> str:
@@ -46,7 +47,10 @@ async def isolated_names(url: str) -> AsyncIterator[AmqpNames]:
 
     suffix = uuid.uuid4().hex[:10]
     names = AmqpNames(
-        suffix=suffix, exchange=f"asya-test-{suffix}", events_exchange=f"asya-events-{suffix}"
+        suffix=suffix,
+        exchange=f"asya-test-{suffix}",
+        events_exchange=f"asya-events-{suffix}",
+        control_exchange=f"asya-control-{suffix}",
     )
     try:
         yield names
@@ -58,6 +62,7 @@ async def isolated_names(url: str) -> AsyncIterator[AmqpNames]:
                 await channel.queue_delete(queue)
             await channel.exchange_delete(names.exchange)
             await channel.exchange_delete(names.events_exchange)
+            await channel.exchange_delete(names.control_exchange)
             # Retry delay queues expire by themselves (x-expires) once unused.
         finally:
             await connection.close()
@@ -104,6 +109,14 @@ class AmqpClient:
         )
         if not isinstance(confirm, aiormq.spec.Basic.Ack):
             raise RuntimeError(f"publish to {routing_key} not confirmed: {confirm!r}")
+
+    async def publish_control(self, body: bytes) -> None:
+        """Publish ``body``, transient as the gateway does, to this test's control exchange (a
+        durable fanout, declared here if no sidecar has yet)."""
+        await self._channel.exchange_declare(
+            self.names.control_exchange, exchange_type="fanout", durable=True
+        )
+        await self._channel.basic_publish(body, exchange=self.names.control_exchange)
 
     async def depth(self, queue: str) -> int:
         ok = await self._channel.queue_declare(queue, passive=True)

@@ -1,5 +1,6 @@
 """RabbitMQ through aiormq: a durable topic exchange, durable queues, confirms, mandatory
-publishes, per-delay retry queues that dead-letter back to the actor's queue."""
+publishes, per-delay retry queues that dead-letter back to the actor's queue, and (when set) an
+exclusive queue on the control fanout exchange, where the gateway announces cancelled jobs."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from pamqp.common import FieldValue
 from ..decision import REDELIVERY_HEADER, Outgoing
 from ..errors import TransportError, Unroutable
 from ..retries import retry_bucket
+from .base import ControlHandler
 
 __all__ = ["AmqpDelivery", "AmqpTransport", "declare_step_queue"]
 
@@ -70,6 +72,8 @@ class AmqpTransport:
         terminal: tuple[str, ...],
         prefetch: int,
         events_exchange: str = "",
+        control_exchange: str = "",
+        on_control: ControlHandler | None = None,
     ) -> None:
         self.url = url
         self.exchange = exchange
@@ -77,16 +81,25 @@ class AmqpTransport:
         self.terminal = terminal
         self.prefetch = prefetch
         self.events_exchange = events_exchange
+        self.control_exchange = control_exchange if on_control is not None else ""
+        self._on_control = on_control
+        self.control_queue: str | None = None
+        """The server-named queue bound to the control exchange, once :meth:`setup` made it."""
         self._connection: aiormq.abc.AbstractConnection | None = None
         self._consume_channel: aiormq.abc.AbstractChannel | None = None
         self._publish_channel: aiormq.abc.AbstractChannel | None = None
         self._events_channel: aiormq.abc.AbstractChannel | None = None
+        self._control_channel: aiormq.abc.AbstractChannel | None = None
         self._inbox: asyncio.Queue[AmqpDelivery | None] = asyncio.Queue()
         self._consumer_tag: str | None = None
 
     @property
     def connected(self) -> bool:
         return self._connection is not None and not self._connection.is_closed
+
+    @property
+    def control_listening(self) -> bool:
+        return self.control_queue is not None and self.connected
 
     async def connect(self) -> None:
         try:
@@ -97,6 +110,8 @@ class AmqpTransport:
             )
             if self.events_exchange:
                 self._events_channel = await self._connection.channel(publisher_confirms=False)
+            if self.control_exchange:
+                self._control_channel = await self._connection.channel(publisher_confirms=False)
         except (*BROKER_ERRORS, OSError) as exc:
             await self.close()
             raise TransportError(f"cannot connect to RabbitMQ: {exc}") from exc
@@ -115,6 +130,34 @@ class AmqpTransport:
                 )
         except BROKER_ERRORS as exc:
             raise TransportError(f"declaring exchange and queues failed: {exc}") from exc
+        await self._listen_for_control()
+
+    async def _listen_for_control(self) -> None:
+        """Bind an exclusive, auto-delete, server-named queue to the control fanout exchange and
+        consume it without acks (control messages are advisory): gone with the connection,
+        made anew by the next session's setup."""
+        channel, on_control = self._control_channel, self._on_control
+        if not self.control_exchange or channel is None or on_control is None:
+            return
+
+        async def on_message(message: aiormq.abc.DeliveredMessage) -> None:
+            on_control(message.body)
+
+        try:
+            await channel.exchange_declare(
+                self.control_exchange, exchange_type="fanout", durable=True
+            )
+            ok = await channel.queue_declare("", exclusive=True, auto_delete=True)
+            queue = ok.queue
+            if not queue:  # pragma: no cover - the broker always names it
+                raise TransportError("the broker did not name the control queue")
+            await channel.queue_bind(queue, self.control_exchange, routing_key="")
+            await channel.basic_consume(queue, on_message, no_ack=True)
+        except BROKER_ERRORS as exc:
+            raise TransportError(
+                f"listening on the control exchange {self.control_exchange!r} failed: {exc}"
+            ) from exc
+        self.control_queue = queue
 
     async def closing(self) -> None:
         """Returns (or raises) when the connection is lost."""

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Protocol
 
 from ..decision import Outgoing
 
-__all__ = ["Delivery", "Transport"]
+__all__ = ["ControlHandler", "Delivery", "Transport"]
+
+ControlHandler = Callable[[bytes], None]
+"""Takes the body of a control message (from the control exchange); must not block or raise."""
 
 
 class Delivery(Protocol):
@@ -29,7 +32,8 @@ class Transport(Protocol):
     async def connect(self) -> None: ...
 
     async def setup(self) -> None:
-        """Declare what the actor needs (exchange, its queue and binding, terminal queues)."""
+        """Declare what the actor needs (exchange, its queue and binding, terminal queues) and,
+        when it listens for control messages, start receiving them."""
         ...
 
     def deliveries(self) -> AsyncIterator[Delivery]:
@@ -58,3 +62,8 @@ class Transport(Protocol):
 
     @property
     def connected(self) -> bool: ...
+
+    @property
+    def control_listening(self) -> bool:
+        """Whether control messages (cancelled jobs) reach this transport's handler."""
+        ...

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from ..decision import Outgoing
 from ..errors import TransportError, Unroutable
+from .base import ControlHandler
 
 __all__ = ["MemoryBroker", "MemoryDelivery", "MemoryTransport"]
 
@@ -31,6 +32,8 @@ class MemoryBroker:
         self._queues: dict[str, asyncio.Queue[_Message]] = {}
         self._timers: set[asyncio.TimerHandle] = set()
         self.event_listeners: list[Callable[[str, bytes], None]] = []
+        self.control_listeners: list[ControlHandler] = []
+        """The handlers of the transports that listen for control messages."""
 
     def declare(self, name: str) -> None:
         self._queues.setdefault(name, asyncio.Queue())
@@ -70,6 +73,12 @@ class MemoryBroker:
         for listener in self.event_listeners:
             listener(routing_key, body)
 
+    async def publish_control(self, body: bytes) -> None:
+        """A control message (an encoded :class:`~asya_protocol.JobControl`), as the gateway
+        publishes to the control exchange: every listening transport's handler gets it now."""
+        for listener in list(self.control_listeners):
+            listener(body)
+
     def close(self) -> None:
         for handle in self._timers:
             handle.cancel()
@@ -101,9 +110,17 @@ class MemoryDelivery:
 
 class MemoryTransport:
     def __init__(
-        self, broker: MemoryBroker, *, queue: str, terminal: tuple[str, ...], prefetch: int
+        self,
+        broker: MemoryBroker,
+        *,
+        queue: str,
+        terminal: tuple[str, ...],
+        prefetch: int,
+        on_control: ControlHandler | None = None,
     ) -> None:
         self.broker = broker
+        self._on_control = on_control
+        self._listening = False
         self.queue = queue
         self._terminal = terminal
         self._window = asyncio.Semaphore(prefetch)
@@ -113,12 +130,19 @@ class MemoryTransport:
     def connected(self) -> bool:
         return True
 
+    @property
+    def control_listening(self) -> bool:
+        return self._listening
+
     async def connect(self) -> None:
         """Nothing to connect to: the broker lives in this process."""
 
     async def setup(self) -> None:
         for name in (self.queue, *self._terminal):
             self.broker.declare(name)
+        if self._on_control is not None and not self._listening:
+            self.broker.control_listeners.append(self._on_control)
+            self._listening = True
 
     async def deliveries(self) -> AsyncIterator[MemoryDelivery]:
         queue = self.broker.queue(self.queue)
@@ -155,3 +179,6 @@ class MemoryTransport:
 
     async def close(self) -> None:
         self._stopped.set()
+        if self._listening and self._on_control is not None:
+            self.broker.control_listeners.remove(self._on_control)
+            self._listening = False
