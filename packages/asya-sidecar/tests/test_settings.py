@@ -7,6 +7,7 @@ import sys
 import pytest
 
 from asya_protocol import (
+    DEFAULT_CONTROL_EXCHANGE,
     DEFAULT_ERROR_END_QUEUE,
     DEFAULT_EVENTS_EXCHANGE,
     DEFAULT_EXCHANGE,
@@ -28,6 +29,7 @@ def test_defaults() -> None:
     assert s.retry.max_attempts == 1  # no retry unless asked, as in the seed
     assert s.socket_path == DEFAULT_SOCKET_PATH
     assert s.events_exchange == DEFAULT_EVENTS_EXCHANGE
+    assert s.control_exchange == DEFAULT_CONTROL_EXCHANGE
     assert s.http_port == 8080
 
 
@@ -49,6 +51,7 @@ def test_everything_set() -> None:
             "ASYA_RETRY_CODES": "timeout, model_busy",
             "ASYA_REDELIVERY_LIMIT": "2",
             "ASYA_EVENTS_EXCHANGE": "",
+            "ASYA_CONTROL_EXCHANGE": "",
             "ASYA_HTTP_PORT": "off",
         }
     )
@@ -58,6 +61,7 @@ def test_everything_set() -> None:
     assert s.retry.codes == frozenset({"timeout", "model_busy"})
     assert s.retry.max_attempts == 4
     assert s.events_exchange == ""
+    assert s.control_exchange == ""
     assert s.http_port is None
 
 

@@ -1,5 +1,6 @@
 """What only real RabbitMQ and real processes show: kill -9 of a sidecar process, broker
-connection cuts (reconnect within the 2 s backoff ceiling), SIGTERM of a sidecar process.
+connection cuts (reconnect within the 2 s backoff ceiling, the control queue bound again),
+SIGTERM of a sidecar process.
 Redelivery after a runtime crash is in behaviour/test_redelivery.py, on both transports."""
 
 from __future__ import annotations
@@ -11,7 +12,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from asya_protocol import RECONNECT_MAX_DELAY
+from asya_protocol import (
+    JOB_HEADER,
+    RECONNECT_MAX_DELAY,
+    JobControl,
+    JobControlType,
+    encode_job_control,
+)
 from asya_sidecar import amqp_sidecar
 from asya_testing import AmqpNames
 from asya_testing.processes import sidecar_process
@@ -26,6 +33,7 @@ def sidecar_env(url: str, names: AmqpNames, socket_path: str, **extra: str) -> d
         "ASYA_HAPPY_END_QUEUE": names.happy_end,
         "ASYA_ERROR_END_QUEUE": names.error_end,
         "ASYA_EVENTS_EXCHANGE": names.events_exchange,
+        "ASYA_CONTROL_EXCHANGE": names.control_exchange,
         "ASYA_RUNTIME_WAIT": "20",
         **extra,
     }
@@ -107,3 +115,44 @@ async def test_sigterm_finishes_in_flight_and_leaves_the_rest(
     assert len({d["id"] for d in done}) == len(done)  # graceful: no duplicates
     assert len(done) + left == len(expected)
     assert left > 0
+
+
+async def test_after_a_reconnect_the_control_queue_is_declared_again(
+    amqp_bus: Any, runtimes: Any, run_sidecars: Any, sidecar_settings: Any
+) -> None:
+    """The exclusive control queue goes with the connection; the next session binds a new one
+    before it consumes, so a cancel sent after the reconnect is heard."""
+    _, path = runtimes("echo")
+    bus = amqp_bus
+    queue = bus.queue("work")
+    parts = urlsplit(bus.url)
+    async with TcpProxy(parts.hostname or "127.0.0.1", parts.port or 5672) as proxy:
+        netloc = f"{parts.username}:{parts.password}@127.0.0.1:{proxy.port}"
+        via_proxy = urlunsplit(parts._replace(netloc=netloc))
+        sidecar = amqp_sidecar(sidecar_settings(queue, path, rabbitmq_url=via_proxy))
+        async with run_sidecars([sidecar]):
+            first = sidecar.transport
+            assert first is not None
+            assert first.control_listening
+            first_queue = getattr(first, "control_queue", None)
+            proxy.cut()
+            async with asyncio.timeout(10):
+                reconnected = False
+                while not reconnected:
+                    await asyncio.sleep(0.01)
+                    reconnected = sidecar.transport is not first and sidecar.consuming.is_set()
+            second = sidecar.transport
+            assert second is not None
+            assert second.control_listening
+            assert getattr(second, "control_queue", None) not in (None, first_queue)
+            body = JobControl(type=JobControlType.CANCEL, job_id="job-x", time=time.time())
+            await bus.client.publish_control(encode_job_control(body))
+            async with asyncio.timeout(10):
+                while "job-x" not in sidecar.cancelled:  # noqa: ASYNC110 - a broker delivery
+                    await asyncio.sleep(0.01)
+            for mid, job in (("x", "job-x"), ("y", "job-y")):
+                envelope = {"id": mid, "route": {"steps": [queue]}, "payload": 1}
+                await bus.publish(queue, {**envelope, "headers": {JOB_HEADER: job}})
+            [done] = await bus.take(bus.happy_end, 1, timeout=30)
+        assert done["id"] == "y"
+        assert proxy.cuts == 1

@@ -39,6 +39,7 @@ async def test_sigterm_during_start_or_mid_work_loses_nothing(
         "ASYA_HAPPY_END_QUEUE": amqp_names.happy_end,
         "ASYA_ERROR_END_QUEUE": amqp_names.error_end,
         "ASYA_EVENTS_EXCHANGE": amqp_names.events_exchange,
+        "ASYA_CONTROL_EXCHANGE": amqp_names.control_exchange,
         "ASYA_SHUTDOWN_GRACE": "5",
     }
     async with AmqpClient(amqp_url, amqp_names) as amqp:
