@@ -64,7 +64,7 @@ async def test_a_job_through_the_in_process_broker(
     running: tuple[Gateway, InProcessBroker],
 ) -> None:
     gateway, queues = running
-    job = await gateway.start("echo", {"text": "hi"})
+    job = (await gateway.start("echo", {"text": "hi"})).job
     assert job.job_status is JobStatus.RUNNING
     first = decode_envelope(await queues.get("echo", timeout=5))
     assert first.headers[JOB_HEADER] == job.id

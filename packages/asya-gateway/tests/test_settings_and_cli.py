@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
@@ -8,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from asya_gateway import GatewaySettings, SettingsError
+from asya_gateway.principals import Principal
 from asya_gateway.settings import database_url
 
 
@@ -36,12 +38,36 @@ def test_defaults_and_urls() -> None:
         (env(ASYA_GATEWAY_DEFAULT_TIMEOUT="0"), "ASYA_GATEWAY_DEFAULT_TIMEOUT"),
         (env(ASYA_HAPPY_END_QUEUE="a b"), "ASYA_HAPPY_END_QUEUE"),
         (env(ASYA_LOG_LEVEL="shout"), "ASYA_LOG_LEVEL"),
+        (env(ASYA_CONTROL_EXCHANGE="a b"), "ASYA_CONTROL_EXCHANGE"),
+        (env(ASYA_GATEWAY_TOKENS="bad name:t"), "ASYA_GATEWAY_TOKENS"),
+        (env(ASYA_GATEWAY_TOKENS="alice:"), "ASYA_GATEWAY_TOKENS"),
+        (env(ASYA_GATEWAY_TOKENS="alice:t,bob:t"), "ASYA_GATEWAY_TOKENS"),
+        (env(ASYA_GATEWAY_ADMINS="root"), "ASYA_GATEWAY_ADMINS"),
     ],
 )
 def test_bad_settings_name_the_variable(values: dict[str, str], variable: str) -> None:
     with pytest.raises(SettingsError) as info:
         GatewaySettings.from_env(values)
     assert info.value.variable == variable
+
+
+def test_tokens_name_their_principals() -> None:
+    s = GatewaySettings.from_env(
+        env(ASYA_GATEWAY_TOKENS="alice:a1, alice:a2, bare", ASYA_GATEWAY_ADMINS="alice")
+    )
+    found = s.token_principals()
+    assert found["a1"] == found["a2"] == Principal("alice", admin=True)
+    # A bare token's principal is named after its hash: stable, and not the token.
+    assert found["bare"] == Principal("token-" + hashlib.sha256(b"bare").hexdigest()[:12])
+    assert found["bare"].owns(found["bare"].name)
+    assert not found["bare"].owns("alice")
+    assert found["a1"].owns("anyone")
+    assert found["a1"].scope is None
+    with pytest.raises(SettingsError) as info:
+        GatewaySettings.from_env(env(ASYA_GATEWAY_TOKENS="alice:bob-secret,bob:bob-secret"))
+    assert info.value.variable == "ASYA_GATEWAY_TOKENS"
+    assert "one token is given to two principals" in str(info.value)
+    assert "bob-secret" not in str(info.value)
 
 
 def run(*args: str, **extra: str) -> subprocess.CompletedProcess[str]:

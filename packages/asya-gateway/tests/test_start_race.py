@@ -29,6 +29,9 @@ class FinishesBeforePublishReturns:
         done = envelope.with_payload({"echoed": envelope.payload_value()})
         await self.store.on_terminal(job_id, done, ok=True)
 
+    async def publish_control(self, body: bytes) -> None:
+        raise AssertionError("nothing is cancelled here")
+
 
 async def test_start_returns_the_finished_job(tmp_path: Path) -> None:
     url = f"sqlite+aiosqlite:///{tmp_path / 'jobs.db'}"
@@ -46,7 +49,7 @@ async def test_start_returns_the_finished_job(tmp_path: Path) -> None:
             notifier=notifier,
             default_timeout=60,
         )
-        job = await gateway.start("echo", {"x": 1})
+        job = (await gateway.start("echo", {"x": 1})).job
         assert job.status == "succeeded"
         assert job.result == {"echoed": {"x": 1}}
     finally:

@@ -11,13 +11,11 @@ import json
 import logging
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Annotated, Any
 
 import msgspec
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
-from prometheus_client import CollectorRegistry, Counter, generate_latest
 from pydantic import BaseModel, Field
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.routing import Match
@@ -25,6 +23,7 @@ from starlette.routing import Match
 from .db import Job, JobEvent
 from .errors import (
     DatabaseUnavailable,
+    IdempotencyConflict,
     InvalidArguments,
     InvalidQuery,
     JobFinished,
@@ -34,12 +33,13 @@ from .errors import (
     public_error,
 )
 from .jobs import JobQuery
-from .service import Gateway
+from .metrics import CONTENT_TYPE, GatewayMetrics
+from .principals import Principal, principal_of
+from .service import MAX_IDEMPOTENCY_KEY, Gateway
 from .supervise import Supervisor
 
 __all__ = [
     "CORRELATION_HEADER",
-    "Metrics",
     "build_api",
     "gateway_of",
     "job_view",
@@ -64,26 +64,14 @@ class JobJSON(JSONResponse):
         return _encoder.encode(content)
 
 
-@dataclass(frozen=True)
-class Metrics:
-    registry: CollectorRegistry
-    started: Counter
-
-    @classmethod
-    def create(cls) -> Metrics:
-        registry = CollectorRegistry(auto_describe=True)
-        started = Counter(
-            "asya_gateway_jobs_started",
-            "Jobs started, by tool and interface",
-            ["tool", "via"],
-            registry=registry,
-        )
-        return cls(registry, started)
-
-
 def gateway_of(request: Request) -> Gateway:
     gateway: Gateway = request.app.state.gateway
     return gateway
+
+
+def principal(request: Request) -> Principal:
+    """The caller (:mod:`asya_gateway.principals`), as the middleware found it."""
+    return principal_of(request.scope)
 
 
 def supervisor_of(request: Request) -> Supervisor:
@@ -91,8 +79,8 @@ def supervisor_of(request: Request) -> Supervisor:
     return supervisor
 
 
-def metrics_of(request: Request) -> Metrics:
-    metrics: Metrics = request.app.state.metrics
+def metrics_of(request: Request) -> GatewayMetrics:
+    metrics: GatewayMetrics = request.app.state.metrics
     return metrics
 
 
@@ -142,7 +130,17 @@ _NO_NUL = {"pattern": "^[^\\x00]*$"}
 JobId = Annotated[str, Path(json_schema_extra=_NO_NUL)]
 Filter = Annotated[str | None, Query(json_schema_extra=_NO_NUL)]
 GatewayDep = Annotated[Gateway, Depends(gateway_of)]
-MetricsDep = Annotated[Metrics, Depends(metrics_of)]
+MetricsDep = Annotated[GatewayMetrics, Depends(metrics_of)]
+PrincipalDep = Annotated[Principal, Depends(principal)]
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        max_length=MAX_IDEMPOTENCY_KEY,
+        description="A retry with the same key (and token) gets the job the first request "
+        "started, instead of starting another",
+    ),
+]
 router = APIRouter()
 
 
@@ -180,20 +178,27 @@ async def readyz(request: Request, gateway: GatewayDep) -> JSONResponse:
     },
 )
 async def metrics(metrics: MetricsDep) -> Response:
-    return Response(generate_latest(metrics.registry), media_type="text/plain; version=0.0.4")
+    return Response(metrics.render(), media_type=CONTENT_TYPE)
 
 
 @router.post(
     "/jobs",
     status_code=201,
     responses={
+        200: {
+            "description": "the job an earlier request with this Idempotency-Key started",
+            "content": {"application/json": {"schema": _JOB_SCHEMA}},
+        },
         201: {
             "description": "the job, started",
             "content": {"application/json": {"schema": _JOB_SCHEMA}},
         },
         400: _detail("the body is not JSON"),
         404: _detail("unknown tool"),
-        422: _detail("invalid arguments, naming each field; or arguments nested too deep"),
+        422: _detail(
+            "invalid arguments, naming each field; arguments nested too deep; a bad "
+            "Idempotency-Key, or one used before for another tool or other arguments"
+        ),
         **_COMMON,
         503: {
             "description": "the failed job (its first step cannot be reached), or the database "
@@ -202,44 +207,50 @@ async def metrics(metrics: MetricsDep) -> Response:
         },
     },
 )
-async def create_job(body: JobRequest, gateway: GatewayDep, metrics: MetricsDep) -> JSONResponse:
+async def create_job(
+    body: JobRequest, gateway: GatewayDep, caller: PrincipalDep, key: IdempotencyKey = None
+) -> JSONResponse:
     try:
-        job = await gateway.start(body.tool, body.arguments)
+        started = await gateway.start(
+            body.tool, body.arguments, principal=caller, via="rest", key=key
+        )
     except UnknownTool:
         raise HTTPException(404, f"unknown tool {body.tool!r}") from None
     except InvalidArguments as exc:
         raise HTTPException(422, {"message": "invalid arguments", "errors": exc.errors}) from None
+    except IdempotencyConflict as exc:
+        raise HTTPException(422, str(exc)) from None
     except StartFailed as exc:
         return JobJSON(job_view(exc.job), status_code=503)
-    metrics.started.labels(tool=body.tool, via="rest").inc()
-    return JobJSON(job_view(job), status_code=201)
+    return JobJSON(job_view(started.job), status_code=200 if started.replayed else 201)
 
 
 @router.get("/jobs", responses={**_BAD_TEXT, **_COMMON})
 async def list_jobs(
     gateway: GatewayDep,
+    caller: PrincipalDep,
     status: Filter = None,
     tool: Filter = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     before: Filter = None,
 ) -> JobJSON:
     query = JobQuery(status=status, tool=tool, limit=limit, before=before)
-    jobs = await gateway.list_jobs(query)
+    jobs = await gateway.list_jobs(query, caller)
     items = [job_view(j) for j in jobs]
     return JobJSON({"items": items, "next": items[-1]["id"] if len(items) == limit else None})
 
 
 @router.get("/jobs/{job_id}", responses={**_NO_JOB, **_BAD_TEXT, **_COMMON})
-async def get_job(job_id: JobId, gateway: GatewayDep) -> JobJSON:
-    return JobJSON(job_view(await gateway.get(job_id)))
+async def get_job(job_id: JobId, gateway: GatewayDep, caller: PrincipalDep) -> JobJSON:
+    return JobJSON(job_view(await gateway.get(job_id, caller)))
 
 
 @router.post(
     "/jobs/{job_id}/cancel",
     responses={**_NO_JOB, 409: _detail("the job already finished"), **_BAD_TEXT, **_COMMON},
 )
-async def cancel_job(job_id: JobId, gateway: GatewayDep) -> JobJSON:
-    return JobJSON(job_view(await gateway.cancel(job_id)))
+async def cancel_job(job_id: JobId, gateway: GatewayDep, caller: PrincipalDep) -> JobJSON:
+    return JobJSON(job_view(await gateway.cancel(job_id, caller)))
 
 
 def job_view(job: Job) -> dict[str, Any]:
@@ -350,8 +361,10 @@ async def _stream(gateway: Gateway, job_id: str, after: int) -> AsyncIterator[Se
         **_COMMON,
     },
 )
-async def job_events(job_id: JobId, request: Request, gateway: GatewayDep) -> EventSourceResponse:
-    await gateway.get(job_id)  # 404 before the stream starts
+async def job_events(
+    job_id: JobId, request: Request, gateway: GatewayDep, caller: PrincipalDep
+) -> EventSourceResponse:
+    await gateway.get(job_id, caller)  # 404 before the stream starts
     raw = request.headers.get("last-event-id", "0")
     after = int(raw) if raw.isdigit() else 0
     return EventSourceResponse(
@@ -362,7 +375,7 @@ async def job_events(job_id: JobId, request: Request, gateway: GatewayDep) -> Ev
     )
 
 
-def build_api(gateway: Gateway, metrics: Metrics, supervisor: Supervisor) -> FastAPI:
+def build_api(gateway: Gateway, metrics: GatewayMetrics, supervisor: Supervisor) -> FastAPI:
     app = FastAPI(title="Asya gateway", docs_url=None, redoc_url=None, openapi_url="/openapi.json")
     app.state.gateway = gateway
     app.state.metrics = metrics

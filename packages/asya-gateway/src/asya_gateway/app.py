@@ -17,11 +17,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from .api import Metrics, build_api
+from .api import build_api
 from .broker import Broker, GatewayBroker
 from .db import make_engine
 from .jobs import JobStore
 from .mcp_server import build_mcp_server
+from .metrics import GatewayMetrics, RequestMetrics
 from .middleware import AuthAndLimits, JsonRpcGuard
 from .migrate import upgrade
 from .notify import Notifier
@@ -35,6 +36,8 @@ __all__ = ["BrokerFactory", "GatewayApp", "create_app"]
 
 log = logging.getLogger("asya_gateway")
 BrokerFactory = Callable[[JobStore], GatewayBroker]
+COUNT_EVERY = 5.0
+"""Seconds between two counts of the unfinished jobs (``asya_gateway_jobs_unfinished``)."""
 CONSUMER, SWEEPER, LISTENER = "consumer", "timeouts", "notifications"  # names in /readyz
 SWEEP_INTERVAL = 1.0
 
@@ -77,7 +80,8 @@ def create_app(
     tools = tools if tools is not None else load_tools(settings.tools_path)
     engine = make_engine(settings.database_url)
     notifier = Notifier(settings.database_url)
-    store = JobStore(engine, notifier.notify)
+    metrics = GatewayMetrics()
+    store = JobStore(engine, notifier.notify, on_finished=metrics.job_finished)
     broker = (broker_factory or _rabbitmq(settings))(store)
     gateway = Gateway(
         tools=tools,
@@ -86,9 +90,10 @@ def create_app(
         notifier=notifier,
         default_timeout=settings.default_timeout,
         retention=settings.job_retention,
+        metrics=metrics,
     )
     supervisor = _supervisor(settings, gateway, notifier)
-    api = build_api(gateway, Metrics.create(), supervisor)
+    api = build_api(gateway, metrics, supervisor)
     # Host and Origin checks are ours (AuthAndLimits, for REST and MCP alike, with the hosts
     # of ASYA_GATEWAY_ALLOWED_HOSTS); the SDK's own guard only knows loopback hosts, so it is
     # off. Sessions are capped and closed when idle (the SDK answers 503 over the cap).
@@ -108,8 +113,8 @@ def create_app(
     api.state.parts = _Parts(settings, engine, notifier, gateway, broker, sessions, supervisor)
     api.router.lifespan_context = _lifespan
     asgi = AuthAndLimits(
-        api,
-        tokens=settings.tokens,
+        RequestMetrics(api, metrics),
+        principals=settings.token_principals(),
         max_body=settings.max_body,
         body_timeout=settings.body_timeout,
         allowed_origins=settings.allowed_origins,
@@ -144,15 +149,19 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 async def _sweep(gateway: Gateway, health: Health) -> None:
-    """Time out overdue jobs every second, and purge the jobs past the retention every
+    """Time out overdue jobs every second, count the unfinished ones every
+    :data:`COUNT_EVERY` seconds (a gauge), and purge the jobs past the retention every
     :data:`~.retention.PURGE_EVERY` seconds; a database error ends it (the supervisor restarts
     it after the backoff)."""
-    purged_at = -PURGE_EVERY
+    purged_at = counted_at = -PURGE_EVERY
     while True:
         for job_id in await gateway.time_out_overdue():
             log.info("job %s timed out", job_id)
         if time.monotonic() - purged_at >= PURGE_EVERY:
             await gateway.purge_expired()
             purged_at = time.monotonic()
+        if time.monotonic() - counted_at >= COUNT_EVERY:
+            await gateway.count_unfinished()  # the metrics' gauge
+            counted_at = time.monotonic()
         health.ok()
         await asyncio.sleep(SWEEP_INTERVAL)

@@ -73,6 +73,11 @@ class GatewayBroker(Protocol):
 
     async def publish_job(self, envelope: Envelope) -> None: ...
 
+    async def publish_control(self, body: bytes) -> None:
+        """Tell every sidecar (:mod:`asya_protocol.job_control`); best effort, may raise
+        :class:`PublishFailed`."""
+        ...
+
     async def consume(self, health: Health = NO_HEALTH) -> None:
         """Consume until cancelled, or raise when it cannot go on (connection lost); it is
         supervised, so run again after a backoff. ``health`` is marked ok once consuming."""
@@ -92,6 +97,7 @@ class Broker:
         self._lock = asyncio.Lock()
         self._retry = Backoff()  # paces redeliveries while the database is down
         self._dead_queues: set[str] = set()
+        self._control_declared = False
         self.connected = asyncio.Event()
         self._batch: list[aiormq.abc.DeliveredMessage] = []
         self._batch_ready = asyncio.Event()
@@ -124,6 +130,24 @@ class Broker:
             raise PublishFailed(f"RabbitMQ: {exc or type(exc).__name__}") from exc
         if not isinstance(confirm, spec.Basic.Ack):
             raise PublishFailed("RabbitMQ did not confirm the publish")
+
+    async def publish_control(self, body: bytes) -> None:
+        exchange = self.settings.control_exchange
+        if not exchange:
+            return
+        try:
+            channel = await self._channel()
+            if not self._control_declared:
+                await channel.exchange_declare(exchange, exchange_type="fanout", durable=True)
+                self._control_declared = True
+            await channel.basic_publish(
+                body,
+                exchange=exchange,
+                properties=spec.Basic.Properties(content_type="application/json"),
+            )
+        except _BROKER_ERRORS as exc:
+            self._control_declared = False
+            raise PublishFailed(f"RabbitMQ: {exc or type(exc).__name__}") from exc
 
     async def consume(self, health: Health = NO_HEALTH) -> None:
         """One consuming session: connect, declare, consume until the connection is lost, then

@@ -47,6 +47,12 @@ class Base(DeclarativeBase):
 
 class Job(Base):
     __tablename__ = "asya_jobs"
+    __table_args__ = (
+        Index("ix_asya_jobs_principal_created", "principal", "created_at"),
+        Index(
+            "ux_asya_jobs_principal_idempotency_key", "principal", "idempotency_key", unique=True
+        ),
+    )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     tool: Mapped[str] = mapped_column(String(128), index=True)
@@ -64,6 +70,9 @@ class Job(Base):
     finished_at: Mapped[datetime.datetime | None] = mapped_column(
         DateTime(timezone=True), nullable=True
     )
+    principal: Mapped[str] = mapped_column(String(64), server_default="", default="")
+    """Who started it (:mod:`asya_gateway.principals`); '' for jobs from before principals."""
+    idempotency_key: Mapped[str | None] = mapped_column(String(255), nullable=True)
 
     @property
     def job_status(self) -> JobStatus:

@@ -62,6 +62,16 @@ class NoSuchJob(GatewayError):
         self.job_id = job_id
 
 
+class IdempotencyConflict(GatewayError):
+    """An idempotency key this principal already used for another tool or other arguments."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(
+            f"idempotency key already used by job {job_id} with another tool or other arguments"
+        )
+        self.job_id = job_id
+
+
 class JobFinished(GatewayError):
     """The job already finished: it cannot be cancelled."""
 

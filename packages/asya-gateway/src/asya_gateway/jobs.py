@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from asya_protocol import Envelope, StepEvent
@@ -32,10 +32,15 @@ _UNFINISHED_EXCLUDES = sorted(status.value for status in TERMINAL)
 
 @dataclass(frozen=True)
 class Applied:
-    """A job after some events: ``changed`` if any of them changed its state."""
+    """A job after some events: ``changed`` if any of them changed its state, ``finished`` if
+    they brought it to its final status."""
 
     job: Job
     changed: bool
+    finished: bool = False
+
+
+OnFinished = Callable[[Job], None]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -46,6 +51,8 @@ class JobQuery:
     tool: str | None = None
     limit: int = 50
     before: str | None = None
+    owner: str | None = None
+    """Only this principal's jobs; None for every job (an admin)."""
 
     def __post_init__(self) -> None:
         """Refuse (:class:`~asya_gateway.errors.InvalidQuery`) what no database can hold."""
@@ -84,8 +91,12 @@ def _store_state(job: Job, state: JobState) -> None:
 
 
 class JobStore:
-    def __init__(self, engine: AsyncEngine, notify: Notify) -> None:
+    def __init__(
+        self, engine: AsyncEngine, notify: Notify, *, on_finished: OnFinished | None = None
+    ) -> None:
         self.engine = engine
+        self.on_finished = on_finished
+        """Called with each job this store has just moved to its final status (after commit)."""
         self.sessions = sessions(engine)
         self._notify = notify
         self._sqlite = engine.dialect.name == "sqlite"
@@ -133,8 +144,18 @@ class JobStore:
 
     # --- commands -----------------------------------------------------------------------------
 
-    async def create(self, tool: str, arguments: Any, timeout: float) -> tuple[Job, str]:
-        """A pending job and the id of its first envelope."""
+    async def create(
+        self,
+        tool: str,
+        arguments: Any,
+        timeout: float,
+        *,
+        principal: str = "",
+        idempotency_key: str | None = None,
+    ) -> tuple[Job, str]:
+        """A pending job and the id of its first envelope. With an ``idempotency_key`` that
+        this principal already used, the insert fails (``sqlalchemy.exc.IntegrityError``):
+        see :meth:`by_key`."""
         now = utcnow()
         job_id, root = str(uuid.uuid4()), str(uuid.uuid4())
         transition = jobstate.created(tool, root, now)
@@ -145,6 +166,8 @@ class JobStore:
             root_id=root,
             created_at=now,
             deadline=now + datetime.timedelta(seconds=timeout),
+            principal=principal,
+            idempotency_key=idempotency_key,
         )
         _store_state(job, transition.state)
 
@@ -174,15 +197,21 @@ class JobStore:
             if job is None:
                 return None
             state, changed = state_of(job), False
+            was_finished = state.status.terminal
             for event in events:
                 transition = jobstate.apply(state, event, utcnow())
                 await self._record(session, job_id, transition)
                 state, changed = transition.state, changed or transition.changed
             if changed:
                 _store_state(job, state)
-            return Applied(job, changed)
+            return Applied(
+                job, changed, finished=changed and not was_finished and state.status.terminal
+            )
 
-        return await self._write(go)
+        applied = await self._write(go)
+        if applied is not None and applied.finished and self.on_finished is not None:
+            self.on_finished(applied.job)
+        return applied
 
     async def on_terminal(self, job_id: str, envelope: Envelope, ok: bool) -> bool:
         """A message of this job reached happy-end (``ok``) or error-end; False if there is no
@@ -222,14 +251,30 @@ class JobStore:
 
     # --- queries ------------------------------------------------------------------------------
 
+    async def count_unfinished(self) -> int:
+        async with self._session() as session:
+            counted = await session.execute(
+                select(func.count()).select_from(Job).where(Job.status.not_in(_UNFINISHED_EXCLUDES))
+            )
+            return int(counted.scalar_one())
+
     async def get(self, job_id: str) -> Job | None:
         check_text("job_id", job_id)
         async with self._session() as session:
             job: Job | None = await session.get(Job, job_id)
             return job
 
+    async def by_key(self, principal: str, key: str) -> Job | None:
+        """The job this principal started with this idempotency key, if any."""
+        async with self._session() as session:
+            stmt = select(Job).where(Job.principal == principal, Job.idempotency_key == key)
+            job: Job | None = (await session.execute(stmt)).scalar_one_or_none()
+            return job
+
     async def list_jobs(self, query: JobQuery) -> list[Job]:
         stmt = select(Job).order_by(Job.created_at.desc(), Job.id.desc()).limit(query.limit)
+        if query.owner is not None:
+            stmt = stmt.where(Job.principal == query.owner)
         if query.status:
             stmt = stmt.where(Job.status == query.status)
         if query.tool:

@@ -51,10 +51,12 @@ from .db import Job, JobEvent
 from .errors import InvalidArguments, JobFinished, NoSuchJob, StartFailed, UnknownTool
 from .jobs import JobQuery
 from .jobstate import HistoryKind, JobStatus
+from .principals import Principal, principal_of
 from .service import Gateway
 from .tools import DEFAULT_WAIT, Tool
 
 __all__ = [
+    "IDEMPOTENCY_META_KEY",
     "JOB_RESULT",
     "JOB_RESULT_TOOL",
     "UNAVAILABLE",
@@ -89,6 +91,9 @@ TASKS_PAGE = 50
 JOB_RESULT_TOOL = "asya_job_result"
 """The gateway's own tool: wait again for a job whose first call answered "still running"."""
 MAX_WAIT = 300.0
+IDEMPOTENCY_META_KEY = "sh.asya/idempotency-key"
+"""The ``_meta`` key of a ``tools/call``'s idempotency key (the HTTP ``Idempotency-Key`` header
+works too): a retry with the same key and token follows the job the first call started."""
 log = logging.getLogger("asya.gateway.mcp")
 
 
@@ -255,6 +260,23 @@ async def list_tools(
     return types.ListToolsResult(tools=[*tools, JOB_RESULT])
 
 
+def caller(ctx: McpContext) -> Principal:
+    """The principal of the HTTP request that carried this message (the middleware's)."""
+    return principal_of(getattr(ctx.request, "scope", None))
+
+
+def idempotency_key_of(ctx: McpContext) -> str | None:
+    """``_meta["sh.asya/idempotency-key"]``, or else the request's ``Idempotency-Key``."""
+    meta = ctx.meta or {}
+    key = meta.get(IDEMPOTENCY_META_KEY)
+    if key is None:
+        headers = getattr(ctx.request, "headers", None)
+        key = headers.get("idempotency-key") if headers is not None else None
+    if key is not None and not isinstance(key, str):
+        raise MCPError(types.INVALID_PARAMS, f"{IDEMPOTENCY_META_KEY}: must be a string")
+    return key
+
+
 async def call_tool(ctx: McpContext, params: types.CallToolRequestParams) -> types.CallToolResult:
     """Start the tool's job and answer with its result, waiting up to the tool's ``wait``.
 
@@ -265,19 +287,29 @@ async def call_tool(ctx: McpContext, params: types.CallToolRequestParams) -> typ
     gateway = ctx.lifespan_context
     if params.name == JOB_RESULT_TOOL:
         return await job_result(ctx, params.arguments or {})
+    principal = caller(ctx)
     try:
-        job = await gateway.start(params.name, params.arguments or {})
+        started = await gateway.start(
+            params.name,
+            params.arguments or {},
+            principal=principal,
+            via="mcp",
+            key=idempotency_key_of(ctx),
+        )
     except UnknownTool:
         raise MCPError(types.INVALID_PARAMS, f"unknown tool: {params.name}") from None
     except InvalidArguments as exc:
         return _tool_error("invalid arguments: " + "; ".join(exc.errors))
+    except (errors.IdempotencyConflict, errors.InvalidQuery) as exc:
+        raise MCPError(types.INVALID_PARAMS, str(exc)) from None
     except StartFailed as exc:
         return job_result_content(exc.job)
-    tool = gateway.tools[params.name]
+    tool, job = gateway.tools[params.name], started.job
     try:
         return await _follow(ctx, job, tool.wait, tool)
     except asyncio.CancelledError:
-        await _cancel_abandoned(gateway, job.id)
+        if not started.replayed:  # a retry's drop leaves the first call's job alone
+            await _cancel_abandoned(gateway, job.id, principal)
         raise
 
 
@@ -294,7 +326,7 @@ async def job_result(ctx: McpContext, arguments: dict[str, Any]) -> types.CallTo
     if not isinstance(wait, int | float) or isinstance(wait, bool) or not 0 < wait <= MAX_WAIT:
         return _tool_error(f"invalid arguments: wait: a number of seconds in (0, {MAX_WAIT:g}]")
     try:
-        job = await gateway.get(job_id)
+        job = await gateway.get(job_id, caller(ctx))
     except NoSuchJob:
         return _tool_error(f"no such job: {job_id}")
     except errors.InvalidQuery as exc:
@@ -327,12 +359,12 @@ async def _follow(
     return job_result_content(finished, tool)
 
 
-async def _cancel_abandoned(gateway: Gateway, job_id: str) -> None:
+async def _cancel_abandoned(gateway: Gateway, job_id: str, principal: Principal) -> None:
     """Cancel the job of a call its client cancelled or dropped (shielded: the caller's scope
     is being cancelled)."""
     with anyio.CancelScope(shield=True):
         try:
-            await gateway.cancel(job_id)
+            await gateway.cancel(job_id, principal)
         except JobFinished:
             return  # it finished as the call went away: nothing left to cancel
         except errors.DatabaseUnavailable as exc:
@@ -387,25 +419,23 @@ def partial_text(chunks: list[Any]) -> str:
     return "".join(c if isinstance(c, str) else json.dumps(c) for c in chunks)
 
 
-async def _task(gateway: Gateway, task_id: str) -> Job:
+async def _task(ctx: McpContext, task_id: str) -> Job:
     try:
-        return await gateway.get(task_id)
+        return await ctx.lifespan_context.get(task_id, caller(ctx))
     except NoSuchJob:
         raise MCPError(types.INVALID_PARAMS, f"unknown task: {task_id}") from None
 
 
 async def get_task(ctx: McpContext, params: types.GetTaskRequestParams) -> types.GetTaskResult:
     return types.GetTaskResult(
-        **job_task(
-            await _task(ctx.lifespan_context, params.task_id), ctx.lifespan_context.retention
-        )
+        **job_task(await _task(ctx, params.task_id), ctx.lifespan_context.retention)
     )
 
 
 async def task_result(
     ctx: McpContext, params: types.GetTaskPayloadRequestParams
 ) -> types.CallToolResult:
-    job = await _task(ctx.lifespan_context, params.task_id)
+    job = await _task(ctx, params.task_id)
     finished = job if job.job_status.terminal else await ctx.lifespan_context.wait(job.id)
     result = job_result_content(finished, ctx.lifespan_context.tools.get(job.tool))
     result.meta = {"io.modelcontextprotocol/related-task": {"taskId": job.id}}
@@ -416,7 +446,7 @@ async def cancel_task(
     ctx: McpContext, params: types.CancelTaskRequestParams
 ) -> types.CancelTaskResult:
     try:
-        job = await ctx.lifespan_context.cancel(params.task_id)
+        job = await ctx.lifespan_context.cancel(params.task_id, caller(ctx))
     except NoSuchJob:
         raise MCPError(types.INVALID_PARAMS, f"unknown task: {params.task_id}") from None
     except JobFinished as exc:
@@ -430,7 +460,9 @@ async def list_tasks(
     ctx: McpContext, params: types.PaginatedRequestParams | None
 ) -> types.ListTasksResult:
     cursor = params.cursor if params is not None else None
-    jobs = await ctx.lifespan_context.list_jobs(JobQuery(limit=TASKS_PAGE, before=cursor))
+    jobs = await ctx.lifespan_context.list_jobs(
+        JobQuery(limit=TASKS_PAGE, before=cursor), caller(ctx)
+    )
     return types.ListTasksResult(
         tasks=[types.Task(**job_task(j, ctx.lifespan_context.retention)) for j in jobs],
         next_cursor=jobs[-1].id if len(jobs) == TASKS_PAGE else None,

@@ -48,6 +48,10 @@ class InProcessQueues(Protocol):
 
     async def publish(self, routing_key: str, body: bytes) -> None: ...
 
+    async def publish_control(self, body: bytes) -> None:
+        """Hand a job control message to every sidecar of this process."""
+        ...
+
 
 class MemoryBroker:
     """A :class:`~asya_gateway.broker.GatewayBroker` on :class:`InProcessQueues`."""
@@ -99,6 +103,9 @@ class MemoryBroker:
             await self.queues.publish(first, encode_envelope(envelope))
         except self.unroutable:
             raise PublishFailed(f"no actor consumes the first step {first!r}") from None
+
+    async def publish_control(self, body: bytes) -> None:
+        await self.queues.publish_control(body)
 
     async def consume(self, health: Health = NO_HEALTH) -> None:
         self.connected.set()

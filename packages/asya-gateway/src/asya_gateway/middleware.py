@@ -20,14 +20,16 @@ The body is read here, whole, before any route sees it, under three limits:
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from asya_protocol import MAX_JSON_DEPTH, EnvelopeError, NestingTooDeepError, check_json
+
+from .principals import ANONYMOUS, SCOPE_KEY, Principal, authenticate
 
 __all__ = [
     "ANY_HOST_PATHS",
@@ -76,7 +78,7 @@ class AuthAndLimits:
         self,
         app: ASGIApp,
         *,
-        tokens: frozenset[str],
+        principals: Mapping[str, Principal],
         max_body: int,
         allowed_origins: frozenset[str],
         body_timeout: float = 30.0,
@@ -84,7 +86,7 @@ class AuthAndLimits:
     ) -> None:
         self.app = app
         self.allowed_hosts = allowed_hosts
-        self.tokens = tokens
+        self.principals = principals
         self.max_body = max_body
         self.body_timeout = body_timeout
         self.allowed_origins = allowed_origins
@@ -98,6 +100,7 @@ class AuthAndLimits:
         if refusal is not None:
             await _json(send, *refusal)
             return
+        scope[SCOPE_KEY] = self._principal(headers)
         try:
             body = await self._body(receive)
         except _TooLarge:
@@ -121,12 +124,9 @@ class AuthAndLimits:
         if path not in ANY_HOST_PATHS and not host_allowed(host, self.allowed_hosts):
             refused = f"host {host!r} is not served here (ASYA_GATEWAY_ALLOWED_HOSTS)"
             return 421, {"detail": refused}, []
-        if path not in OPEN_PATHS and self.tokens:
-            auth = headers.get("authorization", "")
-            token = auth[7:] if auth[:7].lower() == "bearer " else ""
-            if not any(hmac.compare_digest(token.encode(), t.encode()) for t in self.tokens):
-                detail = {"detail": "missing or invalid bearer token"}
-                return 401, detail, [(b"www-authenticate", b'Bearer realm="asya"')]
+        if path not in OPEN_PATHS and self._principal(headers) is None:
+            detail = {"detail": "missing or invalid bearer token"}
+            return 401, detail, [(b"www-authenticate", b'Bearer realm="asya"')]
         origin = headers.get("origin")
         if path.startswith("/mcp") and origin and not self._origin_ok(origin, headers):
             return 403, {"detail": f"origin {origin!r} is not allowed"}, []
@@ -134,6 +134,13 @@ class AuthAndLimits:
         if length is not None and length.isdigit() and int(length) > self.max_body:
             return 413, {"detail": f"request body over {self.max_body} bytes"}, []
         return None
+
+    def _principal(self, headers: dict[str, str]) -> Principal | None:
+        """The bearer token's principal; :data:`ANONYMOUS` when there are no tokens."""
+        if not self.principals:
+            return ANONYMOUS
+        auth = headers.get("authorization", "")
+        return authenticate(auth[7:] if auth[:7].lower() == "bearer " else "", self.principals)
 
     async def _body(self, receive: Receive) -> bytes:
         """The whole body, within the size and time limits (bounded: at most ``max_body``

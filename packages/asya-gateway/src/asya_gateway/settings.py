@@ -14,6 +14,7 @@ from asya_protocol import DEFAULT_EVENTS_EXCHANGE, SettingsError, validate_queue
 from asya_protocol.actor_settings import SidecarSettings
 from asya_protocol.settings import boolean, choice, integer, listed, load, number, text, var
 
+from . import principals
 from .retention import DEFAULT_RETENTION
 
 __all__ = ["LOOPBACK_HOSTS", "AuthMode", "GatewaySettings", "SettingsError", "database_url"]
@@ -72,6 +73,8 @@ class GatewaySettings:
     events_exchange: str = var(
         "ASYA_EVENTS_EXCHANGE", validate_queue_name, default=DEFAULT_EVENTS_EXCHANGE
     )
+    control_exchange: str = _as_actors("ASYA_CONTROL_EXCHANGE")
+    """Where cancelled jobs are announced to the sidecars; empty to announce nothing."""
     happy_end: str = _as_actors("ASYA_HAPPY_END_QUEUE")
     error_end: str = _as_actors("ASYA_ERROR_END_QUEUE")
     events_queue: str = var(
@@ -80,7 +83,12 @@ class GatewaySettings:
     tools_path: str = var("ASYA_GATEWAY_TOOLS", text, default="tools.yaml")
     host: str = var("ASYA_GATEWAY_HOST", text, default="127.0.0.1")
     port: int = var("ASYA_GATEWAY_PORT", integer(0, 65535), default=8000)
-    tokens: frozenset[str] = var("ASYA_GATEWAY_TOKENS", listed(), default=frozenset())
+    tokens: frozenset[str] = var(
+        "ASYA_GATEWAY_TOKENS", listed(principals.credential), default=frozenset()
+    )
+    """Bearer tokens, each ``name:token`` or a bare ``token`` (see :mod:`.principals`)."""
+    admins: frozenset[str] = var("ASYA_GATEWAY_ADMINS", listed(), default=frozenset())
+    """Principals (names in ``ASYA_GATEWAY_TOKENS``) that see and cancel every job."""
     auth: AuthMode = var("ASYA_GATEWAY_AUTH", _auth, default=AuthMode.REQUIRED)
     max_body: int = var("ASYA_GATEWAY_MAX_BODY", integer(1024), default=1_048_576)
     body_timeout: float = var("ASYA_GATEWAY_BODY_TIMEOUT", number(0.0, above=True), default=30.0)
@@ -120,6 +128,20 @@ class GatewaySettings:
                 "ASYA_GATEWAY_TOKENS: set at least one bearer token "
                 "(or ASYA_GATEWAY_AUTH=disabled for a local run)"
             )
+        try:
+            principals.principals(self.tokens, self.admins)
+        except ValueError as exc:
+            raise ValueError(f"ASYA_GATEWAY_TOKENS: {exc}") from None
+        unknown = sorted(self.admins - principals.names(self.tokens))
+        if unknown:
+            raise ValueError(
+                f"ASYA_GATEWAY_ADMINS: {', '.join(unknown)} named by no name:token of "
+                "ASYA_GATEWAY_TOKENS"
+            )
+
+    def token_principals(self) -> dict[str, principals.Principal]:
+        """Token to principal (empty: no tokens, authentication disabled)."""
+        return principals.principals(self.tokens, self.admins)
 
     def served_hosts(self) -> frozenset[str]:
         """Every allowed ``Host`` (see :attr:`allowed_hosts`); contains ``*`` to allow any."""

@@ -26,6 +26,7 @@ from asya_gateway import GatewaySettings, parse_tools
 from asya_gateway.deadletter import REASON_HEADER, SOURCE_HEADER, dead_letter_queue
 from asya_gateway.mcp_server import UNAVAILABLE
 from asya_gateway.messages import JOB_HEADER
+from asya_gateway.principals import principals
 from asya_gateway.settings import database_url
 from asya_gateway.supervise import NO_HEALTH, Health
 from asya_protocol import MAX_JSON_DEPTH, Envelope
@@ -45,10 +46,14 @@ class FakeBroker:
     def __init__(self, failures: int = 0) -> None:
         self.connected = asyncio.Event()
         self.published: list[Envelope] = []
+        self.controls: list[bytes] = []
         self.failures = failures
 
     async def publish_job(self, envelope: Envelope) -> None:
         self.published.append(envelope)
+
+    async def publish_control(self, body: bytes) -> None:
+        self.controls.append(body)
 
     async def consume(self, health: Health = NO_HEALTH) -> None:
         if self.failures:
@@ -235,7 +240,8 @@ async def test_arguments_nested_too_deep_are_refused_naming_the_limit(fake: Any)
 
 async def test_a_stored_input_deeper_than_the_limit_is_still_served(fake: Any) -> None:
     deep = nested(300)  # stored before the limit existed, say
-    job, _ = await fake.app.gateway.store.create("echo", deep, 60)
+    owner = principals([TOKEN])[TOKEN].name
+    job, _ = await fake.app.gateway.store.create("echo", deep, 60, principal=owner)
     async with httpx.AsyncClient(base_url=fake.url, headers=AUTH, timeout=30) as http:
         got = await http.get(f"/jobs/{job.id}")
         listed = await http.get("/jobs")

@@ -248,6 +248,12 @@ def test_the_gateway_is_probed_for_readiness_and_liveness_apart() -> None:
     (container,) = dep["spec"]["template"]["spec"]["containers"]
     assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    (port,) = container["ports"]
+    assert dep["spec"]["template"]["metadata"]["annotations"] == {
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": str(port["containerPort"]),
+        "prometheus.io/path": "/metrics",
+    }
 
 
 @pytest.mark.parametrize("port", [None, 9090])
