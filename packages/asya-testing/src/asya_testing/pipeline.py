@@ -132,6 +132,7 @@ async def process_pipeline(
         "ASYA_HAPPY_END_QUEUE": names.happy_end,
         "ASYA_ERROR_END_QUEUE": names.error_end,
         "ASYA_EVENTS_EXCHANGE": names.events_exchange,
+        "ASYA_CONTROL_EXCHANGE": names.control_exchange,
     }
     port = free_port()
     pipeline = ProcessPipeline(
