@@ -23,6 +23,10 @@ import pytest
 from asya_testing import AmqpNames, fresh_database
 from asya_testing.pipeline import AUTH, TOKEN, ProcessPipeline, process_pipeline
 
+OTHER_TOKEN = "e2e-other-token"  # noqa: S105 - a test credential
+"""A second principal's token, named ``other`` in the gateway's ASYA_GATEWAY_TOKENS."""
+OTHER_AUTH = {"Authorization": f"Bearer {OTHER_TOKEN}"}
+
 HERE = Path(__file__).resolve().parent
 SEED = str(HERE.parent / "examples/seed")
 SLOW_ACTORS = str(HERE / "mcp_actors")
@@ -111,11 +115,18 @@ async def system(
     amqp_url: str, amqp_names: AmqpNames, database_url: str, tmp_path: Path
 ) -> AsyncIterator[ProcessPipeline]:
     """The seed pipeline (examples/seed's handlers) and the slow two-step tool, each step a
-    runtime and a sidecar process, and a gateway process."""
+    runtime and a sidecar process, and a gateway process that knows two tokens (principals)."""
     async with (
         fresh_database(database_url) as database,
         process_pipeline(
-            amqp_url, amqp_names, database, tmp_path, handlers=SEED, steps=STEPS, tools=TOOLS
+            amqp_url,
+            amqp_names,
+            database,
+            tmp_path,
+            handlers=SEED,
+            steps=STEPS,
+            tools=TOOLS,
+            gateway_env={"ASYA_GATEWAY_TOKENS": f"{TOKEN},other:{OTHER_TOKEN}"},
         ) as pipeline,
     ):
         pipeline.handlers = SLOW_ACTORS
@@ -227,18 +238,20 @@ async def inspector(
     return dict(printed["result"])
 
 
-async def ts_client(clients: Path, home: Path, scenario: str, url: str, arguments: Any) -> Node:
+async def ts_client(
+    clients: Path, home: Path, scenario: str, url: str, arguments: Any, token: str = TOKEN
+) -> Node:
     return await Node.start(
         ["node", "client.mjs", scenario, f"{url}/mcp", json.dumps(arguments)],
         clients,
-        node_env(home, ASYA_MCP_TOKEN=TOKEN),
+        node_env(home, ASYA_MCP_TOKEN=token),
     )
 
 
 async def ts_scenario(
-    clients: Path, home: Path, scenario: str, url: str, arguments: Any
+    clients: Path, home: Path, scenario: str, url: str, arguments: Any, token: str = TOKEN
 ) -> dict[str, Any]:
-    node = await ts_client(clients, home, scenario, url, arguments)
+    node = await ts_client(clients, home, scenario, url, arguments, token)
     try:
         rc, out, err = await node.finish()
     finally:
@@ -400,8 +413,12 @@ async def test_ts_sdk_client_aborting_a_call_cancels_its_running_job(
 ) -> None:
     """The client aborts the call (AbortSignal: the SDK sends notifications/cancelled) at its
     first progress notification; its session stays open until the job is seen cancelled, so
-    it is the cancelled call, not a closed session, that cancels the job."""
-    node = await ts_client(mcp_clients, tmp_path / "home", "abort", system.url, {"seconds": 4})
+    it is the cancelled call, not a closed session, that cancels the job. The job stops: its
+    first step (a ``def`` handler, which runs to its end) ends, its second step never starts,
+    and nothing reaches happy-end."""
+    trace = tmp_path / "trace.log"
+    arguments = {"seconds": 2, "trace": str(trace)}
+    node = await ts_client(mcp_clients, tmp_path / "home", "abort", system.url, arguments)
     try:
         out = await node.first_line()
         assert "rejected" in out, out
@@ -409,8 +426,57 @@ async def test_ts_sdk_client_aborting_a_call_cancels_its_running_job(
         async with httpx.AsyncClient(base_url=system.url, headers=AUTH) as http:
             job = await _only_job(http, "slow")
             cancelled = await _status_becomes(http, job["id"], "cancelled")
-        assert cancelled["result"] is None
+            assert cancelled["result"] is None
+            await _trace_reaches(trace, "first ended")
+            # The first step's sidecar would forward its result at once; give the second step
+            # far longer than a hop takes (milliseconds) to show it is never asked.
+            await asyncio.sleep(3)
+            assert _lines(trace) == ["first started", "first ended"]
+            after = (await http.get(f"/jobs/{job['id']}")).json()
+        assert after["status"] == "cancelled", after
+        assert after["result"] is None
         rc, rest, err = await node.finish()
         assert rc == 0, f"client.mjs abort exited {rc}:\n{rest}\n{err}"
     finally:
         await node.kill()
+    assert "cancelled" in system.sidecars["first"].log(), system.sidecars["first"].log()
+
+
+def _lines(path: Path) -> list[str]:
+    return path.read_text().splitlines() if path.exists() else []
+
+
+async def _trace_reaches(path: Path, line: str) -> None:
+    async with asyncio.timeout(30):
+        while line not in _lines(path):  # noqa: ASYNC110 - a file another process writes
+            await asyncio.sleep(0.1)
+
+
+async def test_two_tokens_cannot_see_each_others_jobs(
+    system: ProcessPipeline, mcp_clients: Path, tmp_path: Path
+) -> None:
+    """A job started with one token is "not found" for the other, on REST and through the
+    TypeScript SDK's task methods and asya_job_result, and absent from its lists."""
+    home = tmp_path / "home"
+    running = await inspector_call(
+        mcp_clients, home, system.url, "legacy", "slow_brief", {"seconds": 1}
+    )
+    job_id = running["job_id"]
+    out = await ts_scenario(
+        mcp_clients, home, "foreign", system.url, {"job_id": job_id}, token=OTHER_TOKEN
+    )
+    for method in ("get", "result", "cancel"):
+        assert out[method].get("code") == -32602, (method, out)
+        assert job_id in out[method]["message"], (method, out)
+    assert job_id not in out["listed"]
+    assert out["jobResult"]["isError"] is True, out
+    assert f"no such job: {job_id}" in out["jobResult"]["content"][0]["text"]
+    async with (
+        httpx.AsyncClient(base_url=system.url, headers=OTHER_AUTH) as other,
+        httpx.AsyncClient(base_url=system.url, headers=AUTH) as owner,
+    ):
+        assert (await other.get(f"/jobs/{job_id}")).status_code == 404
+        assert (await other.post(f"/jobs/{job_id}/cancel")).status_code == 404
+        assert job_id not in [j["id"] for j in (await other.get("/jobs")).json()["items"]]
+        done = await _status_becomes(owner, job_id, "succeeded")
+    assert done["result"] == {"seconds": 1, "steps": ["first", "second"]}

@@ -13,6 +13,8 @@
 //   abort   a call on a slow tool aborted (AbortSignal) at its first progress notification;
 //           the session stays open until stdin closes, so the job is cancelled by the call's
 //           notifications/cancelled and not by the session going away
+//   foreign another principal's job (its id the argument's job_id): tasks/get, tasks/result,
+//           tasks/cancel, tasks/list and asya_job_result, each as this client's token sees it
 //
 // An error the SDK raises while checking an answer is not caught: the script exits non-zero
 // with the SDK's message on stderr, and the test shows it.
@@ -135,12 +137,29 @@ async function abort({ client }) {
   return { ...outcome, progress };
 }
 
+async function foreign({ client }) {
+  const tasksApi = client.experimental.tasks;
+  const jobId = toolArguments.job_id;
+  const listed = await tasksApi.listTasks();
+  const result = await client.callTool({
+    name: "asya_job_result",
+    arguments: { job_id: jobId, wait: 1 },
+  });
+  return {
+    get: await refusal(tasksApi.getTask(jobId)),
+    result: await refusal(tasksApi.getTaskResult(jobId, CallToolResultSchema)),
+    cancel: await refusal(tasksApi.cancelTask(jobId)),
+    listed: listed.tasks.map((t) => t.taskId),
+    jobResult: result,
+  };
+}
+
 async function stdinClosed() {
   process.stdin.resume();
   await new Promise((resolve) => process.stdin.on("end", resolve));
 }
 
-const scenarios = { basics, tasks, abort };
+const scenarios = { basics, tasks, abort, foreign };
 if (!(scenario in scenarios)) {
   process.stderr.write(`unknown scenario ${scenario}\n`);
   process.exit(2);

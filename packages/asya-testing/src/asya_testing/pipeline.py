@@ -147,12 +147,14 @@ async def process_pipeline(
             pipeline.start_runtime(step)
             pipeline.start_sidecar(step)
         pipeline.gateway_env = inherited(
-            **common,
-            ASYA_DATABASE_URL=database_url,
-            ASYA_GATEWAY_EVENTS_QUEUE=names.queue("gateway-events"),
-            ASYA_GATEWAY_TOOLS=str(tools_file(log_dir / "tools.yaml", tools, names)),
-            ASYA_GATEWAY_TOKENS=TOKEN,
-            **(gateway_env or {}),
+            **{
+                **common,
+                "ASYA_DATABASE_URL": database_url,
+                "ASYA_GATEWAY_EVENTS_QUEUE": names.queue("gateway-events"),
+                "ASYA_GATEWAY_TOOLS": str(tools_file(log_dir / "tools.yaml", tools, names)),
+                "ASYA_GATEWAY_TOKENS": TOKEN,
+                **(gateway_env or {}),
+            }
         )
         await pipeline.start_gateway(port)
         yield pipeline
