@@ -14,10 +14,12 @@ answered with its id and status; ``asya_job_result`` (or ``tasks/result``) waits
 A call cancelled (``notifications/cancelled``) or dropped (the 2026-07-28 request's connection
 closed) while it waits cancels its job.
 
-The SDK routes the task methods to us but has no task support of its own, and its result check
-for ``tools/call`` admits only a ``CallToolResult``: a task-augmented ``tools/call`` (answered
-with ``CreateTaskResult``) cannot pass it, so a client follows a call that answered "still
-running" with the task methods or ``asya_job_result``.
+On 2026-07-28 tasks are the extension ``io.modelcontextprotocol/tasks`` (advertised under the
+capabilities' ``extensions``): a ``tools/call`` whose ``_meta`` client capabilities declare it
+and whose job outlives the tool's wait is answered with a task (``resultType: "task"``) instead
+of "still running"; ``tasks/get`` (the result inline once the job is done), ``tasks/cancel`` and
+``tasks/update`` follow it, each refused with -32021 to a request that does not declare the
+extension. ``tasks/list`` and ``tasks/result`` are 2025-11-25 methods only.
 
 Each handler is a module-level function of the typed request context, whose lifespan context is
 the :class:`~asya_gateway.service.Gateway` (the server's lifespan yields it).
@@ -36,13 +38,14 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from enum import StrEnum
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import anyio
 import mcp_types as types
 from mcp.server import ServerRequestContext
 from mcp.server.lowlevel.server import Server
 from mcp.shared.exceptions import MCPError
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from . import errors
 from .__about__ import __version__
@@ -59,15 +62,19 @@ __all__ = [
     "IDEMPOTENCY_META_KEY",
     "JOB_RESULT",
     "JOB_RESULT_TOOL",
+    "TASKS_EXTENSION",
     "UNAVAILABLE",
     "McpContext",
     "ProgressForwarder",
     "TaskStatus",
+    "UpdateTaskRequestParams",
     "available",
     "build_mcp_server",
     "call_tool",
     "cancel_task",
+    "declares_tasks",
     "describe_tool",
+    "extension_task",
     "get_task",
     "job_result",
     "job_result_content",
@@ -79,6 +86,7 @@ __all__ = [
     "partial_text",
     "still_running",
     "task_result",
+    "update_task",
 ]
 
 McpContext = ServerRequestContext[Gateway, Any]
@@ -87,6 +95,11 @@ R = TypeVar("R")
 UNAVAILABLE = -32003
 """JSON-RPC error code (server-defined range) of a call refused while the database is down."""
 TASK_REVISIONS = frozenset({"2025-11-25"})
+"""Revisions with tasks in the core protocol (``capabilities.tasks``, four task methods)."""
+TASKS_EXTENSION = "io.modelcontextprotocol/tasks"
+"""The 2026-07-28 tasks extension (its own spec, outside the core schema)."""
+MISSING_CLIENT_CAPABILITY = -32021
+"""JSON-RPC error of a request that needs a client capability it did not declare."""
 TASKS_PAGE = 50
 JOB_RESULT_TOOL = "asya_job_result"
 """The gateway's own tool: wait again for a job whose first call answered "still running"."""
@@ -128,6 +141,62 @@ def job_task(job: Job, retention: float) -> dict[str, Any]:
         "ttl": round(retention * 1000),
         "poll_interval": 1000,
     }
+
+
+_EXTENSION_TASK_STATUS = {
+    **_TASK_STATUS,
+    # The extension keeps "failed" for JSON-RPC errors; a failed job is a tool error, so its
+    # task is completed with a result whose isError is true.
+    JobStatus.FAILED: TaskStatus.COMPLETED,
+    JobStatus.TIMED_OUT: TaskStatus.COMPLETED,
+}
+
+
+def extension_task(job: Job, retention: float, tool: Tool | None = None) -> dict[str, Any]:
+    """The extension's task of a job (wire names), its tool result inline once it is done."""
+    status = job.job_status
+    task: dict[str, Any] = {
+        "taskId": job.id,
+        "status": _EXTENSION_TASK_STATUS[status].value,
+        "statusMessage": status.value if status.terminal else job.message,
+        "createdAt": _utc(job.created_at),
+        "lastUpdatedAt": _utc(job.updated_at),
+        "ttlMs": round(retention * 1000),
+        "pollIntervalMs": 1000,
+    }
+    if task["statusMessage"] is None:
+        del task["statusMessage"]
+    if status.terminal and status is not JobStatus.CANCELLED:
+        result = job_result_content(job, tool)
+        task["result"] = result.model_dump(by_alias=True, mode="json", exclude_none=True)
+    return task
+
+
+def declares_tasks(ctx: McpContext) -> bool:
+    """Whether this request's ``_meta`` client capabilities declare the tasks extension."""
+    declared = (ctx.meta or {}).get(types.CLIENT_CAPABILITIES_META_KEY)
+    if not isinstance(declared, dict):
+        return False
+    extensions = declared.get("extensions")
+    return isinstance(extensions, dict) and TASKS_EXTENSION in extensions
+
+
+def _modern(ctx: McpContext) -> bool:
+    return ctx.protocol_version in MODERN_PROTOCOL_VERSIONS
+
+
+def _require_tasks(ctx: McpContext) -> None:
+    if not declares_tasks(ctx):
+        raise MCPError(
+            MISSING_CLIENT_CAPABILITY,
+            "Missing required client capability",
+            {"requiredCapabilities": {"extensions": {TASKS_EXTENSION: {}}}},
+        )
+
+
+def _legacy_only(ctx: McpContext) -> None:
+    if _modern(ctx):
+        raise MCPError(types.METHOD_NOT_FOUND, "Method not found", ctx.method)
 
 
 def job_summary(job: Job) -> dict[str, Any]:
@@ -241,7 +310,7 @@ JOB_RESULT = types.Tool(
 
 
 class _GatewayServer(Server[Gateway]):
-    """Advertises task support on the revision that has tasks."""
+    """Advertises tasks: core tasks on 2025-11-25, the tasks extension on 2026-07-28."""
 
     def get_capabilities(self, *args: Any, **kwargs: Any) -> types.ServerCapabilities:
         capabilities = super().get_capabilities(*args, **kwargs)
@@ -250,6 +319,8 @@ class _GatewayServer(Server[Gateway]):
             capabilities.tasks = types.ServerTasksCapability(
                 list=types.TasksListCapability(), cancel=types.TasksCancelCapability()
             )
+        if version in MODERN_PROTOCOL_VERSIONS:
+            capabilities.extensions = {**(capabilities.extensions or {}), TASKS_EXTENSION: {}}
         return capabilities
 
 
@@ -282,7 +353,8 @@ async def call_tool(ctx: McpContext, params: types.CallToolRequestParams) -> typ
 
     With a progress token the steps' progress and partial results arrive as
     ``notifications/progress`` meanwhile. A call that is cancelled or dropped while it waits
-    cancels its job.
+    cancels its job. On 2026-07-28, a job that outlives the wait of a call declaring the tasks
+    extension is answered with its task (``resultType: "task"``).
     """
     gateway = ctx.lifespan_context
     if params.name == JOB_RESULT_TOOL:
@@ -306,7 +378,9 @@ async def call_tool(ctx: McpContext, params: types.CallToolRequestParams) -> typ
         return job_result_content(exc.job)
     tool, job = gateway.tools[params.name], started.job
     try:
-        return await _follow(ctx, job, tool.wait, tool)
+        return await _follow(
+            ctx, job, tool.wait, tool, as_task=_modern(ctx) and declares_tasks(ctx)
+        )
     except asyncio.CancelledError:
         if not started.replayed:  # a retry's drop leaves the first call's job alone
             await _cancel_abandoned(gateway, job.id, principal)
@@ -339,9 +413,10 @@ def _tool_error(text: str) -> types.CallToolResult:
 
 
 async def _follow(
-    ctx: McpContext, job: Job, wait: float, tool: Tool | None
+    ctx: McpContext, job: Job, wait: float, tool: Tool | None, *, as_task: bool = False
 ) -> types.CallToolResult:
-    """The job's result once it finishes, or "still running" after ``wait`` seconds."""
+    """The job's result once it finishes, or after ``wait`` seconds "still running" (or, with
+    ``as_task``, the extension's ``CreateTaskResult``)."""
     gateway = ctx.lifespan_context
     progress = ProgressForwarder(ctx)
     try:
@@ -351,6 +426,10 @@ async def _follow(
     except TimeoutError:
         current = await gateway.get(job.id)
         if not current.job_status.terminal:
+            if as_task:
+                created = {"resultType": "task", **extension_task(current, gateway.retention)}
+                # An extension result shape: the SDK passes a claimed resultType through as is.
+                return cast(types.CallToolResult, created)
             return still_running(current, wait)
     finished = await gateway.get(job.id)
     if finished.job_status is JobStatus.SUCCEEDED:
@@ -427,14 +506,36 @@ async def _task(ctx: McpContext, task_id: str) -> Job:
 
 
 async def get_task(ctx: McpContext, params: types.GetTaskRequestParams) -> types.GetTaskResult:
-    return types.GetTaskResult(
-        **job_task(await _task(ctx, params.task_id), ctx.lifespan_context.retention)
-    )
+    gateway = ctx.lifespan_context
+    if _modern(ctx):
+        _require_tasks(ctx)
+        job = await _task(ctx, params.task_id)
+        detailed = extension_task(job, gateway.retention, gateway.tools.get(job.tool))
+        return cast(types.GetTaskResult, detailed)
+    return types.GetTaskResult(**job_task(await _task(ctx, params.task_id), gateway.retention))
+
+
+class UpdateTaskRequestParams(types.RequestParams):
+    """``tasks/update`` (the 2026-07-28 tasks extension): answers to a task's input requests."""
+
+    task_id: str
+    input_responses: dict[str, Any]
+
+
+async def update_task(ctx: McpContext, params: UpdateTaskRequestParams) -> dict[str, Any]:
+    """Acknowledge: a job never asks for input, so no response is outstanding and every one
+    given is ignored, as the extension says of keys not outstanding."""
+    if not _modern(ctx):
+        raise MCPError(types.METHOD_NOT_FOUND, "Method not found", ctx.method)
+    _require_tasks(ctx)
+    await _task(ctx, params.task_id)
+    return {}
 
 
 async def task_result(
     ctx: McpContext, params: types.GetTaskPayloadRequestParams
 ) -> types.CallToolResult:
+    _legacy_only(ctx)
     job = await _task(ctx, params.task_id)
     finished = job if job.job_status.terminal else await ctx.lifespan_context.wait(job.id)
     result = job_result_content(finished, ctx.lifespan_context.tools.get(job.tool))
@@ -445,20 +546,28 @@ async def task_result(
 async def cancel_task(
     ctx: McpContext, params: types.CancelTaskRequestParams
 ) -> types.CancelTaskResult:
+    modern = _modern(ctx)
+    if modern:
+        _require_tasks(ctx)
     try:
         job = await ctx.lifespan_context.cancel(params.task_id, caller(ctx))
     except NoSuchJob:
         raise MCPError(types.INVALID_PARAMS, f"unknown task: {params.task_id}") from None
     except JobFinished as exc:
+        if modern:  # the extension's cancel is an acknowledgement; the task keeps its end
+            return cast(types.CancelTaskResult, {})
         raise MCPError(
             types.INVALID_PARAMS, f"cannot cancel a task that is {exc.job.status}"
         ) from None
+    if modern:
+        return cast(types.CancelTaskResult, {})
     return types.CancelTaskResult(**job_task(job, ctx.lifespan_context.retention))
 
 
 async def list_tasks(
     ctx: McpContext, params: types.PaginatedRequestParams | None
 ) -> types.ListTasksResult:
+    _legacy_only(ctx)
     cursor = params.cursor if params is not None else None
     jobs = await ctx.lifespan_context.list_jobs(
         JobQuery(limit=TASKS_PAGE, before=cursor), caller(ctx)
@@ -526,4 +635,5 @@ def build_mcp_server(gateway: Gateway) -> Server[Gateway]:
         "tasks/cancel", types.CancelTaskRequestParams, available(cancel_task)
     )
     server.add_request_handler("tasks/list", types.PaginatedRequestParams, available(list_tasks))
+    server.add_request_handler("tasks/update", UpdateTaskRequestParams, available(update_task))
     return server
