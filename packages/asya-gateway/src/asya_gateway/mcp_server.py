@@ -155,17 +155,17 @@ _EXTENSION_TASK_STATUS = {
 def extension_task(job: Job, retention: float, tool: Tool | None = None) -> dict[str, Any]:
     """The extension's task of a job (wire names), its tool result inline once it is done."""
     status = job.job_status
+    core = job_task(job, retention)  # the same fields, the extension's names for two of them
     task: dict[str, Any] = {
-        "taskId": job.id,
+        "taskId": core["task_id"],
         "status": _EXTENSION_TASK_STATUS[status].value,
-        "statusMessage": status.value if status.terminal else job.message,
-        "createdAt": _utc(job.created_at),
-        "lastUpdatedAt": _utc(job.updated_at),
-        "ttlMs": round(retention * 1000),
-        "pollIntervalMs": 1000,
+        "createdAt": core["created_at"],
+        "lastUpdatedAt": core["last_updated_at"],
+        "ttlMs": core["ttl"],
+        "pollIntervalMs": core["poll_interval"],
     }
-    if task["statusMessage"] is None:
-        del task["statusMessage"]
+    if core["status_message"] is not None:
+        task["statusMessage"] = core["status_message"]
     if status.terminal and status is not JobStatus.CANCELLED:
         result = job_result_content(job, tool)
         task["result"] = result.model_dump(by_alias=True, mode="json", exclude_none=True)

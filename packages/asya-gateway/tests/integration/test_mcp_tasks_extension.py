@@ -21,10 +21,8 @@ from mcp.shared._httpx_utils import create_mcp_http_client
 from mcp.shared.exceptions import MCPError
 from pydantic import ConfigDict
 
-from asya_gateway import parse_tools
-from asya_testing import AmqpNames
-
-from .conftest import TOKEN, tools_doc
+from .conftest import TOKEN
+from .test_mcp import tools  # noqa: F401 - the fixture: "patient" past its wait after 0.3 s
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 EXTENSION = "io.modelcontextprotocol/tasks"
@@ -33,30 +31,8 @@ ACK = {"resultType": "complete"}
 """An empty result (the server's ``_meta`` stamp aside)."""
 
 
-@pytest.fixture
-def tools(amqp_names: AmqpNames) -> dict[str, Any]:
-    doc = tools_doc(amqp_names)
-    for tool in doc["tools"]:
-        if tool["name"] == "patient":
-            tool["wait"] = 0.3
-    return parse_tools(doc, "test-tools.yaml")
-
-
-class TaskHandle(types.Result):
-    """The extension's ``CreateTaskResult`` (a ``Task`` with ``resultType: "task"``)."""
-
-    model_config = ConfigDict(extra="allow")
-    result_type: Literal["task"]
-    task_id: str
-    status: str
-    created_at: str
-    last_updated_at: str
-    ttl_ms: int | None
-    poll_interval_ms: int | None = None
-
-
-class DetailedTask(types.Result):
-    """What ``tasks/get`` answers: the task, with its ``result`` once completed."""
+class Task(types.Result):
+    """The extension's ``Task`` fields."""
 
     model_config = ConfigDict(extra="allow")
     task_id: str
@@ -66,6 +42,17 @@ class DetailedTask(types.Result):
     ttl_ms: int | None
     poll_interval_ms: int | None = None
     status_message: str | None = None
+
+
+class TaskHandle(Task):
+    """The extension's ``CreateTaskResult`` (a ``Task`` with ``resultType: "task"``)."""
+
+    result_type: Literal["task"]
+
+
+class DetailedTask(Task):
+    """What ``tasks/get`` answers: the task, with its ``result`` once completed."""
+
     result: dict[str, Any] | None = None
 
 
