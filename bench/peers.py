@@ -18,8 +18,9 @@ work, and 16 messages in flight per step (prefetch 16 and 16 concurrent handlers
 - celery: threads pool of 16, task_acks_late, prefetch multiplier 1 (prefetch 16),
   confirm_publish, persistent delivery mode, no result backend, no remote control or events;
 - asya: asya-runtime + asya-sidecar per step, ASYA_CONCURRENCY=16, ASYA_RUNTIME_CONCURRENCY=16,
-  route [step1, step2, step3], happy end = the sink; step events on, to a topic exchange with a
-  queue bound to ``#`` as the gateway binds it (asya), or off (asya-noevents); the handlers
+  route [step1, step2, step3], happy end = the sink; each message carries a job header as the
+  gateway's do; step events on, to a topic exchange with a queue bound to ``#`` as the gateway
+  binds it (asya), or off (asya-noevents); the handlers
   wrapped as ``async def`` (asya, asya-noevents) or the seed's own ``def`` (asya-def).
 
 Per system and round, in fresh processes and fresh queues: RSS of every worker process at rest
@@ -410,7 +411,13 @@ def first_message(n: Names, payload: dict[str, Any]) -> Callable[[], Message]:
             body = json.dumps(payload).encode()
             return lambda: (body, json_props)
         case "asya" | "asya-noevents" | "asya-def":
-            envelope = {"route": {"steps": n.steps, "current": 0}, "payload": payload}
+            # A gateway job's message (the job header): step events go out for it, as for every
+            # message the gateway starts (ASYA_STEP_EVENTS=jobs skips messages of no job).
+            envelope = {
+                "route": {"steps": n.steps, "current": 0},
+                "headers": {"asya-job-id": f"bench-{uuid.uuid4().hex}"},
+                "payload": payload,
+            }
             body = json.dumps(envelope).encode()
             return lambda: (body, json_props)
         case "dramatiq":

@@ -13,6 +13,7 @@ from asya_protocol import (
     DEFAULT_EXCHANGE,
     DEFAULT_HAPPY_END_QUEUE,
     DEFAULT_SOCKET_PATH,
+    EventScope,
 )
 from asya_sidecar import SettingsError, SidecarSettings
 
@@ -30,6 +31,7 @@ def test_defaults() -> None:
     assert s.socket_path == DEFAULT_SOCKET_PATH
     assert s.events_exchange == DEFAULT_EVENTS_EXCHANGE
     assert s.control_exchange == DEFAULT_CONTROL_EXCHANGE
+    assert s.step_events is EventScope.JOBS
     assert s.http_port == 8080
 
 
@@ -52,6 +54,7 @@ def test_everything_set() -> None:
             "ASYA_REDELIVERY_LIMIT": "2",
             "ASYA_EVENTS_EXCHANGE": "",
             "ASYA_CONTROL_EXCHANGE": "",
+            "ASYA_STEP_EVENTS": "all",
             "ASYA_HTTP_PORT": "off",
         }
     )
@@ -62,6 +65,7 @@ def test_everything_set() -> None:
     assert s.retry.max_attempts == 4
     assert s.events_exchange == ""
     assert s.control_exchange == ""
+    assert s.step_events is EventScope.ALL
     assert s.http_port is None
 
 
@@ -82,6 +86,7 @@ def test_everything_set() -> None:
         ({"ASYA_SOCKET_PATH": "rel.sock"}, "ASYA_SOCKET_PATH"),
         ({"ASYA_HTTP_PORT": "70000"}, "ASYA_HTTP_PORT"),
         ({"ASYA_LOG_LEVEL": "chatty"}, "ASYA_LOG_LEVEL"),
+        ({"ASYA_STEP_EVENTS": "some"}, "ASYA_STEP_EVENTS"),
     ],
 )
 def test_bad_values_name_the_variable(env: dict[str, str], variable: str) -> None:

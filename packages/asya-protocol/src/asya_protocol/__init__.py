@@ -40,6 +40,7 @@ from .errors import (
 from .events import (
     DEFAULT_EVENTS_EXCHANGE,
     JOB_HEADER,
+    EventScope,
     EventType,
     StepEvent,
     decode_event,
@@ -136,6 +137,7 @@ __all__ = [
     "ErrorEndPayload",
     "ErrorReply",
     "EventError",
+    "EventScope",
     "EventType",
     "Feature",
     "FrameError",

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from .envelope import validate_queue_name
-from .events import DEFAULT_EVENTS_EXCHANGE
+from .events import DEFAULT_EVENTS_EXCHANGE, EventScope
 from .framing import DEFAULT_MAX_FRAME_SIZE
 from .job_control import DEFAULT_CONTROL_EXCHANGE
 from .messages import HandlerMode, validate_error_code
@@ -117,6 +117,9 @@ class SidecarSettings:
         "ASYA_EVENTS_EXCHANGE", validate_queue_name, default=DEFAULT_EVENTS_EXCHANGE, empty=""
     )
     """Where step events go; set to empty to disable them."""
+    step_events: EventScope = var("ASYA_STEP_EVENTS", choice(EventScope), default=EventScope.JOBS)
+    """Which messages get step events: ``jobs`` (a gateway job's, without ``received``) or
+    ``all``."""
     control_exchange: str = var(
         "ASYA_CONTROL_EXCHANGE", validate_queue_name, default=DEFAULT_CONTROL_EXCHANGE, empty=""
     )

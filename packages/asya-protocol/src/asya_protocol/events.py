@@ -20,6 +20,7 @@ from .errors import EventError
 __all__ = [
     "DEFAULT_EVENTS_EXCHANGE",
     "JOB_HEADER",
+    "EventScope",
     "EventType",
     "StepEvent",
     "decode_event",
@@ -30,6 +31,16 @@ DEFAULT_EVENTS_EXCHANGE = "asya.events"
 JOB_HEADER = "asya-job-id"
 """The envelope header naming the gateway job a message belongs to. Sidecars publish
 ``partial`` events only for messages that carry it: nobody else follows partial results."""
+
+
+class EventScope(StrEnum):
+    """Which messages and events a sidecar announces (``ASYA_STEP_EVENTS``)."""
+
+    JOBS = "jobs"
+    """Messages of a gateway job (they carry :data:`JOB_HEADER`), every type but ``received``:
+    what the gateway reads. Other messages are followed by nobody, so they cost nothing."""
+    ALL = "all"
+    """Every message, every type (``received`` included): for other observers."""
 
 
 class EventType(StrEnum):

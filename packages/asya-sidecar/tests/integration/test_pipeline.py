@@ -7,19 +7,51 @@ import asyncio
 import json
 from typing import Any
 
-from asya_protocol import EventType, decode_event
+import pytest
+
+from asya_protocol import JOB_HEADER, EventScope, EventType, StepEvent, decode_event
 from asya_sidecar import Sidecar
 from asya_testing.processes import short_socket_path
 
 SEED_STEPS = ["preprocess", "inference", "postprocess"]
 
 
-async def test_step_events(amqp_bus: Any, runtimes: Any, run_sidecars: Any) -> None:
+async def _collect(channel: Any, queue: str, done: Any) -> list[StepEvent]:
+    """The events on ``queue`` until ``done(events)`` holds and the queue has been empty for
+    0.3 s (bounded: 30 s)."""
+    import aiormq
+
+    events: list[StepEvent] = []
+    quiet = 0
+    async with asyncio.timeout(30):
+        while not (done(events) and quiet >= 6):
+            msg = await channel.basic_get(queue, no_ack=True)
+            if isinstance(msg.delivery, aiormq.spec.Basic.GetEmpty):
+                quiet += 1
+                await asyncio.sleep(0.05)
+                continue
+            quiet = 0
+            events.append(decode_event(msg.body))
+    return events
+
+
+@pytest.mark.parametrize("scope", [EventScope.ALL, EventScope.JOBS])
+async def test_step_events(
+    amqp_bus: Any, runtimes: Any, run_sidecars: Any, scope: EventScope
+) -> None:
+    """``all``: every message gets received, started, progress and done events. ``jobs`` (the
+    default): a message without the job header gets none, a job's message every type but
+    ``received``."""
     import aiormq
 
     amqp_url, amqp_names = amqp_bus.url, amqp_bus.names
-    sidecars = [amqp_bus.sidecar(amqp_names.queue(s), runtimes(s)[1]) for s in SEED_STEPS]
+    sidecars = [
+        amqp_bus.sidecar(amqp_names.queue(s), runtimes(s)[1], step_events=scope) for s in SEED_STEPS
+    ]
     events_q = amqp_names.queue("events")
+    steps = [amqp_names.queue(s) for s in SEED_STEPS]
+    job = {JOB_HEADER: "job-1"}
+    expected = 10 if scope is EventScope.ALL else 7
     connection = await aiormq.connect(amqp_url)
     try:
         channel = await connection.channel()
@@ -29,24 +61,27 @@ async def test_step_events(amqp_bus: Any, runtimes: Any, run_sidecars: Any) -> N
         await channel.queue_declare(events_q, durable=True)
         await channel.queue_bind(events_q, amqp_names.events_exchange, routing_key="#")
         async with run_sidecars(sidecars):
-            steps = [amqp_names.queue(s) for s in SEED_STEPS]
-            envelope = {"id": "ev-1", "route": {"steps": steps}, "payload": {"text": "Hello world"}}
-            await amqp_bus.publish(steps[0], envelope)
-            await amqp_bus.take(amqp_names.happy_end, 1, timeout=30)
-            events = []
-            for _ in range(200):
-                msg = await channel.basic_get(events_q, no_ack=True)
-                if isinstance(msg.delivery, aiormq.spec.Basic.GetEmpty):
-                    if len(events) >= 13:
-                        break
-                    await asyncio.sleep(0.05)
-                    continue
-                events.append(decode_event(msg.body))
+            for mid, headers in (("plain-1", {}), ("ev-1", job)):
+                envelope = {
+                    "id": mid,
+                    "route": {"steps": steps},
+                    "headers": headers,
+                    "payload": {"text": "Hello world"},
+                }
+                await amqp_bus.publish(steps[0], envelope)
+                await amqp_bus.take(amqp_names.happy_end, 1, timeout=30)
+            events = await _collect(
+                channel, events_q, lambda seen: sum(e.id == "ev-1" for e in seen) >= expected
+            )
     finally:
         await connection.close()
+    plain = [e for e in events if e.id == "plain-1"]
+    events = [e for e in events if e.id == "ev-1"]
+    assert len(events) == expected
+    assert len(plain) == (expected if scope is EventScope.ALL else 0)
     kinds = [(e.actor.rsplit("-", 1)[0], e.type) for e in events]
     for step in SEED_STEPS:
-        assert (step, EventType.RECEIVED) in kinds
+        assert ((step, EventType.RECEIVED) in kinds) is (scope is EventScope.ALL)
         assert (step, EventType.STARTED) in kinds
         assert (step, EventType.DONE) in kinds
     assert ("inference", EventType.PROGRESS) in kinds
@@ -54,13 +89,11 @@ async def test_step_events(amqp_bus: Any, runtimes: Any, run_sidecars: Any) -> N
     assert (progress.progress, progress.message) == (0.5, "thinking")
     last = next(e for e in events if e.type is EventType.DONE and e.current == 2)
     assert last.destination == amqp_names.happy_end
-    assert all(e.id == "ev-1" for e in events)
+    assert all(e.headers == job for e in events)
     assert json.loads(json.dumps(list(last.steps))) == [amqp_names.queue(s) for s in SEED_STEPS]
 
 
 async def test_runtime_never_ready_is_a_clear_error(amqp_bus: Any, sidecar_settings: Any) -> None:
-    import pytest
-
     from asya_sidecar import RuntimeUnavailable
 
     settings = sidecar_settings(amqp_bus.queue("x"), short_socket_path(), runtime_wait=0.3)
@@ -90,6 +123,7 @@ async def test_a_fan_outs_done_event_is_persistent_and_confirmed(
             envelope = {
                 "id": "fan-1",
                 "route": {"steps": [split, upper]},
+                "headers": {JOB_HEADER: "job-fan"},
                 "payload": {"text": "a b"},
             }
             await amqp_bus.publish(split, envelope)
@@ -107,5 +141,5 @@ async def test_a_fan_outs_done_event_is_persistent_and_confirmed(
     finally:
         await connection.close()
     assert modes[(split, "done")] == 2  # persistent
-    assert modes[(split, "received")] != 2
+    assert modes[(split, "started")] != 2
     assert modes[(upper, "done")] != 2  # not a fan-out: advisory as before
