@@ -21,7 +21,9 @@ work, and 16 messages in flight per step (prefetch 16 and 16 concurrent handlers
   route [step1, step2, step3], happy end = the sink; each message carries a job header as the
   gateway's do; step events on, to a topic exchange with a queue bound to ``#`` as the gateway
   binds it (asya), or off (asya-noevents); the handlers
-  wrapped as ``async def`` (asya, asya-noevents) or the seed's own ``def`` (asya-def).
+  wrapped as ``async def`` (asya, asya-noevents) or the seed's own ``def`` (asya-def); every
+  one on the loop ASYA_EVENT_LOOP=auto picks (uvloop, when installed: the peers environment
+  has it, as the images do), asya-stdloop on the standard library's loop.
 
 Per system and round, in fresh processes and fresh queues: RSS of every worker process at rest
 (consuming, before the first message), a warm-up, throughput (N messages published at once; N
@@ -54,7 +56,16 @@ ROOT = Path(__file__).resolve().parent.parent
 SEED = ROOT / "examples" / "seed"
 STEPS = ("preprocess", "inference", "postprocess")
 CONCURRENCY = 16
-SYSTEMS = ("raw", "faststream", "dramatiq", "celery", "asya", "asya-noevents", "asya-def")
+SYSTEMS = (
+    "raw",
+    "faststream",
+    "dramatiq",
+    "celery",
+    "asya",
+    "asya-noevents",
+    "asya-def",
+    "asya-stdloop",
+)
 LABELS = {
     "raw": "aiormq loop (floor)",
     "faststream": "FastStream",
@@ -63,6 +74,7 @@ LABELS = {
     "asya": "Asya, events on",
     "asya-noevents": "Asya, events off",
     "asya-def": "Asya, events on, `def` handlers",
+    "asya-stdloop": "Asya, events on, stdlib loop",
 }
 ASYNC_HANDLERS = """\
 from handlers import inference as _inference, postprocess as _postprocess, preprocess as _preprocess
@@ -325,7 +337,7 @@ class Broker:
                     await ch.queue_declare(
                         q + ".XQ", durable=True, arguments={"x-message-ttl": 86400000 * 7}
                     )
-            case "asya" | "asya-noevents" | "asya-def":
+            case "asya" | "asya-noevents" | "asya-def" | "asya-stdloop":
                 await ch.exchange_declare(n.exchange, exchange_type="topic", durable=True)
                 for q in [*n.steps, n.sink, n.error]:
                     await ch.queue_declare(q, durable=True)
@@ -410,7 +422,7 @@ def first_message(n: Names, payload: dict[str, Any]) -> Callable[[], Message]:
         case "raw" | "faststream":
             body = json.dumps(payload).encode()
             return lambda: (body, json_props)
-        case "asya" | "asya-noevents" | "asya-def":
+        case "asya" | "asya-noevents" | "asya-def" | "asya-stdloop":
             # A gateway job's message (the job header): step events go out for it, as for every
             # message the gateway starts (ASYA_STEP_EVENTS=jobs skips messages of no job).
             envelope = {
@@ -475,6 +487,7 @@ def start(n: Names, url: str, workdir: str, logs: list[str]) -> list[Step]:
         if n.system.startswith("asya"):
             sock = os.path.join(workdir, f"s{i}.sock")
             module = "handlers" if n.system == "asya-def" else "peers_async"
+            loop = {"ASYA_EVENT_LOOP": "asyncio" if n.system == "asya-stdloop" else "auto"}
             s.procs.append(
                 spawn(
                     [sys.executable, "-m", "asya_runtime"],
@@ -486,7 +499,8 @@ def start(n: Names, url: str, workdir: str, logs: list[str]) -> list[Step]:
                         ),
                         "ASYA_LOG_LEVEL": "WARNING",
                         "ASYA_RUNTIME_CONCURRENCY": str(CONCURRENCY),
-                    },
+                    }
+                    | loop,
                     f"{step}-runtime",
                 )
             )
@@ -506,7 +520,8 @@ def start(n: Names, url: str, workdir: str, logs: list[str]) -> list[Step]:
                             "" if n.system == "asya-noevents" else n.events_exchange
                         ),
                         "ASYA_LOG_LEVEL": "WARNING",
-                    },
+                    }
+                    | loop,
                     f"{step}-sidecar",
                 )
             )

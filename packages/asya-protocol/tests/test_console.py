@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import sys
 from dataclasses import dataclass
 
 import pytest
 
-from asya_protocol.console import cannot_start, no_arguments, start, usage
+from asya_protocol.console import (
+    EventLoop,
+    cannot_start,
+    event_loop,
+    loop_factory,
+    no_arguments,
+    run_loop,
+    start,
+    usage,
+)
 from asya_protocol.settings import integer, log_level, var
 
 HELP = usage("asya-thing", "asya-thing does a thing.")
@@ -55,3 +66,27 @@ def test_settings_and_quiet_loggers(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_cannot_start_says_why(capsys: pytest.CaptureFixture[str]) -> None:
     assert cannot_start("asya-thing", "ASYA_X: broken") == 2
     assert capsys.readouterr().err == "asya-thing: cannot start: ASYA_X: broken\n"
+
+
+async def _loop_name() -> str:
+    return type(asyncio.get_running_loop()).__module__.split(".")[0]
+
+
+def test_the_event_loop_each_choice_runs_on() -> None:
+    assert run_loop(_loop_name(), EventLoop.ASYNCIO) == "asyncio"
+    assert run_loop(_loop_name(), EventLoop.UVLOOP) == "uvloop"  # the test env installs it
+    assert run_loop(_loop_name(), EventLoop.AUTO) == "uvloop"
+    assert event_loop("asyncio") is EventLoop.ASYNCIO
+
+
+def test_without_uvloop_auto_falls_back_and_uvloop_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "uvloop", None)  # import uvloop raises ImportError
+    assert run_loop(_loop_name(), EventLoop.AUTO) == "asyncio"
+    with pytest.raises(ValueError, match="uvloop is not installed"):
+        event_loop("uvloop")
+    with pytest.raises(RuntimeError, match="uvloop is not installed"):
+        loop_factory(EventLoop.UVLOOP)
+    with pytest.raises(ValueError, match="expected one of auto, uvloop, asyncio"):
+        event_loop("trio")

@@ -50,6 +50,7 @@ def _main(argv: list[str] | None) -> int:
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level.lower(),
+        loop=settings.event_loop.value,  # auto: uvloop if installed; http auto: httptools
         access_log=False,
     )
     return 0

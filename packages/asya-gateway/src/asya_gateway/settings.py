@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 
 from asya_protocol import DEFAULT_EVENTS_EXCHANGE, SettingsError, validate_queue_name
 from asya_protocol.actor_settings import SidecarSettings
+from asya_protocol.console import EventLoop
 from asya_protocol.settings import boolean, choice, integer, listed, load, number, text, var
 
 from . import principals
@@ -121,6 +122,8 @@ class GatewaySettings:
     )
     """Seconds a supervised task may keep failing before /healthz answers 503."""
     log_level: str = _as_actors("ASYA_LOG_LEVEL")
+    event_loop: EventLoop = _as_actors("ASYA_EVENT_LOOP")  # noqa: RUF009 - a field()
+    """uvicorn's loop: ``auto`` (uvloop if installed), ``uvloop`` or ``asyncio``."""
 
     def __post_init__(self) -> None:
         if not self.tokens and self.auth is not AuthMode.DISABLED:

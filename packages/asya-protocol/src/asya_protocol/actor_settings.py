@@ -12,6 +12,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from .console import EventLoop, event_loop
 from .envelope import validate_queue_name
 from .events import DEFAULT_EVENTS_EXCHANGE, EventScope
 from .framing import DEFAULT_MAX_FRAME_SIZE
@@ -132,6 +133,8 @@ class SidecarSettings:
     """Port of the probe server; 0 picks a free one; ``off`` (None) disables it."""
     max_frame_size: int = var("ASYA_MAX_FRAME_SIZE", integer(1024), default=DEFAULT_MAX_FRAME_SIZE)
     log_level: str = var("ASYA_LOG_LEVEL", log_level, default="INFO")
+    event_loop: EventLoop = var("ASYA_EVENT_LOOP", event_loop, default=EventLoop.AUTO)
+    """``auto`` (uvloop if installed), ``uvloop`` or ``asyncio``."""
     exit_when_idle: float | None = var(
         "ASYA_EXIT_WHEN_IDLE", number(0.001), default=None, write=_write_optional
     )
@@ -177,6 +180,8 @@ class RuntimeSettings:
     shutdown_grace: float = var("ASYA_SHUTDOWN_GRACE", number(0.0), default=30.0)
     traceback_limit: int = var("ASYA_TRACEBACK_LIMIT", integer(0), default=4000)
     log_level: str = var("ASYA_LOG_LEVEL", log_level, default="INFO")
+    event_loop: EventLoop = var("ASYA_EVENT_LOOP", event_loop, default=EventLoop.AUTO)
+    """``auto`` (uvloop if installed), ``uvloop`` or ``asyncio``."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> RuntimeSettings:

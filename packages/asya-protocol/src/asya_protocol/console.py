@@ -13,25 +13,33 @@ never a traceback.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
+from enum import StrEnum
 from typing import Any, TypeVar
 
 from . import signals
 from .settings import SettingsError, load
+from .settings import choice as parse_choice
 
 __all__ = [
     "LOG_FORMAT",
+    "EventLoop",
     "cannot_start",
     "configure_logging",
+    "event_loop",
+    "loop_factory",
     "no_arguments",
     "run_command",
+    "run_loop",
     "start",
     "usage",
 ]
 
 S = TypeVar("S")
+T = TypeVar("T")
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -94,3 +102,50 @@ def start(command: str, cls: type[S], *, quiet: Sequence[str] = ()) -> S:
     level: Any = getattr(settings, "log_level", "INFO")
     configure_logging(str(level), quiet)
     return settings
+
+
+class EventLoop(StrEnum):
+    """Which asyncio event loop a command runs on (``ASYA_EVENT_LOOP``)."""
+
+    AUTO = "auto"
+    """uvloop when it is installed (the images install it), else the standard library's."""
+    UVLOOP = "uvloop"
+    """uvloop, or the process does not start."""
+    ASYNCIO = "asyncio"
+    """The standard library's loop."""
+
+
+def _uvloop() -> Any:
+    try:
+        import uvloop  # noqa: PLC0415 - optional: the packages' 'fast' extra
+    except ImportError:
+        return None
+    return uvloop
+
+
+def event_loop(raw: str) -> EventLoop:
+    """Parse ``ASYA_EVENT_LOOP``: ``uvloop`` is refused when uvloop is not installed."""
+    choice = parse_choice(EventLoop)(raw)
+    if choice is EventLoop.UVLOOP and _uvloop() is None:
+        raise ValueError(
+            "uvloop is not installed (install uvloop, or the 'fast' extra of asya-runtime, "
+            "asya-sidecar or asya-gateway)"
+        )
+    return choice
+
+
+def loop_factory(choice: EventLoop) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The loop factory for ``choice``: uvloop's, or None for the standard library's loop."""
+    uvloop = None if choice is EventLoop.ASYNCIO else _uvloop()
+    if uvloop is None:
+        if choice is EventLoop.UVLOOP:
+            raise RuntimeError("ASYA_EVENT_LOOP=uvloop but uvloop is not installed")
+        return None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
+
+
+def run_loop(main: Coroutine[Any, Any, T], choice: EventLoop) -> T:
+    """``asyncio.run(main)`` on the loop ``choice`` names."""
+    with asyncio.Runner(loop_factory=loop_factory(choice)) as runner:
+        return runner.run(main)

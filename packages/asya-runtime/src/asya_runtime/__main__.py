@@ -7,7 +7,7 @@ import logging
 import os
 
 from asya_protocol import signals as _signals
-from asya_protocol.console import cannot_start, run_command, start, usage
+from asya_protocol.console import cannot_start, run_command, run_loop, start, usage
 
 from .errors import RuntimeStartError
 from .loader import load_handler
@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
 def _main() -> int:
     settings = start(COMMAND, RuntimeSettings)
     try:
-        stopped = asyncio.run(_run(settings))
+        stopped = run_loop(_run(settings), settings.event_loop)
     except RuntimeStartError as exc:
         return cannot_start(COMMAND, exc)
     if stopped is not Stopped.CLEAN:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from asya_protocol import signals as _signals
-from asya_protocol.console import cannot_start, run_command, start, usage
+from asya_protocol.console import cannot_start, run_command, run_loop, start, usage
 
 from .errors import RuntimeUnavailable
 from .factory import amqp_sidecar
@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
 def _main() -> int:
     settings = start(COMMAND, SidecarSettings, quiet=("aiormq",))
     try:
-        asyncio.run(_run(settings))
+        run_loop(_run(settings), settings.event_loop)
     except RuntimeUnavailable as exc:
         cannot_start(COMMAND, exc)
         return 3

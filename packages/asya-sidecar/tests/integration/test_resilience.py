@@ -1,6 +1,6 @@
 """What only real RabbitMQ and real processes show: kill -9 of a sidecar process, broker
 connection cuts (reconnect within the 2 s backoff ceiling, the control queue bound again),
-SIGTERM of a sidecar process.
+SIGTERM of a sidecar process; both processes on either event loop (ASYA_EVENT_LOOP).
 Redelivery after a runtime crash is in behaviour/test_redelivery.py, on both transports."""
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
+
+import pytest
 
 from asya_protocol import (
     JOB_HEADER,
@@ -156,3 +158,30 @@ async def test_after_a_reconnect_the_control_queue_is_declared_again(
             [done] = await bus.take(bus.happy_end, 1, timeout=30)
         assert done["id"] == "y"
         assert proxy.cuts == 1
+
+
+def uses_uvloop(pid: int) -> bool:
+    """Whether uvloop's compiled loop is loaded in process ``pid``."""
+    return "/uvloop/loop." in Path(f"/proc/{pid}/maps").read_text()
+
+
+@pytest.mark.parametrize(
+    ("sidecar_loop", "runtime_loop"), [("uvloop", "asyncio"), ("asyncio", "uvloop")]
+)
+async def test_both_processes_on_either_loop(
+    amqp_bus: Any, runtimes: Any, tmp_path: Path, flow: Any, sidecar_loop: str, runtime_loop: str
+) -> None:
+    bus = amqp_bus
+    runtime, path = runtimes(
+        "slow", env={"ASYA_RUNTIME_CONCURRENCY": "4", "ASYA_EVENT_LOOP": runtime_loop}
+    )
+    queue = bus.queue("loops")
+    env = sidecar_env(bus.url, bus.names, path, ASYA_CONCURRENCY="4", ASYA_EVENT_LOOP=sidecar_loop)
+    await bus.declare(queue, bus.happy_end, bus.error_end)
+    expected = await flow.publish_many(bus, queue, 40)
+    with sidecar_process(queue, env=env, log_dir=tmp_path) as sidecar:
+        seen = await flow.collect_ids(bus, expected, timeout=60)
+        assert sidecar.alive(), sidecar.log()
+        assert uses_uvloop(sidecar.pid) is (sidecar_loop == "uvloop")
+        assert uses_uvloop(runtime.pid) is (runtime_loop == "uvloop")
+    flow.assert_conserved(seen, expected)
