@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from asya_protocol import decode_event
+from asya_protocol import EventScope, decode_event
 from asya_sidecar import MemoryBroker, SidecarSettings, memory_sidecar
 
 HERE = Path(__file__).resolve().parent
@@ -59,6 +59,8 @@ async def run(text: str) -> dict[str, object]:
                 socket_path=os.path.join(workdir, f"{step}.sock"),
                 http_port=None,
                 runtime_wait=30,
+                # The demo prints every step event itself, for a message of no gateway job.
+                step_events=EventScope.ALL,
             ),
         )
         for step in STEPS
