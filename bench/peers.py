@@ -20,10 +20,10 @@ work, and 16 messages in flight per step (prefetch 16 and 16 concurrent handlers
 - asya: asya-runtime + asya-sidecar per step, ASYA_CONCURRENCY=16, ASYA_RUNTIME_CONCURRENCY=16,
   route [step1, step2, step3], happy end = the sink; each message carries a job header as the
   gateway's do; step events on, to a topic exchange with a queue bound to ``#`` as the gateway
-  binds it (asya), or off (asya-noevents); the handlers
-  wrapped as ``async def`` (asya, asya-noevents) or the seed's own ``def`` (asya-def); every
-  one on the loop ASYA_EVENT_LOOP=auto picks (uvloop, when installed: the peers environment
-  has it, as the images do), asya-stdloop on the standard library's loop.
+  binds it (asya), or off (asya-noevents); the handlers wrapped as ``async def`` (asya,
+  asya-noevents) or the seed's own ``def`` (asya-def); on the loop ASYA_EVENT_LOOP=auto picks
+  (uvloop: the peers environment has it, as the images do), or on the standard library's loop
+  (asya-stdloop), as the peers run.
 
 Per system and round, in fresh processes and fresh queues: RSS of every worker process at rest
 (consuming, before the first message), a warm-up, throughput (N messages published at once; N
