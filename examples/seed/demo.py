@@ -59,8 +59,10 @@ async def run(text: str) -> dict[str, object]:
                 socket_path=os.path.join(workdir, f"{step}.sock"),
                 http_port=None,
                 runtime_wait=30,
-                # The demo prints every step event itself, for a message of no gateway job.
+                # The demo prints every step event itself, for a message of no gateway job,
+                # each as it happens (none held back for ASYA_PROGRESS_INTERVAL).
                 step_events=EventScope.ALL,
+                progress_interval=0.0,
             ),
         )
         for step in STEPS

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import ExitStack, asynccontextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from asya_protocol import DEFAULT_ERROR_END_QUEUE, DEFAULT_HAPPY_END_QUEUE
+from asya_protocol import DEFAULT_ERROR_END_QUEUE, DEFAULT_HAPPY_END_QUEUE, StepEvent, decode_event
 from asya_sidecar import MemoryBroker, Sidecar, SidecarSettings, amqp_sidecar, memory_sidecar
 from asya_testing import AmqpClient, AmqpNames
 from asya_testing.processes import ManagedProcess, runtime_process
@@ -308,3 +308,49 @@ class Supervisor:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join(10)
+
+
+@pytest.fixture
+def watch_events() -> Any:
+    """:func:`watching_events`: ``async with watch_events(bus) as events``."""
+    return watching_events
+
+
+Events = Callable[[], Awaitable[list[StepEvent]]]
+
+
+@asynccontextmanager
+async def watching_events(bus: Any) -> AsyncIterator[Events]:
+    """The step events published while the block runs (read them after the result is in:
+    partial events are confirmed before the result is published)."""
+    if bus.kind == "memory":
+
+        async def memory() -> list[StepEvent]:
+            return [decode_event(body) for _, body in bus.events]
+
+        yield memory
+        return
+    import aiormq
+
+    queue = bus.names.queue("partial-events")
+    connection = await aiormq.connect(bus.url)
+    try:
+        channel = await connection.channel()
+        await channel.exchange_declare(
+            bus.names.events_exchange, exchange_type="topic", durable=True
+        )
+        await channel.queue_declare(queue, durable=True)
+        await channel.queue_bind(queue, bus.names.events_exchange, routing_key="#")
+        got: list[StepEvent] = []
+
+        async def amqp() -> list[StepEvent]:
+            while True:
+                message = await channel.basic_get(queue, no_ack=True)
+                if isinstance(message.delivery, aiormq.spec.Basic.GetEmpty):
+                    return got
+                got.append(decode_event(message.body))
+
+        yield amqp
+        await channel.queue_delete(queue)
+    finally:
+        await connection.close()

@@ -114,6 +114,16 @@ async def cancellable_or_fast(payload: dict[str, Any]) -> Any:
         (marks / f"cancelled-{payload['i']}").write_text("cancelled")
 
 
+def reporting(payload: dict[str, Any]) -> Any:
+    """Reports progress ``parts`` times (``part <i>``), ``pause`` seconds apart, then answers
+    its payload."""
+    parts = int(payload.get("parts", 10))
+    for i in range(1, parts + 1):
+        progress(i / parts, f"part {i}")
+        time.sleep(float(payload.get("pause", 0)))
+    return payload
+
+
 def sleepy(payload: dict[str, Any]) -> Any:
     """A ``def`` handler: leaves ``started-<i>`` in ``TEST_STATE_DIR``, sleeps ``sleep``
     seconds, then leaves ``ended-<i>`` and answers its payload."""

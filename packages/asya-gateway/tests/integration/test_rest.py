@@ -84,19 +84,26 @@ async def test_sse_streams_progress_and_resumes(gateway: Any, actors: None) -> N
 
         # Step events travel apart from results, so some may land after the job finished;
         # replaying the history shows every step's events once they are in.
-        async def history() -> set[tuple[str, str]]:
+        async def history() -> set[tuple[str, str, str | None]]:
             seen = set()
             async with client.stream("GET", f"/jobs/{job['id']}/events") as response:
                 async for line in response.aiter_lines():
                     if line.startswith("data:"):
                         data = json.loads(line[5:])
                         if "actor" in data:
-                            seen.add((data["actor"].rsplit("-", 1)[0], data["type"]))
+                            actor = data["actor"].rsplit("-", 1)[0]
+                            seen.add((actor, data["type"], data.get("message")))
             return seen
 
-        wanted = {("inference", "progress"), ("postprocess", "done"), ("preprocess", "done")}
+        # The inference step's progress message reaches the stream: on its done event when the
+        # step ended within ASYA_PROGRESS_INTERVAL (it held the progress), else on its own.
+        steps = {("postprocess", "done", None), ("preprocess", "done", None)}
+        thinking = {("inference", "done", "thinking"), ("inference", "progress", "thinking")}
         async with asyncio.timeout(10):
-            while not wanted <= await history():  # noqa: ASYNC110 - polls the server
+            while True:
+                seen = await history()
+                if steps <= seen and thinking & seen:
+                    break
                 await asyncio.sleep(0.1)
 
 

@@ -121,6 +121,11 @@ class SidecarSettings:
     step_events: EventScope = var("ASYA_STEP_EVENTS", choice(EventScope), default=EventScope.JOBS)
     """Which messages get step events: ``jobs`` (a gateway job's, without ``received``) or
     ``all``."""
+    progress_interval: float = var("ASYA_PROGRESS_INTERVAL", number(0.0, 60.0), default=0.1)
+    """Seconds a step's ``started`` and ``progress`` events are held: a step that ends sooner
+    publishes only its ``done``, which carries the message of its last progress; a longer one
+    publishes ``started`` once this long has passed, then the latest progress at most once per
+    interval. 0 publishes each at once."""
     control_exchange: str = var(
         "ASYA_CONTROL_EXCHANGE", validate_queue_name, default=DEFAULT_CONTROL_EXCHANGE, empty=""
     )

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING
 
-from asya_protocol import ErrorCode, ErrorReply, EventType, ProgressReply
+from asya_protocol import ErrorCode, ErrorReply, EventType
 
 from .batching import BATCH_FRAME_OVERHEAD, BatchPlan, split_outcome
 from .cancellations import Abandoned
@@ -26,13 +25,13 @@ from .decision import (
     after_runtime,
     cancelled,
 )
-from .step_events import StepEvents
+from .step_events import StepReport, noted
 from .transport.base import Delivery, Transport
 
 if TYPE_CHECKING:
     from .consumer import Sidecar
 
-__all__ = ["Gatherer", "consume", "handle_batch", "process_batch", "progress_to", "refuse"]
+__all__ = ["Gatherer", "consume", "handle_batch", "process_batch", "refuse"]
 
 
 class Gatherer:
@@ -159,18 +158,26 @@ async def process_batch(
         if refused is not None:
             outcomes[i] = refused
     sending = [i for i in range(len(processes)) if i not in outcomes]
+    note: str | None = None
     if sending:
         unavailable = await sidecar.await_runtime()
         if unavailable is not None:
             outcomes.update(dict.fromkeys(sending, unavailable))
         else:
-            called = await _call(sidecar, transport, [processes[i] for i in sending], sending)
+            batch = [processes[i] for i in sending]
+            async with sidecar.report(transport, batch) as report:
+                called = await _call(sidecar, batch, sending, report)
+            note = report.note
             if not isinstance(called, Abandoned):
                 outcomes.update(called)
     # Abandoned (every job of the request cancelled): those messages have no outcome.
+    # A progress the request held back: the done of each of its items carries its message.
     return [
-        sidecar.drop_if_cancelled(
-            p, after_runtime(p, outcomes[i], ctx, random_unit=sidecar.random_unit())
+        noted(
+            sidecar.drop_if_cancelled(
+                p, after_runtime(p, outcomes[i], ctx, random_unit=sidecar.random_unit())
+            ),
+            note,
         )
         if i in outcomes
         else cancelled(p)
@@ -179,21 +186,17 @@ async def process_batch(
 
 
 async def _call(
-    sidecar: Sidecar, transport: Transport, batch: list[Process], indices: list[int]
+    sidecar: Sidecar, batch: list[Process], indices: list[int], report: StepReport
 ) -> dict[int, RuntimeOutcome] | Abandoned:
     """The request's outcome per item; abandoned once every one of the batch's jobs is
     cancelled (a batch with a member of another job, or of none, runs to its end)."""
-    for process in batch:
-        await sidecar.events.emit(
-            transport, EventType.STARTED, process.envelope, attempt=process.attempt
-        )
     outcome = await sidecar.unless_cancelled(
         batch,
         sidecar.outcome_of(
             sidecar.runtime.call_batch(
                 [p.request for p in batch],
                 timeout=sidecar.settings.runtime_timeout,
-                on_progress=progress_to(sidecar.events, transport, batch),
+                on_progress=report.progress,
             )
         ),
     )
@@ -214,21 +217,3 @@ def refuse(process: Process, max_frame_size: int) -> RuntimeOutcome | None:
         message=f"payload of {len(process.request)} bytes exceeds the frame limit "
         f"of {max_frame_size}",
     )
-
-
-def progress_to(
-    events: StepEvents, transport: Transport, processes: Sequence[Process]
-) -> Callable[[ProgressReply], Awaitable[None]]:
-    """A progress frame becomes a progress event of every message in the request."""
-
-    async def on_progress(p: ProgressReply) -> None:
-        for process in processes:
-            await events.emit(
-                transport,
-                EventType.PROGRESS,
-                process.envelope,
-                progress=p.progress,
-                message=p.message,
-            )
-
-    return on_progress

@@ -59,7 +59,7 @@ from .partials import PartialStream, partial_stream
 from .runtime_client import RuntimeClient
 from .settings import SidecarSettings
 from .settle import carry_out, nack_all
-from .step_events import StepEvents
+from .step_events import StepEvents, StepReport, noted
 from .transport.base import Delivery, Transport
 
 __all__ = ["Sidecar"]
@@ -419,17 +419,17 @@ class Sidecar:
             refused = await self.await_runtime()
         if refused is not None:
             return after_runtime(process, refused, ctx, random_unit=self._rng())
-        await self.events.emit(
-            transport, EventType.STARTED, process.envelope, attempt=process.attempt
-        )
-        async with self._partials(transport, process) as partials:
+        async with (
+            self.report(transport, (process,)) as report,
+            self._partials(transport, process) as partials,
+        ):
             outcome = await self.unless_cancelled(
                 (process,),
                 self.outcome_of(
                     self.runtime.call(
                         process.request,
                         timeout=self.settings.runtime_timeout,
-                        on_progress=batched.progress_to(self.events, transport, (process,)),
+                        on_progress=report.progress,
                         on_partial=partials.add if partials is not None else _drop,
                     )
                 ),
@@ -439,7 +439,11 @@ class Sidecar:
         assert not isinstance(outcome, BatchOkReply)  # noqa: S101 - a single call's outcome
         self.note(outcome)
         decision = after_runtime(process, outcome, ctx, random_unit=self._rng())
-        return self.drop_if_cancelled(process, decision)
+        return noted(self.drop_if_cancelled(process, decision), report.note)
+
+    def report(self, transport: Transport, processes: Sequence[Process]) -> StepReport:
+        """The started and progress events of a runtime request for ``processes``."""
+        return StepReport(self.events, transport, processes, self.settings.progress_interval)
 
     def _partials(
         self, transport: Transport, process: Process

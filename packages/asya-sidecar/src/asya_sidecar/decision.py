@@ -93,6 +93,9 @@ class Decision:
     error: str | None = None
     """The error code, for error-end, retry and requeue outcomes."""
     reason: str = ""
+    note: str | None = None
+    """The message of the step's last progress, when that progress was held and never
+    published (see :class:`~asya_sidecar.step_events.StepReport`): its ``done`` carries it."""
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -17,7 +17,6 @@ from asya_protocol import (
     JOB_HEADER,
     EventType,
     StepEvent,
-    decode_event,
     encode_error,
     encode_frame,
     encode_ok,
@@ -29,44 +28,6 @@ from asya_testing.processes import short_socket_path
 
 HANDLER = "streaming_handlers:words"
 TEXT = "one two three four five six seven eight nine ten"
-Events = Callable[[], Awaitable[list[StepEvent]]]
-
-
-@asynccontextmanager
-async def watching_events(bus: Any) -> AsyncIterator[Events]:
-    """The step events published while the block runs (read them after the result is in:
-    partial events are confirmed before the result is published)."""
-    if bus.kind == "memory":
-
-        async def memory() -> list[StepEvent]:
-            return [decode_event(body) for _, body in bus.events]
-
-        yield memory
-        return
-    import aiormq
-
-    queue = bus.names.queue("partial-events")
-    connection = await aiormq.connect(bus.url)
-    try:
-        channel = await connection.channel()
-        await channel.exchange_declare(
-            bus.names.events_exchange, exchange_type="topic", durable=True
-        )
-        await channel.queue_declare(queue, durable=True)
-        await channel.queue_bind(queue, bus.names.events_exchange, routing_key="#")
-        got: list[StepEvent] = []
-
-        async def amqp() -> list[StepEvent]:
-            while True:
-                message = await channel.basic_get(queue, no_ack=True)
-                if isinstance(message.delivery, aiormq.spec.Basic.GetEmpty):
-                    return got
-                got.append(decode_event(message.body))
-
-        yield amqp
-        await channel.queue_delete(queue)
-    finally:
-        await connection.close()
 
 
 def envelope(bus: Any, mid: str, payload: dict[str, Any], *, job: bool = True) -> dict[str, Any]:
@@ -89,10 +50,10 @@ def chunks(events: list[StepEvent]) -> list[Any]:
 
 
 async def test_partials_arrive_in_order_and_the_result_is_unchanged(
-    bus: Any, make_sidecars: Any, run_sidecars: Any
+    bus: Any, make_sidecars: Any, run_sidecars: Any, watch_events: Any
 ) -> None:
     [sidecar] = make_sidecars([("stream", HANDLER)], partial_interval=0.0)
-    async with watching_events(bus) as events, run_sidecars([sidecar]):
+    async with watch_events(bus) as events, run_sidecars([sidecar]):
         await bus.publish(bus.queue("stream"), envelope(bus, "s-1", {"text": TEXT}))
         await bus.publish(bus.queue("stream"), envelope(bus, "s-2", {"text": "a b"}, job=False))
         done = await bus.take(bus.happy_end, 2, timeout=30)
@@ -120,12 +81,12 @@ async def test_partials_arrive_in_order_and_the_result_is_unchanged(
 
 
 async def test_partials_within_the_interval_become_one_event(
-    bus: Any, make_sidecars: Any, run_sidecars: Any
+    bus: Any, make_sidecars: Any, run_sidecars: Any, watch_events: Any
 ) -> None:
     """With an interval longer than the step, the first partial result goes out at once and
     every later one waits for the end of the exchange: at most two events, nothing reordered."""
     [sidecar] = make_sidecars([("stream", HANDLER)], partial_interval=60.0)
-    async with watching_events(bus) as events, run_sidecars([sidecar]):
+    async with watch_events(bus) as events, run_sidecars([sidecar]):
         await bus.publish(bus.queue("stream"), envelope(bus, "c-1", {"text": TEXT}))
         [done] = await bus.take(bus.happy_end, 1, timeout=30)
         partial = partials_of(await events(), "c-1")
@@ -136,10 +97,10 @@ async def test_partials_within_the_interval_become_one_event(
 
 @pytest.mark.parametrize("big", [100, 4000])
 async def test_an_oversized_partial_is_replaced_by_a_marker(
-    bus: Any, make_sidecars: Any, run_sidecars: Any, big: int
+    bus: Any, make_sidecars: Any, run_sidecars: Any, watch_events: Any, big: int
 ) -> None:
     [sidecar] = make_sidecars([("stream", HANDLER)], partial_max_bytes=64, partial_interval=0.0)
-    async with watching_events(bus) as events, run_sidecars([sidecar]):
+    async with watch_events(bus) as events, run_sidecars([sidecar]):
         await bus.publish(bus.queue("stream"), envelope(bus, "o-1", {"text": "a b", "big": big}))
         [done] = await bus.take(bus.happy_end, 1, timeout=30)
         partial = partials_of(await events(), "o-1")
