@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import json
 
+import pytest
+
 from asya_protocol import JOB_HEADER
 from asya_sidecar.cancellations import (
     ABANDONED,
     CANCELLED_JOB_TTL,
     MAX_CANCELLED_JOBS,
     CancelledJobs,
+    Gone,
     abandon_when,
 )
 from asya_sidecar.decision import Outcome, Process, RoutingContext, cancelled, inspect
@@ -72,7 +75,7 @@ async def test_a_watch_is_set_once_every_job_is_cancelled() -> None:
 
 
 async def test_abandon_when_returns_the_result_or_abandons() -> None:
-    never = asyncio.Event()
+    never = Gone()
     assert await abandon_when(never, asyncio.sleep(0, "r")) == "r"
 
     cancelled_inside = asyncio.Event()
@@ -84,11 +87,43 @@ async def test_abandon_when_returns_the_result_or_abandons() -> None:
             cancelled_inside.set()
         return "never"
 
-    gone = asyncio.Event()
+    gone = Gone()
     asyncio.get_running_loop().call_later(0.01, gone.set)
     assert await abandon_when(gone, forever()) is ABANDONED
     assert cancelled_inside.is_set()
     assert await abandon_when(gone, asyncio.sleep(0, "late")) is ABANDONED
+    assert asyncio.current_task().cancelling() == 0  # type: ignore[union-attr]
+
+
+async def test_abandon_when_leaves_an_outer_cancellation_alone() -> None:
+    """The caller's own cancellation (shutdown) is not mistaken for an abandon: it goes on."""
+    gone = Gone()
+
+    async def caller() -> object:
+        return await abandon_when(gone, asyncio.Event().wait())
+
+    task = asyncio.create_task(caller())
+    await asyncio.sleep(0)
+    task.cancel()
+    gone.set()  # both: the outer cancellation wins
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+async def test_a_result_that_comes_with_the_cancel_is_dropped() -> None:
+    """The call's result is ready but the task has not resumed yet when the job is cancelled:
+    the result is dropped (abandoned), nothing leaks as a cancellation."""
+    gone = Gone()
+    ready: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+
+    async def caller() -> object:
+        return await abandon_when(gone, ready)
+
+    task = asyncio.create_task(caller())
+    await asyncio.sleep(0)
+    ready.set_result("r")
+    gone.set()
+    assert await task is ABANDONED
 
 
 def test_a_cancelled_message_is_acked_and_publishes_nothing() -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Collection, Iterator
@@ -23,6 +24,7 @@ __all__ = [
     "MAX_CANCELLED_JOBS",
     "Abandoned",
     "CancelledJobs",
+    "Gone",
     "abandon_when",
 ]
 
@@ -34,10 +36,37 @@ CANCELLED_JOB_TTL: Final = 3600.0
 T = TypeVar("T")
 
 
+class Gone:
+    """Set once every job a request belongs to is cancelled; calls back what waits on it
+    (:func:`abandon_when`), with no task of its own."""
+
+    def __init__(self) -> None:
+        self._set = False
+        self._callbacks: list[Callable[[], None]] = []
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def set(self) -> None:
+        if self._set:
+            return
+        self._set = True
+        callbacks, self._callbacks = self._callbacks, []
+        for callback in callbacks:
+            callback()
+
+    def on_set(self, callback: Callable[[], None]) -> None:
+        self._callbacks.append(callback)
+
+    def discard(self, callback: Callable[[], None]) -> None:
+        with contextlib.suppress(ValueError):
+            self._callbacks.remove(callback)
+
+
 class _Watch:
     def __init__(self, pending: set[str]) -> None:
         self.pending = pending
-        self.event = asyncio.Event()
+        self.event = Gone()
         if not pending:
             self.event.set()
 
@@ -89,7 +118,7 @@ class CancelledJobs:
             del self._expiry[job_id]
 
     @contextlib.contextmanager
-    def watching(self, job_ids: Collection[str]) -> Iterator[asyncio.Event]:
+    def watching(self, job_ids: Collection[str]) -> Iterator[Gone]:
         """An event set once every one of ``job_ids`` (not empty) is cancelled, while the block
         runs: already set if they all are."""
         watch = _Watch({j for j in job_ids if j not in self})
@@ -116,17 +145,34 @@ class Abandoned:
 ABANDONED: Final = Abandoned()
 
 
-async def abandon_when(event: asyncio.Event, call: Awaitable[T]) -> T | Abandoned:
-    """Await ``call``, unless ``event`` is set first (or already): then ``call`` is cancelled
-    and :data:`ABANDONED` returned. A result that comes with the event set is dropped too."""
-    work = asyncio.ensure_future(call)
-    waiter = asyncio.ensure_future(event.wait())
-    try:
-        await asyncio.wait({work, waiter}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        waiter.cancel()
-        work.cancel()  # a no-op once it is done
-        await asyncio.gather(work, waiter, return_exceptions=True)
-    if event.is_set():
+async def abandon_when(gone: Gone, call: Awaitable[T]) -> T | Abandoned:
+    """Await ``call``, unless ``gone`` is set first (or already): then ``call`` is cancelled
+    and :data:`ABANDONED` returned. A result that comes with ``gone`` set is dropped too.
+
+    The call runs in the caller's task (no task, no waiter of its own): setting ``gone``
+    cancels that task, and the cancellation is taken back here, as ``asyncio.timeout`` does."""
+    if gone.is_set():
+        if inspect.iscoroutine(call):
+            call.close()
         return ABANDONED
-    return work.result()
+    task = asyncio.current_task()
+    assert task is not None  # noqa: S101 - awaited, so inside a task
+    fired = False
+
+    def fire() -> None:
+        nonlocal fired
+        fired = True
+        task.cancel()
+
+    gone.on_set(fire)
+    try:
+        result = await call
+    except asyncio.CancelledError:
+        if fired and task.uncancel() == 0:
+            return ABANDONED
+        raise
+    finally:
+        gone.discard(fire)
+    # A cancel that came after the result, before this task resumed, raised above: the result
+    # of a cancelled job never gets here.
+    return result
