@@ -64,12 +64,14 @@ class JobJSON(JSONResponse):
         return _encoder.encode(content)
 
 
-def gateway_of(request: Request) -> Gateway:
+# The dependencies are ``async def``: FastAPI runs a plain ``def`` dependency in a worker
+# thread, two thread hops per request for what is an attribute read.
+async def gateway_of(request: Request) -> Gateway:
     gateway: Gateway = request.app.state.gateway
     return gateway
 
 
-def principal(request: Request) -> Principal:
+async def principal(request: Request) -> Principal:
     """The caller (:mod:`asya_gateway.principals`), as the middleware found it."""
     return principal_of(request.scope)
 
@@ -79,7 +81,7 @@ def supervisor_of(request: Request) -> Supervisor:
     return supervisor
 
 
-def metrics_of(request: Request) -> GatewayMetrics:
+async def metrics_of(request: Request) -> GatewayMetrics:
     metrics: GatewayMetrics = request.app.state.metrics
     return metrics
 
