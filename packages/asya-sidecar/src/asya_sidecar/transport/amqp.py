@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 import aiormq
 import aiormq.abc
@@ -183,24 +184,32 @@ class AmqpTransport:
             raise TransportError(f"cannot consume {self.queue!r}: {exc}") from exc
         self._consumer_tag = ok.consumer_tag
         closing = asyncio.ensure_future(self.closing())
-        get: asyncio.Future[AmqpDelivery | None] | None = None
         try:
-            while True:
-                get = asyncio.ensure_future(self._inbox.get())
-                done, _ = await asyncio.wait({get, closing}, return_when=asyncio.FIRST_COMPLETED)
-                if get not in done:
-                    raise TransportError("connection to RabbitMQ lost")
-                delivery = get.result()
-                if delivery is None:
-                    return
+            while (delivery := await self._next(closing)) is not None:
                 yield delivery
         finally:
-            for future in (get, closing):
-                if future is not None and not future.done():
-                    future.cancel()
-            await asyncio.gather(
-                *(f for f in (get, closing) if f is not None), return_exceptions=True
-            )
+            if not closing.done():
+                closing.cancel()
+            await asyncio.gather(closing, return_exceptions=True)
+
+    async def _next(self, closing: asyncio.Future[None]) -> AmqpDelivery | None:
+        """The next delivery (None once consuming stopped), or :class:`TransportError` once the
+        connection is lost. One already waiting, the usual case under load, is taken as is:
+        no task, no wait."""
+        if closing.done():
+            raise TransportError("connection to RabbitMQ lost")
+        if not self._inbox.empty():
+            return self._inbox.get_nowait()
+        get = asyncio.ensure_future(self._inbox.get())
+        waiting: set[asyncio.Future[Any]] = {get, closing}
+        try:
+            done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not get.done():
+                get.cancel()
+        if get not in done:
+            raise TransportError("connection to RabbitMQ lost")
+        return get.result()
 
     async def stop_consuming(self) -> None:
         """Stop new deliveries; those already received are still handed out."""
