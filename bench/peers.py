@@ -20,7 +20,8 @@ work, and 16 messages in flight per step (prefetch 16 and 16 concurrent handlers
 - asya: asya-runtime + asya-sidecar per step, ASYA_CONCURRENCY=16, ASYA_RUNTIME_CONCURRENCY=16,
   route [step1, step2, step3], happy end = the sink; each message carries a job header as the
   gateway's do; step events on, to a topic exchange with a queue bound to ``#`` as the gateway
-  binds it (asya), or off (asya-noevents); the handlers wrapped as ``async def`` (asya,
+  binds it and consumed by this harness as the gateway consumes it (the round's line shows the
+  events per message), or off (asya-noevents); the handlers wrapped as ``async def`` (asya,
   asya-noevents) or the seed's own ``def`` (asya-def); on the loop ASYA_EVENT_LOOP=auto picks
   (uvloop: the peers environment has it, as the images do), or on the standard library's loop
   (asya-stdloop), as the peers run.
@@ -295,6 +296,7 @@ class Sample:
     cpu_ms: float  # per message, three steps
     rss_mb: float  # per step, at rest
     procs: int  # processes per step
+    events: float = 0.0  # step events seen per message of the burst (Asya)
 
 
 @dataclass
@@ -315,6 +317,8 @@ class Broker:
         self._want = 0
         self._reached = asyncio.Event()
         self.sink_tag: str | None = None
+        self.events = 0
+        self.events_tag: str | None = None
 
     async def __aenter__(self) -> Broker:
         import aiormq
@@ -322,6 +326,7 @@ class Broker:
         self.connection = await aiormq.connect(self.url)
         self.channel = await self.connection.channel(publisher_confirms=True)
         self.sink_channel = await self.connection.channel()
+        self.events_channel = await self.connection.channel()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -357,6 +362,9 @@ class Broker:
         if self.sink_tag is not None:
             await self.sink_channel.basic_cancel(self.sink_tag)
             self.sink_tag = None
+        if self.events_tag is not None:
+            await self.events_channel.basic_cancel(self.events_tag)
+            self.events_tag = None
         queues = [*n.steps, n.sink, n.error, n.events_queue]
         queues += [q + suffix for q in [*n.steps, n.sink] for suffix in (".DQ", ".XQ")]
         for q in queues:
@@ -384,6 +392,17 @@ class Broker:
         await self.sink_channel.basic_qos(prefetch_count=1000)
         ok = await self.sink_channel.basic_consume(queue, on_message, no_ack=True)
         self.sink_tag = ok.consumer_tag
+
+    async def consume_events(self, queue: str) -> None:
+        """Take Asya's step events off their queue as the gateway does (a queue nobody reads
+        would grow through the run and cost the broker more than a deployment's does)."""
+
+        async def on_message(message: Any) -> None:
+            self.events += 1
+
+        await self.events_channel.basic_qos(prefetch_count=1000)
+        ok = await self.events_channel.basic_consume(queue, on_message, no_ack=True)
+        self.events_tag = ok.consumer_tag
 
     async def until(self, count: int, timeout: float) -> None:
         """Wait until the sink has seen ``count`` messages in all."""
@@ -601,6 +620,8 @@ async def measure(system: str, args: argparse.Namespace, workdir: str) -> Sample
                 await wait_ready(broker, n, steps, timeout=90)
                 rss = [rss_mb(s) for s in steps]
                 await broker.consume_sink(n.sink)
+                if system.startswith("asya") and system != "asya-noevents":
+                    await broker.consume_events(n.events_queue)
 
                 async def burst(count: int) -> None:
                     for i in range(0, count, 500):
@@ -614,11 +635,13 @@ async def measure(system: str, args: argparse.Namespace, workdir: str) -> Sample
                 await burst(args.warmup)
                 await broker.until(args.warmup, timeout=120)
                 cpu0 = cpu_seconds(steps)
+                events0 = broker.events
                 started = time.perf_counter()
                 await burst(args.messages)
                 await broker.until(args.warmup + args.messages, timeout=args.timeout)
                 elapsed = time.perf_counter() - started
                 cpu = cpu_seconds(steps) - cpu0
+                events = broker.events - events0  # those of the burst seen by its end
                 samples = []
                 for _ in range(args.latency_samples):
                     seen = broker.arrived
@@ -634,6 +657,7 @@ async def measure(system: str, args: argparse.Namespace, workdir: str) -> Sample
                     cpu_ms=cpu / args.messages * 1000,
                     rss_mb=statistics.mean(rss),
                     procs=len(steps[0].procs),
+                    events=events / args.messages,
                 )
             except BaseException:
                 if system.startswith("asya"):
@@ -748,6 +772,7 @@ async def run_rounds(
                 f"round {r + 1}/{args.rounds}: {system}: {s.throughput:.0f} msg/s, "
                 f"p50 {s.p50_ms:.2f} ms, p99 {s.p99_ms:.2f} ms, "
                 f"CPU {s.cpu_ms:.2f} ms/msg, RSS {s.rss_mb:.1f} MB/step"
+                + (f", {s.events:.2f} step events/msg" if s.events else "")
             )
     return results
 

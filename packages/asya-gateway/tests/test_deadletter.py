@@ -8,7 +8,7 @@ import pytest
 
 from asya_gateway.deadletter import Settle, Verdict, after_error, dead_letter_queue, unknown_job
 from asya_gateway.errors import DatabaseUnavailable
-from asya_gateway.messages import JOB_HEADER, Unusable, step_event, terminal_message
+from asya_gateway.messages import JOB_HEADER, Unusable, step_events, terminal_message
 from asya_protocol import MAX_JSON_DEPTH
 
 
@@ -48,16 +48,22 @@ def test_unusable_terminal_messages_say_why(body: bytes, reason: str) -> None:
 
 def test_step_events() -> None:
     event = {"type": "started", "actor": "a", "time": 1.0, "headers": {JOB_HEADER: "j1"}}
-    found = step_event(json.dumps(event).encode())
-    assert isinstance(found, tuple)
-    assert found[0] == "j1"
+    found = step_events(json.dumps(event).encode())
+    assert isinstance(found, list)
+    assert [(job, e.type.value) for job, e in found] == [("j1", "started")]
     foreign = {**event, "headers": {}}
-    assert step_event(json.dumps(foreign).encode()) is None  # another pipeline's: not ours
-    assert isinstance(step_event(b"{"), Unusable)
+    assert step_events(json.dumps(foreign).encode()) == []  # another pipeline's: not ours
+    # A sidecar's batch: in order, the job's events only.
+    done = {**event, "type": "done", "headers": {JOB_HEADER: "j2"}}
+    found = step_events(json.dumps([event, foreign, done]).encode())
+    assert isinstance(found, list)
+    assert [(job, e.type.value) for job, e in found] == [("j1", "started"), ("j2", "done")]
+    assert isinstance(step_events(b"{"), Unusable)
+    assert isinstance(step_events(b"[{]"), Unusable)
     deep = f'{{"type": "started", "actor": "a", "time": 1, "x": {nested(2000)}}}'.encode()
-    too_deep = step_event(deep)  # no RecursionError: bounded before decoding
+    too_deep = step_events(deep)  # no RecursionError: bounded before decoding
     assert isinstance(too_deep, Unusable)
-    assert f"the limit is {MAX_JSON_DEPTH + 2}" in too_deep.reason
+    assert f"the limit is {MAX_JSON_DEPTH + 3}" in too_deep.reason
 
 
 def test_the_database_down_is_retried_never_dead_lettered() -> None:

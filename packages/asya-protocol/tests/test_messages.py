@@ -117,3 +117,27 @@ def test_bad_control_frames() -> None:
         decode_control(b'{"op":"ping"}')
     with pytest.raises(ProtocolError, match="invalid control frame"):
         decode_control(b'!{"op":"reboot"}')
+
+
+def test_step_events_one_or_a_batch() -> None:
+    from asya_protocol import (
+        EventError,
+        EventType,
+        StepEvent,
+        decode_events,
+        encode_event,
+        encode_event_batch,
+    )
+
+    events = [
+        StepEvent(type=EventType.DONE, actor="a", time=float(i), id=f"m{i}") for i in range(3)
+    ]
+    one = encode_event(events[0])
+    assert decode_events(one) == [events[0]]
+    batch = encode_event_batch([encode_event(e) for e in events])
+    assert batch.startswith(b"[")
+    assert decode_events(batch) == events
+    assert decode_events(b" []") == []
+    for bad in (b"[{}]", b"[1,2]", b"{", b"[{"):
+        with pytest.raises(EventError):
+            decode_events(bad)

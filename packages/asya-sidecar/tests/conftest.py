@@ -15,7 +15,13 @@ from typing import Any
 
 import pytest
 
-from asya_protocol import DEFAULT_ERROR_END_QUEUE, DEFAULT_HAPPY_END_QUEUE, StepEvent, decode_event
+from asya_protocol import (
+    DEFAULT_ERROR_END_QUEUE,
+    DEFAULT_HAPPY_END_QUEUE,
+    StepEvent,
+    decode_event,
+    decode_events,
+)
 from asya_sidecar import MemoryBroker, Sidecar, SidecarSettings, amqp_sidecar, memory_sidecar
 from asya_testing import AmqpClient, AmqpNames
 from asya_testing.processes import ManagedProcess, runtime_process
@@ -348,7 +354,7 @@ async def watching_events(bus: Any) -> AsyncIterator[Events]:
                 message = await channel.basic_get(queue, no_ack=True)
                 if isinstance(message.delivery, aiormq.spec.Basic.GetEmpty):
                     return got
-                got.append(decode_event(message.body))
+                got.extend(decode_events(message.body))
 
         yield amqp
         await channel.queue_delete(queue)

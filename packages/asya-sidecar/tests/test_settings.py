@@ -32,6 +32,8 @@ def test_defaults() -> None:
     assert s.events_exchange == DEFAULT_EVENTS_EXCHANGE
     assert s.control_exchange == DEFAULT_CONTROL_EXCHANGE
     assert s.step_events is EventScope.JOBS
+    assert s.progress_interval == 0.1
+    assert s.events_batch_window == 0.0  # batched within a turn of the loop, no wait
     assert s.http_port == 8080
 
 
@@ -55,6 +57,8 @@ def test_everything_set() -> None:
             "ASYA_EVENTS_EXCHANGE": "",
             "ASYA_CONTROL_EXCHANGE": "",
             "ASYA_STEP_EVENTS": "all",
+            "ASYA_PROGRESS_INTERVAL": "0",
+            "ASYA_EVENTS_BATCH_WINDOW": "off",
             "ASYA_HTTP_PORT": "off",
         }
     )
@@ -66,7 +70,11 @@ def test_everything_set() -> None:
     assert s.events_exchange == ""
     assert s.control_exchange == ""
     assert s.step_events is EventScope.ALL
+    assert s.progress_interval == 0.0
+    assert s.events_batch_window is None
     assert s.http_port is None
+    windowed = {"ASYA_ACTOR_NAME": "a", "ASYA_EVENTS_BATCH_WINDOW": "0.05"}
+    assert SidecarSettings.from_env(windowed).events_batch_window == 0.05
 
 
 @pytest.mark.parametrize(
@@ -87,6 +95,9 @@ def test_everything_set() -> None:
         ({"ASYA_HTTP_PORT": "70000"}, "ASYA_HTTP_PORT"),
         ({"ASYA_LOG_LEVEL": "chatty"}, "ASYA_LOG_LEVEL"),
         ({"ASYA_STEP_EVENTS": "some"}, "ASYA_STEP_EVENTS"),
+        ({"ASYA_PROGRESS_INTERVAL": "-1"}, "ASYA_PROGRESS_INTERVAL"),
+        ({"ASYA_EVENTS_BATCH_WINDOW": "2"}, "ASYA_EVENTS_BATCH_WINDOW"),
+        ({"ASYA_EVENTS_BATCH_WINDOW": "never"}, "ASYA_EVENTS_BATCH_WINDOW"),
     ],
 )
 def test_bad_values_name_the_variable(env: dict[str, str], variable: str) -> None:

@@ -37,7 +37,7 @@ from .deadletter import (
 )
 from .errors import DatabaseUnavailable, PublishFailed
 from .jobs import JobStore
-from .messages import Unusable, step_event, terminal_message
+from .messages import Unusable, step_events, terminal_message
 from .ordering import StepEventsFirst
 from .settings import GatewaySettings
 from .supervise import NO_HEALTH, Health, describe
@@ -231,32 +231,39 @@ class Broker:
             await asyncio.sleep(EVENT_BATCH_WINDOW)  # let a step's few events arrive together
             self._batch_ready.clear()
             batch, self._batch = self._batch, []
-            by_job: dict[str, list[tuple[StepEvent, Delivered]]] = {}
-            for message in batch:
-                found = step_event(message.body)
+            # A message may hold several events (a sidecar's batch), of several jobs: each job's
+            # events are applied in one transaction, each message settled once, by its worst.
+            by_job: dict[str, list[tuple[StepEvent, int]]] = {}
+            verdicts: list[list[Verdict]] = [[] for _ in batch]
+            for i, message in enumerate(batch):
+                found = step_events(message.body)
                 if isinstance(found, Unusable):
-                    await self._settle(message, Verdict(Settle.DEAD, found.reason))
-                elif found is None:
-                    await self._settle(message, Verdict(Settle.ACK))
-                else:
-                    by_job.setdefault(found[0], []).append((found[1], message))
+                    verdicts[i].append(Verdict(Settle.DEAD, found.reason))
+                    continue
+                for job_id, event in found:
+                    by_job.setdefault(job_id, []).append((event, i))
             for job_id, items in by_job.items():
-                await self._apply_steps(job_id, items)
+                verdict = await self._apply_steps(job_id, items, batch)
+                for _, i in items:
+                    verdicts[i].append(verdict[i])
+            settled = [_worst(v) for v in verdicts]
+            await self._pace(settled)
+            for message, each in zip(batch, settled, strict=True):
+                await self._settle(message, each)
             self._order.apply(len(batch))
 
-    async def _apply_steps(self, job_id: str, items: list[tuple[StepEvent, Delivered]]) -> None:
+    async def _apply_steps(
+        self, job_id: str, items: list[tuple[StepEvent, int]], batch: list[Delivered]
+    ) -> dict[int, Verdict]:
+        """Apply one job's events (in order) in one transaction; the verdict per message."""
         try:
             known = await self.store.on_steps(job_id, [event for event, _ in items])
         except Exception as exc:  # noqa: BLE001 - logged and settled by _after_error
             what = f"step events of job {job_id}"
-            verdicts = [self._after_error(exc, m, what) for _, m in items]
-        else:
-            self._retry.reset()
-            verdict = Verdict(Settle.ACK) if known else unknown_job(job_id)
-            verdicts = [verdict] * len(items)
-        await self._pace(verdicts)
-        for (_, message), verdict in zip(items, verdicts, strict=True):
-            await self._settle(message, verdict)
+            return {i: self._after_error(exc, batch[i], what) for _, i in items}
+        self._retry.reset()
+        verdict = Verdict(Settle.ACK) if known else unknown_job(job_id)
+        return {i: verdict for _, i in items}
 
     async def _handle(self, queue: str, message: Delivered, *, ok: bool) -> None:
         await self._order.caught_up()  # the step events received before it first (partials)
@@ -344,3 +351,12 @@ class Broker:
             with contextlib.suppress(*_BROKER_ERRORS):
                 await self._connection.close()
         self._connection = None
+
+
+_SEVERITY = {Settle.ACK: 0, Settle.DEAD: 1, Settle.RETRY: 2}
+
+
+def _worst(verdicts: list[Verdict]) -> Verdict:
+    """One message's verdict from its events' (none: acked): a retry outranks a dead letter,
+    which outranks an ack."""
+    return max(verdicts, key=lambda v: _SEVERITY[v.settle], default=Verdict(Settle.ACK))

@@ -14,12 +14,12 @@ import logging
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from asya_protocol import Backoff, Envelope, encode_envelope
+from asya_protocol import Backoff, Envelope, StepEvent, encode_envelope
 
 from .deadletter import Settle, Verdict, after_error, dead_letter_queue, unknown_job
 from .errors import PublishFailed
 from .jobs import JobStore
-from .messages import Unusable, step_event, terminal_message
+from .messages import Unusable, step_events, terminal_message
 from .ordering import StepEventsFirst
 from .supervise import NO_HEALTH, Health
 
@@ -146,16 +146,20 @@ class MemoryBroker:
                 self._order.apply()
 
     async def _apply_step(self, body: bytes) -> Verdict:
-        found = step_event(body)
-        if found is None:
-            return Verdict(Settle.ACK)  # another pipeline's event: not ours
+        found = step_events(body)
         if isinstance(found, Unusable):
             return Verdict(Settle.DEAD, found.reason)
-        try:
-            known = await self.store.on_steps(found[0], [found[1]])
-        except Exception as exc:  # noqa: BLE001 - settled (and logged) by _carry_out
-            return _after_error(exc)
-        return Verdict(Settle.ACK) if known else unknown_job(found[0])
+        by_job: dict[str, list[StepEvent]] = {}
+        for job_id, event in found:  # none: another pipeline's events, not ours
+            by_job.setdefault(job_id, []).append(event)
+        for job_id, events in by_job.items():
+            try:
+                known = await self.store.on_steps(job_id, events)
+            except Exception as exc:  # noqa: BLE001 - settled (and logged) by _carry_out
+                return _after_error(exc)
+            if not known:
+                return unknown_job(job_id)
+        return Verdict(Settle.ACK)
 
     async def _carry_out(
         self, verdict: Verdict, queue: str, body: bytes, requeue: Callable[[], None]

@@ -23,10 +23,10 @@ from asya_protocol import (
     StepEvent,
     check_json,
     decode_envelope,
-    decode_event,
+    decode_events,
 )
 
-__all__ = ["JOB_HEADER", "Unusable", "first_envelope", "step_event", "terminal_message"]
+__all__ = ["JOB_HEADER", "Unusable", "first_envelope", "step_events", "terminal_message"]
 
 _encoder = msgspec.json.Encoder()
 
@@ -70,15 +70,16 @@ def terminal_message(body: bytes) -> tuple[str, Envelope] | Unusable:
     return job_id, envelope
 
 
-def step_event(body: bytes) -> tuple[str, StepEvent] | Unusable | None:
-    """``(job id, event)`` of a step event; :class:`Unusable` if it cannot be read; None if it
-    is not a job's (the gateway's events queue holds its own copy of every sidecar's events,
-    so another pipeline's event is simply not ours, and loses nothing when acked)."""
+def step_events(body: bytes) -> list[tuple[str, StepEvent]] | Unusable:
+    """The ``(job id, event)`` pairs of a step-event message (one event, or a sidecar's batch
+    of them, in order); :class:`Unusable` if it cannot be read. Events of no job are left out
+    (the gateway's events queue holds its own copy of every sidecar's events, so another
+    pipeline's event is simply not ours, and loses nothing when acked)."""
     try:
-        # decode_event recurses per level: bound the depth first, as for envelopes.
-        check_json(body, max_depth=MAX_ENVELOPE_DEPTH, what="step event")
-        event = decode_event(body)
+        # decode_events recurses per level: bound the depth first, as for envelopes (a batch
+        # is one level deeper).
+        check_json(body, max_depth=MAX_ENVELOPE_DEPTH + 1, what="step event")
+        events = decode_events(body)
     except (EnvelopeError, EventError) as exc:
         return Unusable(f"undecodable: {exc}")
-    job_id = event.headers.get(JOB_HEADER)
-    return (job_id, event) if job_id else None
+    return [(job_id, event) for event in events if (job_id := event.headers.get(JOB_HEADER))]

@@ -29,7 +29,14 @@ from asya_gateway.messages import JOB_HEADER
 from asya_gateway.principals import principals
 from asya_gateway.settings import database_url
 from asya_gateway.supervise import NO_HEALTH, Health
-from asya_protocol import MAX_JSON_DEPTH, Envelope
+from asya_protocol import (
+    MAX_JSON_DEPTH,
+    Envelope,
+    EventType,
+    StepEvent,
+    encode_event,
+    encode_event_batch,
+)
 from asya_testing import AmqpNames
 from asya_testing.processes import free_port
 
@@ -298,6 +305,58 @@ async def test_messages_that_cannot_be_applied_are_dead_lettered(
     assert "the limit is" in reasons["deep"]
     assert events[0].header.properties.headers[REASON_HEADER].startswith("undecodable")
     assert left.message_count == 0  # every one settled, none requeued in a loop
+
+
+async def test_a_batch_of_step_events_of_two_jobs_is_applied_to_each_and_acked_once(
+    gateway: Any, amqp_url: str, amqp_names: AmqpNames
+) -> None:
+    """A sidecar's batch (``ASYA_EVENTS_BATCH_WINDOW``: one message, a JSON array) may hold
+    events of several jobs, and of none: each job gets its own, the message is acked once."""
+    s = gateway.settings
+    store = gateway.app.gateway.store
+    jobs = [(await store.create("classify_text", {"text": "x"}, 60))[0] for _ in range(2)]
+    steps = ("a", "b", "c")
+
+    def event(job_id: str | None, current: int, message: str | None = None) -> bytes:
+        headers = {JOB_HEADER: job_id} if job_id else {}
+        return encode_event(
+            StepEvent(
+                type=EventType.DONE,
+                actor=steps[current],
+                time=time.time(),
+                id=f"m-{job_id}",
+                steps=steps,
+                current=current,
+                headers=headers,
+                message=message,
+            )
+        )
+
+    first, second = jobs[0].id, jobs[1].id
+    dead_events = dead_letter_queue(s.events_queue)
+    amqp_names.queues.append(dead_events)  # deleted at the end
+    body = encode_event_batch(
+        [event(first, 0), event(None, 0), event(second, 0), event(first, 1, "halfway")]
+    )
+    connection = await aiormq.connect(amqp_url)
+    try:
+        channel = await connection.channel(publisher_confirms=True)
+        await channel.queue_declare(dead_events, durable=True)  # as the gateway declares it
+        await channel.basic_publish(body, exchange=s.events_exchange, routing_key="a.batch")
+        async with asyncio.timeout(20):
+            while True:
+                got = [await store.get(j.id) for j in jobs]
+                if got[0].progress == pytest.approx(2 / 3) and got[1].progress:
+                    break
+                await asyncio.sleep(0.05)
+        left = await channel.queue_declare(s.events_queue, passive=True)
+        dead = await channel.queue_declare(dead_events, passive=True)
+    finally:
+        await connection.close()
+    assert got[1].progress == pytest.approx(1 / 3)
+    assert got[0].message == "halfway"
+    assert left.message_count == 0
+    assert dead.message_count == 0
 
 
 async def take(channel: Any, queue: str, count: int) -> list[Any]:

@@ -38,13 +38,16 @@ from .errors import (
     RouteError,
 )
 from .events import (
+    BATCH_KEY,
     DEFAULT_EVENTS_EXCHANGE,
     JOB_HEADER,
     EventScope,
     EventType,
     StepEvent,
     decode_event,
+    decode_events,
     encode_event,
+    encode_event_batch,
 )
 from .framing import (
     DEFAULT_MAX_FRAME_SIZE,
@@ -106,6 +109,7 @@ from .routing import (
 from .settings import SettingsError
 
 __all__ = [
+    "BATCH_KEY",
     "CHILD_ID_NAMESPACE",
     "CONTROL_PREFIX",
     "DEFAULT_CONTROL_EXCHANGE",
@@ -168,6 +172,7 @@ __all__ = [
     "decode_control",
     "decode_envelope",
     "decode_event",
+    "decode_events",
     "decode_job_control",
     "decode_reply",
     "decode_request",
@@ -178,6 +183,7 @@ __all__ = [
     "encode_envelope",
     "encode_error",
     "encode_event",
+    "encode_event_batch",
     "encode_frame",
     "encode_job_control",
     "encode_ok",

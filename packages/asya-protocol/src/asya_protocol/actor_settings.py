@@ -67,6 +67,16 @@ def _write_port(value: int | None) -> str:
     return "off" if value is None else str(value)
 
 
+def _batch_window(raw: str) -> float | None:
+    if raw.lower() == "off":
+        return None
+    return number(0.0, 1.0)(raw)
+
+
+def _write_batch_window(value: float | None) -> str:
+    return "off" if value is None else f"{value:g}"
+
+
 def _write_optional(value: float | None) -> str:
     return "" if value is None else f"{value:g}"
 
@@ -126,6 +136,14 @@ class SidecarSettings:
     publishes only its ``done``, which carries the message of its last progress; a longer one
     publishes ``started`` once this long has passed, then the latest progress at most once per
     interval. 0 publishes each at once."""
+    events_batch_window: float | None = var(
+        "ASYA_EVENTS_BATCH_WINDOW", _batch_window, default=0.0, write=_write_batch_window
+    )
+    """On RabbitMQ, advisory step events that come within this many seconds of each other go
+    out as one message (a JSON array, routing key ``<actor>.batch``); one alone goes as itself
+    (routing key ``<actor>.<type>``). 0 (the default) adds no wait: what one turn of the
+    event loop produced goes together. ``off`` (None): each event on its own, always. A
+    fan-out's ``done`` and ``partial`` events are never held (confirmed before the ack)."""
     control_exchange: str = var(
         "ASYA_CONTROL_EXCHANGE", validate_queue_name, default=DEFAULT_CONTROL_EXCHANGE, empty=""
     )

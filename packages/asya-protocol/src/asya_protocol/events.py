@@ -5,6 +5,10 @@ Sidecars publish them, without waiting for confirms, to a durable topic exchange
 through the terminal queues, so a lost event delays nothing but a progress display. The one
 exception is a fan-out's ``done`` (its ``child_ids`` are what a job waits for): persistent and
 confirmed before the input's ack.
+
+A sidecar may publish several advisory events as one message (``ASYA_EVENTS_BATCH_WINDOW``): a
+JSON array of events, in the order they happened, with routing key ``<actor>.batch``
+(:data:`BATCH_KEY`). :func:`decode_events` reads either form.
 """
 
 from __future__ import annotations
@@ -18,16 +22,21 @@ import msgspec
 from .errors import EventError
 
 __all__ = [
+    "BATCH_KEY",
     "DEFAULT_EVENTS_EXCHANGE",
     "JOB_HEADER",
     "EventScope",
     "EventType",
     "StepEvent",
     "decode_event",
+    "decode_events",
     "encode_event",
+    "encode_event_batch",
 ]
 
 DEFAULT_EVENTS_EXCHANGE = "asya.events"
+BATCH_KEY = "batch"
+"""The last word of a batch's routing key (``<actor>.batch``), where one event's is its type."""
 JOB_HEADER = "asya-job-id"
 """The envelope header naming the gateway job a message belongs to. Sidecars publish
 ``partial`` events only for messages that carry it: nobody else follows partial results."""
@@ -92,3 +101,22 @@ def decode_event(body: bytes) -> StepEvent:
         return _decoder.decode(body)
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise EventError(f"not a step event: {exc}") from None
+
+
+_batch_decoder = msgspec.json.Decoder(list[StepEvent])
+
+
+def encode_event_batch(events: list[bytes]) -> bytes:
+    """One message of several encoded events (each from :func:`encode_event`), in order."""
+    return b"[" + b",".join(events) + b"]"
+
+
+def decode_events(body: bytes) -> list[StepEvent]:
+    """The events of a message: one event, or a batch of them (a JSON array);
+    :class:`~asya_protocol.errors.EventError` if it is neither."""
+    if body.lstrip()[:1] != b"[":
+        return [decode_event(body)]
+    try:
+        return _batch_decoder.decode(body)
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        raise EventError(f"not a batch of step events: {exc}") from None

@@ -21,6 +21,7 @@ def amqp_sidecar(settings: SidecarSettings) -> Sidecar:
             terminal=(settings.happy_end, settings.error_end),
             prefetch=sidecar.prefetch,
             events_exchange=settings.events_exchange,
+            events_batch_window=settings.events_batch_window,
             control_exchange=settings.control_exchange,
             on_control=sidecar.on_control if settings.control_exchange else None,
         )

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from asya_protocol import JOB_HEADER, EventScope, EventType, StepEvent, decode_event
+from asya_protocol import JOB_HEADER, EventScope, EventType, StepEvent, decode_events
 from asya_sidecar import Sidecar
 from asya_testing.processes import short_socket_path
 
@@ -31,7 +31,7 @@ async def _collect(channel: Any, queue: str, done: Any) -> list[StepEvent]:
                 await asyncio.sleep(0.05)
                 continue
             quiet = 0
-            events.append(decode_event(msg.body))
+            events.extend(decode_events(msg.body))
     return events
 
 
@@ -151,8 +151,8 @@ async def test_a_fan_outs_done_event_is_persistent_and_confirmed(
                         break
                     await asyncio.sleep(0.05)
                     continue
-                event = decode_event(msg.body)
-                modes[(event.actor, event.type.value)] = msg.header.properties.delivery_mode
+                for event in decode_events(msg.body):
+                    modes[(event.actor, event.type.value)] = msg.header.properties.delivery_mode
     finally:
         await connection.close()
     assert modes[(split, "done")] == 2  # persistent

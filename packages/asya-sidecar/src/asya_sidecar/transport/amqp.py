@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import aiormq
@@ -15,6 +15,8 @@ import aiormq.abc
 from aiormq.exceptions import AMQPError, ChannelInvalidStateError, PublishError
 from pamqp import commands as spec
 from pamqp.common import FieldValue
+
+from asya_protocol import BATCH_KEY, encode_event_batch
 
 from ..decision import REDELIVERY_HEADER, Outgoing
 from ..errors import TransportError, Unroutable
@@ -34,6 +36,70 @@ async def declare_step_queue(channel: aiormq.abc.AbstractChannel, exchange: str,
     """A durable queue named ``name``, bound to ``exchange`` with routing key ``name``."""
     await channel.queue_declare(name, durable=True)
     await channel.queue_bind(name, exchange, routing_key=name)
+
+
+_EVENT_PROPERTIES = spec.Basic.Properties(content_type="application/json")
+
+MAX_BATCH_EVENTS = 256
+MAX_BATCH_BYTES = 256 * 1024
+
+
+class _EventBatch:
+    """Advisory step events that come within ``window`` seconds of each other (0: within one
+    turn of the event loop), published together as one message (a JSON array, in order) by a
+    task of their own: the delivery that produced an event never waits for its publish. One
+    event alone goes as itself, with its own routing key. At most :data:`MAX_BATCH_EVENTS`
+    events or :data:`MAX_BATCH_BYTES` per message; a full batch goes at once."""
+
+    def __init__(
+        self, publish: Callable[[str, bytes], Awaitable[None]], *, key: str, window: float
+    ) -> None:
+        self._publish = publish
+        self.key = key
+        self.window = window
+        self._events: list[tuple[str, bytes]] = []
+        self._size = 0
+        self._timer: asyncio.TimerHandle | asyncio.Handle | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def add(self, routing_key: str, body: bytes) -> None:
+        self._events.append((routing_key, body))
+        self._size += len(body)
+        if len(self._events) >= MAX_BATCH_EVENTS or self._size >= MAX_BATCH_BYTES:
+            self._send()
+        elif self._timer is None:
+            loop = asyncio.get_running_loop()
+            self._timer = (
+                loop.call_later(self.window, self._send)
+                if self.window
+                else loop.call_soon(self._send)
+            )
+
+    def _send(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if not self._events:
+            return
+        events, self._events, self._size = self._events, [], 0
+        if len(events) == 1:
+            key, body = events[0]
+        else:
+            key, body = self.key, encode_event_batch([body for _, body in events])
+        task = asyncio.ensure_future(self._publish(key, body))
+        self._tasks.add(task)
+        task.add_done_callback(self._sent)
+
+    def _sent(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("publishing step events failed", exc_info=task.exception())
+
+    async def flush(self) -> None:
+        """Publish what is held now and wait for every publish under way."""
+        self._send()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
 class AmqpDelivery:
@@ -73,6 +139,7 @@ class AmqpTransport:
         terminal: tuple[str, ...],
         prefetch: int,
         events_exchange: str = "",
+        events_batch_window: float | None = None,
         control_exchange: str = "",
         on_control: ControlHandler | None = None,
     ) -> None:
@@ -92,6 +159,13 @@ class AmqpTransport:
         self._events_channel: aiormq.abc.AbstractChannel | None = None
         self._control_channel: aiormq.abc.AbstractChannel | None = None
         self._inbox: asyncio.Queue[AmqpDelivery | None] = asyncio.Queue()
+        self._batch = (
+            None
+            if events_batch_window is None
+            else _EventBatch(
+                self._publish_events, key=f"{queue}.{BATCH_KEY}", window=events_batch_window
+            )
+        )
         self._consumer_tag: str | None = None
 
     @property
@@ -276,6 +350,13 @@ class AmqpTransport:
         if confirmed:
             await self._publish_event_confirmed(routing_key, body)
             return
+        if self._batch is not None:
+            self._batch.add(routing_key, body)
+            return
+        await self._publish_events(routing_key, body)
+
+    async def _publish_events(self, routing_key: str, body: bytes) -> None:
+        """Publish advisory events (one, or a batch): no confirm, a failure only logged."""
         channel = self._events_channel
         if channel is None or channel.is_closed:
             return
@@ -284,7 +365,7 @@ class AmqpTransport:
                 body,
                 exchange=self.events_exchange,
                 routing_key=routing_key,
-                properties=spec.Basic.Properties(content_type="application/json"),
+                properties=_EVENT_PROPERTIES,
             )
 
     async def _publish_event_confirmed(self, routing_key: str, body: bytes) -> None:
@@ -306,6 +387,8 @@ class AmqpTransport:
             raise TransportError(f"broker did not confirm the event {routing_key!r}")
 
     async def close(self) -> None:
+        if self._batch is not None:
+            await self._batch.flush()  # the events held: out before the connection goes
         connection, self._connection = self._connection, None
         if connection is not None and not connection.is_closed:
             with contextlib.suppress(*BROKER_ERRORS, OSError):
