@@ -297,6 +297,7 @@ class Sample:
     rss_mb: float  # per step, at rest
     procs: int  # processes per step
     events: float = 0.0  # step events seen per message of the burst (Asya)
+    event_messages: float = 0.0  # the broker messages that carried them (batches), per message
 
 
 @dataclass
@@ -318,6 +319,7 @@ class Broker:
         self._reached = asyncio.Event()
         self.sink_tag: str | None = None
         self.events = 0
+        self.event_messages = 0
         self.events_tag: str | None = None
 
     async def __aenter__(self) -> Broker:
@@ -397,8 +399,11 @@ class Broker:
         """Take Asya's step events off their queue as the gateway does (a queue nobody reads
         would grow through the run and cost the broker more than a deployment's does)."""
 
+        from asya_protocol import decode_events
+
         async def on_message(message: Any) -> None:
-            self.events += 1
+            self.events += len(decode_events(message.body))
+            self.event_messages += 1
 
         await self.events_channel.basic_qos(prefetch_count=1000)
         ok = await self.events_channel.basic_consume(queue, on_message, no_ack=True)
@@ -635,13 +640,14 @@ async def measure(system: str, args: argparse.Namespace, workdir: str) -> Sample
                 await burst(args.warmup)
                 await broker.until(args.warmup, timeout=120)
                 cpu0 = cpu_seconds(steps)
-                events0 = broker.events
+                events0, messages0 = broker.events, broker.event_messages
                 started = time.perf_counter()
                 await burst(args.messages)
                 await broker.until(args.warmup + args.messages, timeout=args.timeout)
                 elapsed = time.perf_counter() - started
                 cpu = cpu_seconds(steps) - cpu0
                 events = broker.events - events0  # those of the burst seen by its end
+                event_messages = broker.event_messages - messages0
                 samples = []
                 for _ in range(args.latency_samples):
                     seen = broker.arrived
@@ -658,6 +664,7 @@ async def measure(system: str, args: argparse.Namespace, workdir: str) -> Sample
                     rss_mb=statistics.mean(rss),
                     procs=len(steps[0].procs),
                     events=events / args.messages,
+                    event_messages=event_messages / args.messages,
                 )
             except BaseException:
                 if system.startswith("asya"):
@@ -772,7 +779,11 @@ async def run_rounds(
                 f"round {r + 1}/{args.rounds}: {system}: {s.throughput:.0f} msg/s, "
                 f"p50 {s.p50_ms:.2f} ms, p99 {s.p99_ms:.2f} ms, "
                 f"CPU {s.cpu_ms:.2f} ms/msg, RSS {s.rss_mb:.1f} MB/step"
-                + (f", {s.events:.2f} step events/msg" if s.events else "")
+                + (
+                    f", {s.events:.2f} step events in {s.event_messages:.2f} broker messages/msg"
+                    if s.events
+                    else ""
+                )
             )
     return results
 

@@ -33,7 +33,7 @@ def test_defaults() -> None:
     assert s.control_exchange == DEFAULT_CONTROL_EXCHANGE
     assert s.step_events is EventScope.JOBS
     assert s.progress_interval == 0.1
-    assert s.events_batch_window == 0.0  # batched within a turn of the loop, no wait
+    assert s.events_batch_window == 0.01  # at most one events message per 10 ms
     assert s.http_port == 8080
 
 

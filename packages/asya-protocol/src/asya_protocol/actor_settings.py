@@ -137,13 +137,13 @@ class SidecarSettings:
     publishes ``started`` once this long has passed, then the latest progress at most once per
     interval. 0 publishes each at once."""
     events_batch_window: float | None = var(
-        "ASYA_EVENTS_BATCH_WINDOW", _batch_window, default=0.0, write=_write_batch_window
+        "ASYA_EVENTS_BATCH_WINDOW", _batch_window, default=0.01, write=_write_batch_window
     )
-    """On RabbitMQ, advisory step events that come within this many seconds of each other go
-    out as one message (a JSON array, routing key ``<actor>.batch``); one alone goes as itself
-    (routing key ``<actor>.<type>``). 0 (the default) adds no wait: what one turn of the
-    event loop produced goes together. ``off`` (None): each event on its own, always. A
-    fan-out's ``done`` and ``partial`` events are never held (confirmed before the ack)."""
+    """On RabbitMQ, advisory step events go out together, at most one message per this many
+    seconds (a JSON array, routing key ``<actor>.batch``; one event alone goes as itself,
+    routing key ``<actor>.<type>``): after a quiet window at once, under load after at most
+    the window. 0: the events of each turn of the event loop together. ``off`` (None): each
+    event on its own, always. A fan-out's ``done`` and ``partial`` events are never held."""
     control_exchange: str = var(
         "ASYA_CONTROL_EXCHANGE", validate_queue_name, default=DEFAULT_CONTROL_EXCHANGE, empty=""
     )

@@ -45,11 +45,14 @@ MAX_BATCH_BYTES = 256 * 1024
 
 
 class _EventBatch:
-    """Advisory step events that come within ``window`` seconds of each other (0: within one
-    turn of the event loop), published together as one message (a JSON array, in order) by a
-    task of their own: the delivery that produced an event never waits for its publish. One
-    event alone goes as itself, with its own routing key. At most :data:`MAX_BATCH_EVENTS`
-    events or :data:`MAX_BATCH_BYTES` per message; a full batch goes at once."""
+    """Advisory step events published together, at most one message per ``window`` seconds:
+    after a quiet window the next events go at the end of the event loop's turn (no wait),
+    while they keep coming they wait for the window's end. So a loaded sidecar publishes one
+    message (a JSON array, in order) for many events, and a quiet one adds no latency. With a
+    window of 0: the events of each turn together. One event alone goes as itself, with its own
+    routing key. Published by a task of their own: the delivery that produced an event never
+    waits for its publish. At most :data:`MAX_BATCH_EVENTS` events or :data:`MAX_BATCH_BYTES`
+    per message; a full batch goes at once."""
 
     def __init__(
         self, publish: Callable[[str, bytes], Awaitable[None]], *, key: str, window: float
@@ -61,6 +64,8 @@ class _EventBatch:
         self._size = 0
         self._timer: asyncio.TimerHandle | asyncio.Handle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._last = -float("inf")
+        """When the last message went (the loop's clock)."""
 
     def add(self, routing_key: str, body: bytes) -> None:
         self._events.append((routing_key, body))
@@ -69,11 +74,11 @@ class _EventBatch:
             self._send()
         elif self._timer is None:
             loop = asyncio.get_running_loop()
-            self._timer = (
-                loop.call_later(self.window, self._send)
-                if self.window
-                else loop.call_soon(self._send)
-            )
+            wait = self._last + self.window - loop.time()
+            if wait > 0:
+                self._timer = loop.call_later(wait, self._send)
+            else:
+                self._timer = loop.call_soon(self._send)
 
     def _send(self) -> None:
         if self._timer is not None:
@@ -82,6 +87,7 @@ class _EventBatch:
         if not self._events:
             return
         events, self._events, self._size = self._events, [], 0
+        self._last = asyncio.get_running_loop().time()
         if len(events) == 1:
             key, body = events[0]
         else:
