@@ -106,11 +106,13 @@ def _follow(
     url: str, token: str | None, tool: str, arguments: Any, partials: PartialWriter
 ) -> dict[str, Any]:
     """``call_tool`` with a progress bar on a terminal, plain progress lines otherwise; partial
-    results are written as they come (on a terminal they replace the bar)."""
+    results are written as they come, and replace the bar or the lines (a progress event that
+    comes later, e.g. a step's held ``started``, would cut the text)."""
     if not sys.stdout.isatty():
 
         def plain(value: float, what: str) -> None:
-            partials.end_line()
+            if partials.written:  # the text is the progress now, as on a terminal: not cut
+                return
             print(f"progress {value:4.0%} {what}", flush=True)
 
         def started(job: dict[str, Any]) -> None:
