@@ -6,7 +6,14 @@ import json
 
 import pytest
 
-from asya_gateway.deadletter import Settle, Verdict, after_error, dead_letter_queue, unknown_job
+from asya_gateway.deadletter import (
+    Settle,
+    Verdict,
+    after_error,
+    dead_letter_queue,
+    unknown_job,
+    worst,
+)
 from asya_gateway.errors import DatabaseUnavailable
 from asya_gateway.messages import JOB_HEADER, Unusable, step_events, terminal_message
 from asya_protocol import MAX_JSON_DEPTH
@@ -85,3 +92,10 @@ def test_names() -> None:
     assert unknown_job("j9") == Verdict(
         Settle.DEAD, "not a job of this gateway: unknown job id 'j9'"
     )
+
+
+def test_a_message_of_several_parts_is_settled_by_its_worst() -> None:
+    ack, dead, retry = Verdict(Settle.ACK), Verdict(Settle.DEAD, "d"), Verdict(Settle.RETRY, "r")
+    assert worst([]) == ack
+    assert worst([ack, dead, ack]) == dead
+    assert worst([dead, retry, ack]) == retry

@@ -34,6 +34,7 @@ from .deadletter import (
     after_error,
     dead_letter_queue,
     unknown_job,
+    worst,
 )
 from .errors import DatabaseUnavailable, PublishFailed
 from .jobs import JobStore
@@ -246,7 +247,7 @@ class Broker:
                 verdict = await self._apply_steps(job_id, items, batch)
                 for _, i in items:
                     verdicts[i].append(verdict[i])
-            settled = [_worst(v) for v in verdicts]
+            settled = [worst(v) for v in verdicts]
             await self._pace(settled)
             for message, each in zip(batch, settled, strict=True):
                 await self._settle(message, each)
@@ -351,12 +352,3 @@ class Broker:
             with contextlib.suppress(*_BROKER_ERRORS):
                 await self._connection.close()
         self._connection = None
-
-
-_SEVERITY = {Settle.ACK: 0, Settle.DEAD: 1, Settle.RETRY: 2}
-
-
-def _worst(verdicts: list[Verdict]) -> Verdict:
-    """One message's verdict from its events' (none: acked): a retry outranks a dead letter,
-    which outranks an ack."""
-    return max(verdicts, key=lambda v: _SEVERITY[v.settle], default=Verdict(Settle.ACK))

@@ -26,6 +26,7 @@ __all__ = [
     "after_error",
     "dead_letter_queue",
     "unknown_job",
+    "worst",
 ]
 
 DEAD_SUFFIX = ".dead"
@@ -63,3 +64,12 @@ def after_error(exc: Exception, *, redelivered: bool) -> Verdict:
 def unknown_job(job_id: str) -> Verdict:
     """A message naming a job id this gateway's database does not have."""
     return Verdict(Settle.DEAD, f"not a job of this gateway: unknown job id {job_id!r}")
+
+
+_SEVERITY = {Settle.ACK: 0, Settle.DEAD: 1, Settle.RETRY: 2}
+
+
+def worst(verdicts: list[Verdict]) -> Verdict:
+    """One message's verdict from its parts' (none: acked), as for a batch of step events of
+    several jobs: a retry outranks a dead letter, which outranks an ack."""
+    return max(verdicts, key=lambda v: _SEVERITY[v.settle], default=Verdict(Settle.ACK))

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 from asya_protocol import Backoff, Envelope, StepEvent, encode_envelope
 
-from .deadletter import Settle, Verdict, after_error, dead_letter_queue, unknown_job
+from .deadletter import Settle, Verdict, after_error, dead_letter_queue, unknown_job, worst
 from .errors import PublishFailed
 from .jobs import JobStore
 from .messages import Unusable, step_events, terminal_message
@@ -152,14 +152,15 @@ class MemoryBroker:
         by_job: dict[str, list[StepEvent]] = {}
         for job_id, event in found:  # none: another pipeline's events, not ours
             by_job.setdefault(job_id, []).append(event)
+        verdicts = []  # every job's events applied, as on RabbitMQ; the message settled once
         for job_id, events in by_job.items():
             try:
                 known = await self.store.on_steps(job_id, events)
             except Exception as exc:  # noqa: BLE001 - settled (and logged) by _carry_out
-                return _after_error(exc)
-            if not known:
-                return unknown_job(job_id)
-        return Verdict(Settle.ACK)
+                verdicts.append(_after_error(exc))
+            else:
+                verdicts.append(Verdict(Settle.ACK) if known else unknown_job(job_id))
+        return worst(verdicts)
 
     async def _carry_out(
         self, verdict: Verdict, queue: str, body: bytes, requeue: Callable[[], None]

@@ -191,9 +191,7 @@ class StepReport:
             self._timer = asyncio.get_running_loop().call_later(wait, self._due)
 
     def _due(self) -> None:
-        self._timer = None
-        if self._closed:  # pragma: no cover - the timer is cancelled on leaving
-            return
+        self._timer = None  # never after leaving: the timer is cancelled, _rearm stops
         self._flush = asyncio.ensure_future(self._publish_due())
 
     async def _publish_due(self) -> None:

@@ -101,34 +101,9 @@ async def test_off_publishes_each_event_on_its_own(amqp_bus: Any) -> None:
 
 @pytest.mark.parametrize("window", [0.0, 5.0])
 async def test_closing_publishes_the_events_held_first(amqp_bus: Any, window: float) -> None:
-    import aiormq
-
     actor = amqp_bus.names.queue("act")
-    names = amqp_bus.names
-    watch = names.queue("close-watch")
-    connection = await aiormq.connect(amqp_bus.url)
-    try:
-        channel = await connection.channel()
-        transport = AmqpTransport(
-            amqp_bus.url,
-            exchange=names.exchange,
-            queue=actor,
-            terminal=(names.happy_end, names.error_end),
-            prefetch=1,
-            events_exchange=names.events_exchange,
-            events_batch_window=window,
-        )
-        await transport.connect()
-        await transport.setup()
-        await channel.queue_declare(watch, durable=True)
-        await channel.queue_bind(watch, names.events_exchange, routing_key="#")
+    async with watched(amqp_bus, window) as (transport, messages):
         await transport.publish_event(f"{actor}.done", body(0))
         await transport.publish_event(f"{actor}.done", body(1))
         await transport.close()  # before the window ends, or the loop turns
-        async with asyncio.timeout(20):
-            while (await channel.queue_declare(watch, passive=True)).message_count < 1:  # noqa: ASYNC110 - polls the broker
-                await asyncio.sleep(0.02)
-        message = await channel.basic_get(watch, no_ack=True)
-        assert [e.id for e in decode_events(message.body)] == ["m0", "m1"]
-    finally:
-        await connection.close()
+        assert await messages(1) == [(f"{actor}.batch", ["m0", "m1"])]
