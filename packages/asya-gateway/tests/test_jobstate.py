@@ -24,7 +24,6 @@ from asya_gateway.jobstate import (
     apply,
     created,
     relevant,
-    structural,
 )
 from asya_protocol import EventType, StepEvent
 
@@ -218,13 +217,6 @@ def test_received_is_not_relevant_and_ignored() -> None:
     assert all(relevant(step(k)) for k in EventType if k is not EventType.RECEIVED)
     before = job(JobStatus.PENDING)
     assert ignored(apply(before, received, NOW), before)
-
-
-def test_only_a_fan_outs_done_is_structural() -> None:
-    assert structural(step(EventType.DONE, child_ids=("a", "b"), children=2))
-    assert structural(step(EventType.DONE, children=0))  # an empty fan-out ends the branch
-    assert not structural(step(EventType.DONE))
-    assert not structural(step(EventType.PROGRESS, progress=0.5))
 
 
 def test_a_terminal_message_leaves_the_previous_state_untouched() -> None:
@@ -433,7 +425,6 @@ def test_partial_results_are_recorded_and_change_nothing(status: JobStatus) -> N
     before = job(status, progress=0.25, message="thinking")
     event = step(EventType.PARTIAL, 1, id="m-1", chunks=("Hel", {"t": 1}, None), offset=3)
     assert relevant(event)
-    assert not structural(event)
     t = apply(before, event, NOW)
     assert t.state == before
     assert t.effects == {Effect.NOTIFY}

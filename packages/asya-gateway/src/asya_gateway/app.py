@@ -145,6 +145,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
             yield
     finally:
         await parts.broker.close()
+        await parts.gateway.store.close()
         await parts.engine.dispose()
 
 

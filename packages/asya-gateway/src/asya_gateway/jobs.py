@@ -1,17 +1,22 @@
-"""Job state in the database. Every change goes through :func:`asya_gateway.jobstate.apply`,
-inside a transaction that holds the job's row (a row lock on PostgreSQL, a writer lock on
-SQLite); this module persists what the state machine returns and nothing else."""
+"""Job state in the database. Every change goes through :func:`asya_gateway.jobstate.apply`;
+this module persists what the state machine returns and nothing else. On PostgreSQL a change is
+one statement that writes the row only if it is still at the version read, else the events are
+applied again to the job as it now is (:mod:`asya_gateway.pgstore`); on SQLite it is a
+transaction that holds the database's writer lock."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import datetime
+import functools
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import asyncpg
+from sqlalchemy import exc as sa
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
@@ -22,12 +27,20 @@ from .db import Job, JobEvent, available, sessions, utcnow
 from .errors import DatabaseUnavailable, check_text
 from .jobstate import TERMINAL, Event, JobState, JobStatus, Terminal, Timeout, Transition
 from .messages import JOB_HEADER
+from .pgstore import KEY_CONSTRAINT, PgStore
 
-__all__ = ["JOB_HEADER", "Applied", "JobQuery", "JobStore"]
+__all__ = ["JOB_HEADER", "Applied", "DuplicateKey", "JobQuery", "JobStore"]
 
 Notify = Callable[[AsyncSession, str], Awaitable[None]]
 T = TypeVar("T")
 _UNFINISHED_EXCLUDES = sorted(status.value for status in TERMINAL)
+EVENTS_PAGE = 500  # history events read at once
+MAX_ATTEMPTS = 50
+"""Writes of one job that may find it changed by another writer first before one fails."""
+
+
+class DuplicateKey(Exception):
+    """The principal already started a job with this idempotency key."""
 
 
 @dataclass(frozen=True)
@@ -101,6 +114,16 @@ class JobStore:
         self._notify = notify
         self._sqlite = engine.dialect.name == "sqlite"
         self._sqlite_lock = asyncio.Lock()  # SQLite has no row locks: serialise writers here
+        self._pg = (
+            PgStore(engine.url.render_as_string(hide_password=False))
+            if engine.dialect.name == "postgresql"
+            else None
+        )
+
+    async def close(self) -> None:
+        """Close this store's own PostgreSQL pool (the engine is the caller's to dispose)."""
+        if self._pg is not None:
+            await self._pg.close()
 
     async def _locked_job(self, session: AsyncSession, job_id: str) -> Job | None:
         stmt = select(Job).where(Job.id == job_id)
@@ -154,8 +177,8 @@ class JobStore:
         idempotency_key: str | None = None,
     ) -> tuple[Job, str]:
         """A pending job and the id of its first envelope. With an ``idempotency_key`` that
-        this principal already used, the insert fails (``sqlalchemy.exc.IntegrityError``):
-        see :meth:`by_key`."""
+        this principal already used, nothing is inserted: :class:`DuplicateKey` (see
+        :meth:`by_key`)."""
         now = utcnow()
         job_id, root = str(uuid.uuid4()), str(uuid.uuid4())
         transition = jobstate.created(tool, root, now)
@@ -170,48 +193,96 @@ class JobStore:
             idempotency_key=idempotency_key,
         )
         _store_state(job, transition.state)
+        job.version = 0
+        if self._pg is not None:
+            try:
+                async with available():
+                    await self._pg.insert(job, transition.records)
+            except DatabaseUnavailable as exc:
+                cause = exc.__cause__
+                if isinstance(cause, asyncpg.UniqueViolationError) and (
+                    cause.constraint_name == KEY_CONSTRAINT
+                ):
+                    raise DuplicateKey(idempotency_key) from None
+                raise
+            return job, root
 
         async def go(session: AsyncSession) -> None:
             session.add(job)
             await session.flush()
             await self._record(session, job_id, transition)
 
-        await self._write(go)
+        try:
+            await self._write(go)
+        except sa.IntegrityError as exc:
+            raise DuplicateKey(idempotency_key) from exc
         return job, root
 
     async def apply(
-        self, job_id: str, events: Sequence[Event], *, advisory: bool = False
+        self, job_id: str, events: Sequence[Event], *, current: Job | None = None
     ) -> Applied | None:
-        """Apply events to a job, in order, in one transaction; None if there is no such job.
+        """Apply events to a job, in order, at once; None if there is no such job.
 
-        ``advisory`` events (progress) need not reach the disk before the commit returns: a
-        database crash may lose the last few progress events, never a job's final state nor a
-        fan-out's children.
+        ``current`` is the job as the caller last saw it (a start's new job): on PostgreSQL
+        it saves reading the job first, if no other writer changed it since.
         """
         check_text("job_id", job_id)
-
-        async def go(session: AsyncSession) -> Applied | None:
-            if advisory and not self._sqlite:
-                await session.execute(text("SET LOCAL synchronous_commit = off"))
-            job = await self._locked_job(session, job_id)
-            if job is None:
-                return None
-            state, changed = state_of(job), False
-            was_finished = state.status.terminal
-            for event in events:
-                transition = jobstate.apply(state, event, utcnow())
-                await self._record(session, job_id, transition)
-                state, changed = transition.state, changed or transition.changed
-            if changed:
-                _store_state(job, state)
-            return Applied(
-                job, changed, finished=changed and not was_finished and state.status.terminal
-            )
-
-        applied = await self._write(go)
+        if self._pg is not None:
+            async with available():
+                applied = await self._apply_pg(self._pg, job_id, events, current)
+        else:
+            applied = await self._write(functools.partial(self._apply_locked, job_id, events))
         if applied is not None and applied.finished and self.on_finished is not None:
             self.on_finished(applied.job)
         return applied
+
+    @staticmethod
+    async def _apply_pg(
+        pg: PgStore, job_id: str, events: Sequence[Event], current: Job | None
+    ) -> Applied | None:
+        job = current
+        for _ in range(MAX_ATTEMPTS):
+            if job is None:
+                job = await pg.get(job_id)
+                if job is None:
+                    return None
+            state, was_finished = state_of(job), job.job_status.terminal
+            now, changed = utcnow(), False
+            records: list[jobstate.Record] = []
+            for event in events:
+                transition = jobstate.apply(state, event, now)
+                if jobstate.Effect.NOTIFY in transition.effects:
+                    records.extend(transition.records)
+                state, changed = transition.state, changed or transition.changed
+            if not records and not changed:
+                return Applied(job, False)
+            written = await pg.update(job, state, records, now)
+            if written is not None:
+                finished = changed and not was_finished and state.status.terminal
+                return Applied(written, changed, finished=finished)
+            job = None  # another writer changed it first: read it again
+        raise DatabaseUnavailable(
+            f"job {job_id}: changed by other writers {MAX_ATTEMPTS} times in a row"
+        )
+
+    async def _apply_locked(
+        self, job_id: str, events: Sequence[Event], session: AsyncSession
+    ) -> Applied | None:
+        job = await self._locked_job(session, job_id)
+        if job is None:
+            return None
+        state, changed = state_of(job), False
+        was_finished = state.status.terminal
+        for event in events:
+            transition = jobstate.apply(state, event, utcnow())
+            await self._record(session, job_id, transition)
+            state, changed = transition.state, changed or transition.changed
+        if changed:
+            _store_state(job, state)
+            job.version += 1
+        return Applied(
+            job, changed, finished=changed and not was_finished and state.status.terminal
+        )
 
     async def on_terminal(self, job_id: str, envelope: Envelope, ok: bool) -> bool:
         """A message of this job reached happy-end (``ok``) or error-end; False if there is no
@@ -225,9 +296,7 @@ class JobStore:
         wanted = [e for e in events if jobstate.relevant(e)]
         if not wanted:
             return True
-        # Progress may be committed lazily; a fan-out's shape never (a crash would lose it).
-        advisory = not any(jobstate.structural(e) for e in wanted)
-        return await self.apply(job_id, wanted, advisory=advisory) is not None
+        return await self.apply(job_id, wanted) is not None
 
     async def sweep_timeouts(self) -> list[str]:
         """Time out every unfinished job past its deadline (atomic: safe with many replicas)."""
@@ -260,6 +329,9 @@ class JobStore:
 
     async def get(self, job_id: str) -> Job | None:
         check_text("job_id", job_id)
+        if self._pg is not None:
+            async with available():
+                return await self._pg.get(job_id)
         async with self._session() as session:
             job: Job | None = await session.get(Job, job_id)
             return job
@@ -291,11 +363,14 @@ class JobStore:
 
     async def events_since(self, job_id: str, after: int) -> list[JobEvent]:
         check_text("job_id", job_id)
+        if self._pg is not None:
+            async with available():
+                return await self._pg.events_since(job_id, after, EVENTS_PAGE)
         async with self._session() as session:
             stmt = (
                 select(JobEvent)
                 .where(JobEvent.job_id == job_id, JobEvent.id > after)
                 .order_by(JobEvent.id)
-                .limit(500)
+                .limit(EVENTS_PAGE)
             )
             return list((await session.execute(stmt)).scalars())

@@ -48,7 +48,6 @@ __all__ = [
     "apply",
     "created",
     "relevant",
-    "structural",
 ]
 
 
@@ -174,12 +173,6 @@ def created(tool: str, root_id: str, now: datetime.datetime) -> Transition:
 def relevant(event: StepEvent) -> bool:
     """Whether a step event can matter to a job (``received`` says less than ``started``)."""
     return event.type is not EventType.RECEIVED
-
-
-def structural(event: StepEvent) -> bool:
-    """Whether a job's completion rests on this step event: a ``done`` that records a fan-out
-    (its children, or none at all). Unlike progress, it must never be lost once acked."""
-    return event.type is EventType.DONE and bool(event.child_ids or event.children == 0)
 
 
 def apply(state: JobState, event: Event, now: datetime.datetime) -> Transition:

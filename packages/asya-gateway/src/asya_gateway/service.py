@@ -15,8 +15,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import exc as sa
-
 from asya_protocol import JobControl, JobControlType, encode_job_control
 
 from .broker import GatewayBroker
@@ -33,7 +31,7 @@ from .errors import (
     UnknownTool,
     check_text,
 )
-from .jobs import JobQuery, JobStore
+from .jobs import DuplicateKey, JobQuery, JobStore
 from .jobstate import Cancel, Published, PublishRejected
 from .messages import first_envelope
 from .metrics import GatewayMetrics
@@ -129,7 +127,7 @@ class Gateway:
                 principal=principal.name,
                 idempotency_key=key,
             )
-        except sa.IntegrityError:
+        except DuplicateKey:
             # Two requests with one key at once: the other one's insert won.
             existing = await self.store.by_key(principal.name, key) if key else None
             if existing is None:
@@ -145,7 +143,7 @@ class Gateway:
         # If the pipeline's events or its result got there first (a fast pipeline, or a slow
         # publisher confirm), this answers with what the job is now, never a stale "pending".
         try:
-            running = await self.store.apply(job.id, [Published()])
+            running = await self.store.apply(job.id, [Published()], current=job)
         except DatabaseUnavailable:
             # Recorded and published: the job runs, and its result will land once the
             # database answers again. It stays "pending" until then.

@@ -78,14 +78,21 @@ async def test_concurrent_first_starts_migrate_once(postgres_database: str) -> N
             assert (returncode, out) == (0, "migrations applied\n"), err
 
         assert await blocker.fetchval("SELECT array_agg(version_num) FROM alembic_version") == [
-            "0002"
+            "0003"
         ]
         columns = await blocker.fetch(
             "SELECT column_name FROM information_schema.columns WHERE table_name = 'asya_jobs'"
         )
-        assert {"id", "tool", "status", "input", "root_id", "principal", "idempotency_key"} <= {
-            c["column_name"] for c in columns
-        }
+        assert {
+            "id",
+            "tool",
+            "status",
+            "input",
+            "root_id",
+            "principal",
+            "idempotency_key",
+            "version",
+        } <= {c["column_name"] for c in columns}
         ran = sum(start.result()[2].count("Running upgrade 0001 -> 0002") for start in starts)
         assert ran == 1, [start.result()[2] for start in starts]
     finally:

@@ -31,9 +31,11 @@ HOUR = 3600.0
 async def store(database: str) -> AsyncIterator[JobStore]:
     await upgrade(database)
     engine = make_engine(database)
+    store = JobStore(engine, Notifier(database).notify)
     try:
-        yield JobStore(engine, Notifier(database).notify)
+        yield store
     finally:
+        await store.close()
         await engine.dispose()
 
 

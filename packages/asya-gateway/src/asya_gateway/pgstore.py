@@ -1,0 +1,209 @@
+"""The job store's hot path on PostgreSQL, straight on asyncpg: one statement per write.
+
+A start costs two statements (the insert, then "running" once the broker confirmed), a batch
+of a job's step events two (read, write), and each is its own transaction: no ``BEGIN``, no
+row lock held across round trips, no ORM unit of work. Each write says which version of the
+job's row it read (``WHERE version = $n``, migration 0003) and bumps it, in the same statement
+that appends the job's history records and notifies its followers (``pg_notify``, delivered on
+commit): when another writer got there first, the write matches no row and the job store reads
+the job again and re-applies its events (:meth:`asya_gateway.jobs.JobStore.apply`). What the
+events do is still decided by :mod:`asya_gateway.jobstate` alone.
+
+The other statements (listing, idempotency keys, counts, retention, readiness) go through
+SQLAlchemy; SQLite, the embedded default, goes through SQLAlchemy throughout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import asyncpg
+
+from .db import CONNECT_TIMEOUT, POOL_TIMEOUT, STATEMENT_TIMEOUT, Job, JobEvent
+from .jobstate import JobState, Record
+from .notify import CHANNEL
+
+__all__ = ["COLUMNS", "KEY_CONSTRAINT", "PgStore"]
+
+KEY_CONSTRAINT = "ux_asya_jobs_principal_idempotency_key"
+POOL_SIZE = 10
+
+COLUMNS = (
+    "id", "tool", "status", "input", "result", "error", "progress", "message", "root_id",
+    "branches", "created_at", "updated_at", "deadline", "finished_at", "principal",
+    "idempotency_key", "version",
+)  # fmt: skip
+# Each write: the row, then the history records in order (their ids follow the order the rows
+# are inserted in), then the followers' notification (delivered on commit).
+_INSERT = """
+WITH job AS (
+    INSERT INTO asya_jobs (
+        id, tool, status, input, result, error, progress, message, root_id, branches, created_at,
+        updated_at, deadline, finished_at, principal, idempotency_key, version
+    )
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, 0)
+    RETURNING id
+), history AS (
+    INSERT INTO asya_job_events (job_id, type, data, created_at)
+    SELECT job.id, r.type, r.data::json, $11 FROM job,
+        unnest($17::text[], $18::text[]) WITH ORDINALITY AS r(type, data, n)
+    ORDER BY r.n
+)
+SELECT pg_notify($19, id) FROM job
+"""
+_UPDATE = """
+WITH job AS (
+    UPDATE asya_jobs SET status = $3, branches = $4, progress = $5, message = $6, result = $7,
+        error = $8, updated_at = $9, finished_at = $10, version = version + 1
+    WHERE id = $1 AND version = $2
+    RETURNING id
+), history AS (
+    INSERT INTO asya_job_events (job_id, type, data, created_at)
+    SELECT job.id, r.type, r.data::json, $11 FROM job,
+        unnest($12::text[], $13::text[]) WITH ORDINALITY AS r(type, data, n)
+    ORDER BY r.n
+)
+SELECT pg_notify($14, id) FROM job
+"""
+_GET = """
+SELECT
+    id, tool, status, input, result, error, progress, message, root_id, branches, created_at,
+        updated_at, deadline, finished_at, principal, idempotency_key, version
+FROM asya_jobs WHERE id = $1
+"""
+_EVENTS = """
+SELECT id, job_id, type, data, created_at FROM asya_job_events
+WHERE job_id = $1 AND id > $2 ORDER BY id LIMIT $3
+"""
+
+
+def dsn_of(database_url: str) -> str:
+    """asyncpg's DSN for a SQLAlchemy URL (``postgresql+asyncpg://`` -> ``postgresql://``)."""
+    return "postgresql://" + database_url.split("://", 1)[1]
+
+
+async def _init(connection: asyncpg.Connection) -> None:
+    # JSON columns hold what SQLAlchemy's JSON type writes and reads (the standard json module).
+    await connection.set_type_codec(
+        "json", encoder=json.dumps, decoder=json.loads, schema="pg_catalog"
+    )
+
+
+def _records(records: Sequence[Record]) -> tuple[list[str], list[str]]:
+    return [r.kind.value for r in records], [json.dumps(r.data) for r in records]
+
+
+class PgStore:
+    """Jobs on PostgreSQL over a pool of its own (opened at first use, closed by :meth:`close`).
+
+    Errors are asyncpg's; the job store turns them into ``DatabaseUnavailable``."""
+
+    def __init__(self, database_url: str) -> None:
+        self._dsn = dsn_of(database_url)
+        self._pool: asyncpg.Pool | None = None
+        self._opening = asyncio.Lock()
+
+    async def _connected(self) -> asyncpg.Pool:
+        if self._pool is None:
+            async with self._opening:
+                if self._pool is None:
+                    self._pool = await asyncpg.create_pool(
+                        self._dsn,
+                        min_size=1,
+                        max_size=POOL_SIZE,
+                        timeout=CONNECT_TIMEOUT,
+                        command_timeout=STATEMENT_TIMEOUT,
+                        init=_init,
+                    )
+        return self._pool
+
+    async def _fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
+        pool = await self._connected()
+        async with pool.acquire(timeout=POOL_TIMEOUT) as connection:
+            rows: list[asyncpg.Record] = await connection.fetch(query, *args)
+            return rows
+
+    async def insert(self, job: Job, records: Sequence[Record]) -> None:
+        """Insert a new job (version 0) with its first history records."""
+        types, data = _records(records)
+        await self._fetch(
+            _INSERT,
+            job.id,
+            job.tool,
+            job.status,
+            job.input,
+            job.result,
+            job.error,
+            job.progress,
+            job.message,
+            job.root_id,
+            job.branches,
+            job.created_at,
+            job.updated_at,
+            job.deadline,
+            job.finished_at,
+            job.principal,
+            job.idempotency_key,
+            types,
+            data,
+            CHANNEL,
+        )
+
+    async def update(
+        self, job: Job, state: JobState, records: Sequence[Record], now: datetime.datetime
+    ) -> Job | None:
+        """Write ``state`` and append ``records``, if the row is still at ``job``'s version:
+        the job as written, or None if another writer changed it first."""
+        types, data = _records(records)
+        updated_at = state.updated_at if state.updated_at is not None else job.updated_at
+        written = await self._fetch(
+            _UPDATE,
+            job.id,
+            job.version,
+            state.status.value,
+            state.branches,
+            state.progress,
+            state.message,
+            state.result,
+            state.error,
+            updated_at,
+            state.finished_at,
+            now,
+            types,
+            data,
+            CHANNEL,
+        )
+        if not written:
+            return None
+        row = {column: getattr(job, column) for column in COLUMNS}
+        return Job(
+            **row
+            | {
+                "status": state.status.value,
+                "branches": state.branches,
+                "progress": state.progress,
+                "message": state.message,
+                "result": state.result,
+                "error": state.error,
+                "updated_at": updated_at,
+                "finished_at": state.finished_at,
+                "version": job.version + 1,
+            }
+        )
+
+    async def get(self, job_id: str) -> Job | None:
+        rows = await self._fetch(_GET, job_id)
+        return Job(**dict(rows[0])) if rows else None
+
+    async def events_since(self, job_id: str, after: int, limit: int) -> list[JobEvent]:
+        rows = await self._fetch(_EVENTS, job_id, after, limit)
+        return [JobEvent(**dict(row)) for row in rows]
+
+    async def close(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.close()
