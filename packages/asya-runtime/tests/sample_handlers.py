@@ -160,6 +160,12 @@ async def sleeps_forever(payload: dict[str, Any]) -> None:
         (marks / str(payload["value"])).write_text("cancelled")
 
 
+async def naps(payload: dict[str, Any]) -> Any:
+    """Answers ``payload["value"]`` after ``payload["nap"]`` seconds."""
+    await asyncio.sleep(float(payload["nap"]))
+    return payload["value"]
+
+
 async def forever_or_fast(payload: dict[str, Any]) -> Any:
     """``{"fast": x}`` answers x at once; anything else is :func:`sleeps_forever`."""
     if "fast" in payload:

@@ -145,6 +145,32 @@ async def test_abandoned_async_handlers_are_cancelled_and_free_their_slots(
     assert max(delays) < 1.0, delays
 
 
+@pytest.mark.parametrize("when", ["with the request", "while it runs"])
+async def test_bytes_during_a_request_close_the_connection_after_its_reply(
+    runtime: Runtime, when: str
+) -> None:
+    """Requests are not pipelined: a frame sent before the reply (in the same write as the
+    request, or while the handler runs) is not answered; the request is, then the connection
+    is closed. The runtime serves the next connection."""
+    async with runtime("naps", {}) as (_, path, _):
+        conn = await Conn.open(path)
+        try:
+            first = encode_frame(json.dumps({"nap": 0.2, "value": "first"}).encode())
+            second = encode_frame(json.dumps({"nap": 0, "value": "second"}).encode())
+            if when == "with the request":
+                conn.writer.write(first + second)
+            else:
+                conn.writer.write(first)
+                await asyncio.sleep(0.05)
+                conn.writer.write(second)
+            await conn.writer.drain()
+            assert ok(await conn.reply()) == "first"
+            assert await conn.reply() is None  # closed, the second frame unanswered
+        finally:
+            await conn.close()
+        assert ok(await call(path, {"nap": 0, "value": "next"})) == "next"
+
+
 async def test_an_async_handler_past_the_timeout_is_cancelled(
     runtime: Runtime, tmp_path: Path
 ) -> None:

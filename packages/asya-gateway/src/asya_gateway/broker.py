@@ -47,7 +47,11 @@ __all__ = ["Broker", "GatewayBroker", "PublishFailed"]
 
 log = logging.getLogger("asya_gateway.broker")
 _BROKER_ERRORS = (AMQPError, ConnectionError, OSError, ChannelInvalidStateError)
-EVENT_BATCH_WINDOW = 0.01
+EVENT_BATCH_WINDOW = 0.0
+"""Seconds a batch of step events waits for more once the first is in: none (one turn of the
+loop, so the events already read from the socket come along). Batches grow by themselves under
+load, with the events that arrive while the previous batch is being written; the sidecars
+batch their own (``ASYA_EVENTS_BATCH_WINDOW``)."""
 EVENTS_QUEUE_ARGS = {"x-queue-type": "quorum"}
 Delivered = aiormq.abc.DeliveredMessage
 
@@ -229,7 +233,7 @@ class Broker:
     async def _flush_events(self) -> None:
         while True:
             await self._batch_ready.wait()
-            await asyncio.sleep(EVENT_BATCH_WINDOW)  # let a step's few events arrive together
+            await asyncio.sleep(EVENT_BATCH_WINDOW)
             self._batch_ready.clear()
             batch, self._batch = self._batch, []
             # A message may hold several events (a sidecar's batch), of several jobs: each job's

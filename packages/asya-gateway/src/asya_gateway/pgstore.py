@@ -93,6 +93,14 @@ async def _init(connection: asyncpg.Connection) -> None:
     )
 
 
+async def _reset(connection: asyncpg.Connection) -> None:
+    # Nothing here sets session state (no SET, LISTEN or advisory lock, no open transaction
+    # between statements), so a connection goes back to the pool as it is: asyncpg's default
+    # reset would cost a round trip per statement.
+    if connection.is_in_transaction():
+        await connection.execute("ROLLBACK")
+
+
 def _records(records: Sequence[Record]) -> tuple[list[str], list[str]]:
     return [r.kind.value for r in records], [json.dumps(r.data) for r in records]
 
@@ -118,6 +126,7 @@ class PgStore:
                         timeout=CONNECT_TIMEOUT,
                         command_timeout=STATEMENT_TIMEOUT,
                         init=_init,
+                        reset=_reset,
                     )
         return self._pool
 
