@@ -26,7 +26,17 @@ CONNECT_TIMEOUT = 5.0  # seconds for a new connection (asyncpg's default is 60)
 STATEMENT_TIMEOUT = 30.0  # seconds for one statement, on the client side
 POOL_TIMEOUT = 10.0  # seconds to wait for a pooled connection
 # Errors of the statement itself, not of the database being there: not "unavailable".
-_STATEMENT_ERRORS = (sa.IntegrityError, sa.ProgrammingError, sa.DataError, sa.NotSupportedError)
+_STATEMENT_ERRORS = (
+    sa.IntegrityError,
+    sa.ProgrammingError,
+    sa.DataError,
+    sa.NotSupportedError,
+    # The same, raised by asyncpg itself (the job store's PostgreSQL statements, .pgstore).
+    asyncpg.IntegrityConstraintViolationError,
+    asyncpg.SyntaxOrAccessError,
+    asyncpg.DataError,
+    asyncpg.FeatureNotSupportedError,
+)
 _UNAVAILABLE = (
     sa.DBAPIError,
     sa.TimeoutError,

@@ -198,11 +198,8 @@ class JobStore:
             try:
                 async with available():
                     await self._pg.insert(job, transition.records)
-            except DatabaseUnavailable as exc:
-                cause = exc.__cause__
-                if isinstance(cause, asyncpg.UniqueViolationError) and (
-                    cause.constraint_name == KEY_CONSTRAINT
-                ):
+            except asyncpg.UniqueViolationError as exc:
+                if exc.constraint_name == KEY_CONSTRAINT:
                     raise DuplicateKey(idempotency_key) from None
                 raise
             return job, root

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
+import asyncpg
 import pytest
 
 from asya_gateway.db import make_engine
@@ -94,3 +95,19 @@ async def test_an_idempotency_key_used_twice_is_a_duplicate_key(store: JobStore)
     found = await store.by_key("p", "k")
     assert found is not None
     assert (found.id, found.input) == (job.id, {"n": 1})
+
+
+async def test_a_value_the_database_refuses_is_an_error_of_the_statement(store: JobStore) -> None:
+    """A progress message with a NUL character, which PostgreSQL's text refuses: the write
+    fails as a bad statement (the consumer dead-letters its message after one redelivery),
+    never as the database being unavailable (which would hold the message for ever)."""
+    job, _ = await store.create("echo", {"n": 1}, 60)
+    event = StepEvent(type=EventType.PROGRESS, actor="a", time=1.0, progress=0.5, message="a\x00b")
+    if store.engine.dialect.name == "postgresql":
+        with pytest.raises(asyncpg.DataError):
+            await store.apply(job.id, [event])
+        assert (await store.get(job.id)).version == 0  # type: ignore[union-attr]
+    else:  # SQLite keeps it
+        applied = await store.apply(job.id, [event])
+        assert applied is not None
+        assert applied.job.message == "a\x00b"
