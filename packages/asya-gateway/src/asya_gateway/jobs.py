@@ -29,7 +29,7 @@ from .jobstate import TERMINAL, Event, JobState, JobStatus, Terminal, Timeout, T
 from .messages import JOB_HEADER
 from .pgstore import KEY_CONSTRAINT, PgStore
 
-__all__ = ["JOB_HEADER", "Applied", "DuplicateKey", "JobQuery", "JobStore"]
+__all__ = ["EVENTS_PAGE", "JOB_HEADER", "Applied", "DuplicateKey", "JobQuery", "JobStore"]
 
 Notify = Callable[[AsyncSession, str], Awaitable[None]]
 T = TypeVar("T")

@@ -31,7 +31,7 @@ from .errors import (
     UnknownTool,
     check_text,
 )
-from .jobs import DuplicateKey, JobQuery, JobStore
+from .jobs import EVENTS_PAGE, DuplicateKey, JobQuery, JobStore
 from .jobstate import Cancel, Published, PublishRejected
 from .messages import first_envelope
 from .metrics import GatewayMetrics
@@ -227,6 +227,8 @@ class Gateway:
                     yield event
                 if finished:
                     return
+                if len(events) >= EVENTS_PAGE:
+                    continue  # a full page: read on at once
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(poll):
                         await wake.wait()
@@ -234,13 +236,15 @@ class Gateway:
             self.notifier.unsubscribe(job_id, wake)
 
     async def _since(self, job_id: str, after: int) -> tuple[list[JobEvent], bool]:
-        """The events after ``after``, and whether the job has finished (all of them read)."""
-        events = await self.store.events_since(job_id, after)
+        """A page of the events after ``after``, and whether they end the job's history.
+
+        The job is read first: if it had finished then, its history was complete (a final
+        status is written with its record), so the page read after it holds the end unless
+        the page is full."""
         job = await self.store.get(job_id)
-        if job is None or job.job_status.terminal:
-            last = events[-1].id if events else after
-            return events + await self.store.events_since(job_id, last), True
-        return events, False
+        events = await self.store.events_since(job_id, after)
+        ended = job is None or job.job_status.terminal
+        return events, ended and len(events) < EVENTS_PAGE
 
     async def wait(self, job_id: str) -> Job:
         """The job once it has finished."""

@@ -15,6 +15,7 @@ from asya_gateway.jobs import DuplicateKey, JobStore
 from asya_gateway.jobstate import Cancel, Published
 from asya_gateway.migrate import upgrade
 from asya_gateway.notify import Notifier
+from asya_gateway.service import Gateway
 from asya_protocol import EventType, StepEvent
 
 
@@ -111,3 +112,24 @@ async def test_a_value_the_database_refuses_is_an_error_of_the_statement(store: 
         applied = await store.apply(job.id, [event])
         assert applied is not None
         assert applied.job.message == "a\x00b"
+
+
+async def test_a_finished_jobs_whole_history_is_followed(store: JobStore, database: str) -> None:
+    """A follower that comes after the end reads the whole history, page after page (500
+    events each), however long it is, and the stream ends with the final status."""
+    job, _ = await store.create("echo", {"n": 1}, 60)
+    await store.apply(job.id, [Published()], current=job)
+    await store.apply(job.id, [progress(n % 100) for n in range(1200)])
+    await store.apply(job.id, [Cancel()])
+    gateway = Gateway(
+        tools={},
+        store=store,
+        broker=None,  # type: ignore[arg-type] # following a job publishes nothing
+        notifier=Notifier(database),
+        default_timeout=60,
+    )
+    async with asyncio.timeout(10):
+        seen = [event async for event in gateway.events(job.id)]
+    assert len(seen) == 1 + 1 + 1200 + 1
+    assert [e.id for e in seen] == sorted(e.id for e in seen)
+    assert (seen[-1].type, seen[-1].data["status"]) == ("status", "cancelled")
