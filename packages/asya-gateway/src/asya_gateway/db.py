@@ -84,7 +84,8 @@ class Job(Base):
     """Who started it (:mod:`asya_gateway.principals`); '' for jobs from before principals."""
     idempotency_key: Mapped[str | None] = mapped_column(String(255), nullable=True)
     version: Mapped[int] = mapped_column(Integer, server_default="0", default=0)
-    """Bumped by each write of the row (PostgreSQL's writes compare it: :mod:`.pgstore`)."""
+    """Bumped by each update of the row (on PostgreSQL by a trigger, whoever updates it; on
+    SQLite by the job store); PostgreSQL's writes compare it (:mod:`.pgstore`)."""
 
     @property
     def job_status(self) -> JobStatus:

@@ -2,12 +2,13 @@
 
 A start costs two statements (the insert, then "running" once the broker confirmed), a batch
 of a job's step events two (read, write), and each is its own transaction: no ``BEGIN``, no
-row lock held across round trips, no ORM unit of work. Each write says which version of the
-job's row it read (``WHERE version = $n``, migration 0003) and bumps it, in the same statement
-that appends the job's history records and notifies its followers (``pg_notify``, delivered on
-commit): when another writer got there first, the write matches no row and the job store reads
-the job again and re-applies its events (:meth:`asya_gateway.jobs.JobStore.apply`). What the
-events do is still decided by :mod:`asya_gateway.jobstate` alone.
+row lock held across round trips, no ORM unit of work. Each write names the version of the
+job's row it read (``WHERE version = $n``; the trigger of migration 0003 bumps the version on
+every update of the row, whoever makes it), and appends the job's history records and notifies
+its followers (``pg_notify``, delivered on commit) in the same statement. When another writer
+got there first, the write matches no row, and the job store reads the job again and applies
+its events to it as it now is (:meth:`asya_gateway.jobs.JobStore.apply`). What the events do
+is still decided by :mod:`asya_gateway.jobstate` alone.
 
 The other statements (listing, idempotency keys, counts, retention, readiness) go through
 SQLAlchemy; SQLite, the embedded default, goes through SQLAlchemy throughout.
@@ -58,8 +59,8 @@ SELECT pg_notify($19, id) FROM job
 _UPDATE = """
 WITH job AS (
     UPDATE asya_jobs SET status = $3, branches = $4, progress = $5, message = $6, result = $7,
-        error = $8, updated_at = $9, finished_at = $10, version = version + 1
-    WHERE id = $1 AND version = $2
+        error = $8, updated_at = $9, finished_at = $10
+    WHERE id = $1 AND version = $2  -- the trigger of migration 0003 bumps the version
     RETURNING id
 ), history AS (
     INSERT INTO asya_job_events (job_id, type, data, created_at)

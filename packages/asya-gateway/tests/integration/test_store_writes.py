@@ -9,8 +9,9 @@ from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
+from sqlalchemy import update
 
-from asya_gateway.db import make_engine
+from asya_gateway.db import Job, make_engine
 from asya_gateway.jobs import DuplicateKey, JobStore
 from asya_gateway.jobstate import Cancel, Published
 from asya_gateway.migrate import upgrade
@@ -68,6 +69,26 @@ async def test_a_write_from_a_stale_job_applies_to_the_job_as_it_is(store: JobSt
     assert not again.changed
     assert again.job.status == "cancelled"
     assert (await store.get(job.id)).version == cancelled.job.version  # type: ignore[union-attr]
+
+
+async def test_a_write_by_another_kind_of_writer_is_not_overwritten(store: JobStore) -> None:
+    """An update that knows nothing of versions (a replica of an older gateway during a rolling
+    upgrade writes through the ORM) still moves the version on: a write from the job as it was
+    before it is applied again to the job as it is, and keeps its change."""
+    job, _ = await store.create("echo", {"n": 1}, 60)
+    running = await store.apply(job.id, [Published()], current=job)
+    assert running is not None
+    async with store.engine.begin() as conn:
+        await conn.execute(update(Job).where(Job.id == job.id).values(message="older gateway"))
+        if store.engine.dialect.name == "sqlite":  # one process: only this job store writes
+            await conn.execute(update(Job).where(Job.id == job.id).values(version=Job.version + 1))
+    cancelled = await store.apply(job.id, [Cancel()], current=running.job)
+    assert cancelled is not None
+    assert cancelled.job.status == "cancelled"
+    stored = await store.get(job.id)
+    assert stored is not None
+    assert (stored.status, stored.message) == ("cancelled", "older gateway")
+    assert stored.version == running.job.version + 2
 
 
 async def test_concurrent_writers_of_one_job_lose_nothing(store: JobStore) -> None:
