@@ -34,6 +34,7 @@ __all__ = ["EVENTS_PAGE", "JOB_HEADER", "Applied", "DuplicateKey", "JobQuery", "
 Notify = Callable[[AsyncSession, str], Awaitable[None]]
 T = TypeVar("T")
 _UNFINISHED_EXCLUDES = sorted(status.value for status in TERMINAL)
+_COLUMNS = tuple(Job.__table__.columns.keys())
 EVENTS_PAGE = 500  # history events read at once
 MAX_ATTEMPTS = 50
 """Writes of one job that may find it changed by another writer first before one fails."""
@@ -253,8 +254,10 @@ class JobStore:
                 state, changed = transition.state, changed or transition.changed
             if not records and not changed:
                 return Applied(job, False)
-            written = await pg.update(job, state, records, now)
-            if written is not None:
+            written = Job(**{column: getattr(job, column) for column in _COLUMNS})
+            _store_state(written, state)
+            if await pg.update(written, job.version, records, now):
+                written.version = job.version + 1  # by the trigger
                 finished = changed and not was_finished and state.status.terminal
                 return Applied(written, changed, finished=finished)
             job = None  # another writer changed it first: read it again

@@ -25,19 +25,14 @@ from typing import Any
 import asyncpg
 
 from .db import CONNECT_TIMEOUT, POOL_TIMEOUT, STATEMENT_TIMEOUT, Job, JobEvent
-from .jobstate import JobState, Record
+from .jobstate import Record
 from .notify import CHANNEL
 
-__all__ = ["COLUMNS", "KEY_CONSTRAINT", "PgStore"]
+__all__ = ["KEY_CONSTRAINT", "PgStore"]
 
 KEY_CONSTRAINT = "ux_asya_jobs_principal_idempotency_key"
 POOL_SIZE = 10
 
-COLUMNS = (
-    "id", "tool", "status", "input", "result", "error", "progress", "message", "root_id",
-    "branches", "created_at", "updated_at", "deadline", "finished_at", "principal",
-    "idempotency_key", "version",
-)  # fmt: skip
 # Each write: the row, then the history records in order (their ids follow the order the rows
 # are inserted in), then the followers' notification (delivered on commit).
 _INSERT = """
@@ -109,7 +104,8 @@ def _records(records: Sequence[Record]) -> tuple[list[str], list[str]]:
 class PgStore:
     """Jobs on PostgreSQL over a pool of its own (opened at first use, closed by :meth:`close`).
 
-    Errors are asyncpg's; the job store turns them into ``DatabaseUnavailable``."""
+    Errors are asyncpg's: the job store turns those of the database's availability into
+    ``DatabaseUnavailable`` (:func:`asya_gateway.db.available`)."""
 
     def __init__(self, database_url: str) -> None:
         self._dsn = dsn_of(database_url)
@@ -164,46 +160,29 @@ class PgStore:
         )
 
     async def update(
-        self, job: Job, state: JobState, records: Sequence[Record], now: datetime.datetime
-    ) -> Job | None:
-        """Write ``state`` and append ``records``, if the row is still at ``job``'s version:
-        the job as written, or None if another writer changed it first."""
+        self, job: Job, version: int, records: Sequence[Record], now: datetime.datetime
+    ) -> bool:
+        """Write ``job``'s state and append ``records`` if the row is still at ``version``
+        (the trigger then bumps it); False if another writer changed it first."""
         types, data = _records(records)
-        updated_at = state.updated_at if state.updated_at is not None else job.updated_at
         written = await self._fetch(
             _UPDATE,
             job.id,
-            job.version,
-            state.status.value,
-            state.branches,
-            state.progress,
-            state.message,
-            state.result,
-            state.error,
-            updated_at,
-            state.finished_at,
+            version,
+            job.status,
+            job.branches,
+            job.progress,
+            job.message,
+            job.result,
+            job.error,
+            job.updated_at,
+            job.finished_at,
             now,
             types,
             data,
             CHANNEL,
         )
-        if not written:
-            return None
-        row = {column: getattr(job, column) for column in COLUMNS}
-        return Job(
-            **row
-            | {
-                "status": state.status.value,
-                "branches": state.branches,
-                "progress": state.progress,
-                "message": state.message,
-                "result": state.result,
-                "error": state.error,
-                "updated_at": updated_at,
-                "finished_at": state.finished_at,
-                "version": job.version + 1,
-            }
-        )
+        return bool(written)
 
     async def get(self, job_id: str) -> Job | None:
         rows = await self._fetch(_GET, job_id)

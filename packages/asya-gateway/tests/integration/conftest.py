@@ -13,6 +13,10 @@ import uvicorn
 
 from asya_gateway import GatewaySettings, create_app, parse_tools
 from asya_gateway.app import BrokerFactory, GatewayApp
+from asya_gateway.db import make_engine
+from asya_gateway.jobs import JobStore
+from asya_gateway.migrate import upgrade
+from asya_gateway.notify import Notifier
 from asya_gateway.settings import database_url
 from asya_sidecar import SidecarSettings, amqp_sidecar
 from asya_testing import AmqpNames
@@ -86,6 +90,19 @@ async def database(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncItera
 
     async with fresh_database(url) as fresh:
         yield database_url(fresh)
+
+
+@pytest.fixture
+async def store(database: str) -> AsyncIterator[JobStore]:
+    """A job store on ``database`` (migrated), closed afterwards."""
+    await upgrade(database)
+    engine = make_engine(database)
+    jobs = JobStore(engine, Notifier(database).notify)
+    try:
+        yield jobs
+    finally:
+        await jobs.close()
+        await engine.dispose()
 
 
 @dataclass

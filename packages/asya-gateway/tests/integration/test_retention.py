@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any
 
@@ -14,29 +13,15 @@ import pytest
 from sqlalchemy import func, select, update
 
 from asya_gateway import GatewaySettings
-from asya_gateway.db import Job, JobEvent, make_engine, utcnow
+from asya_gateway.db import Job, JobEvent, utcnow
 from asya_gateway.jobs import JobStore
 from asya_gateway.jobstate import Cancel, Published
-from asya_gateway.migrate import upgrade
-from asya_gateway.notify import Notifier
 from asya_gateway.retention import purge_expired
 
 from .conftest import TOKEN, serve
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 HOUR = 3600.0
-
-
-@pytest.fixture
-async def store(database: str) -> AsyncIterator[JobStore]:
-    await upgrade(database)
-    engine = make_engine(database)
-    store = JobStore(engine, Notifier(database).notify)
-    try:
-        yield store
-    finally:
-        await store.close()
-        await engine.dispose()
 
 
 async def _job(store: JobStore, *, finished: bool, age: float) -> str:

@@ -5,31 +5,17 @@ its events to the job as it now is. Nothing is lost or applied twice either way.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
 from sqlalchemy import update
 
-from asya_gateway.db import Job, make_engine
+from asya_gateway.db import Job
 from asya_gateway.jobs import DuplicateKey, JobStore
 from asya_gateway.jobstate import Cancel, Published
-from asya_gateway.migrate import upgrade
 from asya_gateway.notify import Notifier
 from asya_gateway.service import Gateway
 from asya_protocol import EventType, StepEvent
-
-
-@pytest.fixture
-async def store(database: str) -> AsyncIterator[JobStore]:
-    await upgrade(database)
-    engine = make_engine(database)
-    store = JobStore(engine, Notifier(database).notify)
-    try:
-        yield store
-    finally:
-        await store.close()
-        await engine.dispose()
 
 
 def progress(n: int) -> StepEvent:
