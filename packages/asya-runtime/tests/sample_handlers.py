@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import os
 import threading
 import time
@@ -200,3 +201,32 @@ async def ignores_cancel(payload: dict[str, Any]) -> str:
     except asyncio.CancelledError:
         await asyncio.sleep(float(payload["more"]))
     return "ignored"
+
+
+_seen: contextvars.ContextVar[str] = contextvars.ContextVar("seen", default="fresh")
+
+
+def where(payload: dict[str, Any]) -> dict[str, str]:
+    """Which thread serves the request, and what a context variable held before it set it."""
+    before = _seen.get()
+    _seen.set("set by a request")
+    return {"thread": threading.current_thread().name, "before": before}
+
+
+def progress_from_threads(payload: dict[str, Any]) -> str:
+    """Reports progress from ``payload["threads"]`` threads of its own (each in a copy of its
+    context), ``payload["each"]`` times each, then returns."""
+
+    def report(n: int) -> None:
+        for i in range(int(payload["each"])):
+            progress(None, f"{n}.{i}")
+
+    threads = [
+        threading.Thread(target=contextvars.copy_context().run, args=(report, n))
+        for n in range(int(payload["threads"]))
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    return "reported"

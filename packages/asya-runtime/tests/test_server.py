@@ -227,6 +227,42 @@ async def test_requests_run_concurrently(serve: Serve) -> None:
     assert results == ["together"] * 4
 
 
+async def test_a_def_handler_runs_in_its_connections_own_thread(serve: Serve) -> None:
+    """No pool: each connection's requests run in that connection's thread, each in a fresh
+    copy of the server's context (what one request sets, the next does not see)."""
+
+    def check(path: str) -> list[list[dict[str, str]]]:
+        with BlockingRuntimeClient(path) as a, BlockingRuntimeClient(path) as b:
+            return [[ok(c.call({})) for _ in range(3)] for c in (a, b, a)]
+
+    first, second, again = await serve("where", check)
+    assert {r["before"] for r in first + second + again} == {"fresh"}
+    threads = [{r["thread"] for r in replies} for replies in (first, second, again)]
+    assert len(threads[0]) == 1, threads
+    assert len(threads[1]) == 1, threads
+    assert threads[0] == threads[2], threads
+    assert threads[1] != threads[0], threads
+    assert all(name.startswith("asya-connection-") for t in threads for name in t), threads
+
+
+async def test_progress_from_a_def_handlers_own_threads(serve: Serve) -> None:
+    """Progress reported at once from several threads of the handler: every frame whole and
+    before the final reply, each thread's in its order."""
+
+    def check(path: str) -> tuple[Any, list[str]]:
+        with BlockingRuntimeClient(path) as client:
+            assert client.hello("progress") is not None
+            body = json.dumps({"threads": 4, "each": 200}).encode()
+            reply, progress = client.final(body)
+            return ok(reply), [p.message or "" for p in progress]
+
+    result, messages = await serve("progress_from_threads", check)
+    assert result == "reported"
+    assert len(messages) == 800
+    for n in range(4):
+        assert [m for m in messages if m.startswith(f"{n}.")] == [f"{n}.{i}" for i in range(200)]
+
+
 async def test_slow_handler_and_impatient_client(serve: Serve) -> None:
     def check(path: str) -> None:
         impatient = BlockingRuntimeClient(path, timeout=0.2)

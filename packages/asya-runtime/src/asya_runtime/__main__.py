@@ -17,7 +17,8 @@ from .settings import RuntimeSettings
 log = logging.getLogger("asya_runtime")
 
 EXIT_STUCK = 70
-"""Exit status when a handler stayed stuck past ASYA_HANDLER_STUCK_EXIT (EX_SOFTWARE)."""
+"""Exit status when a handler stayed stuck past ASYA_HANDLER_STUCK_EXIT, or a task of the server
+failed (EX_SOFTWARE)."""
 
 COMMAND = "asya-runtime"
 USAGE = usage(
@@ -49,7 +50,7 @@ def _main() -> int:
         # Handler threads cannot be interrupted; the interpreter would wait for them at exit.
         # Their requests got no reply, so the sidecar redelivers them: leave now.
         logging.shutdown()
-        os._exit(EXIT_STUCK if stopped is Stopped.STUCK else 0)
+        os._exit(0 if stopped is Stopped.ABANDONED else EXIT_STUCK)
     return 0
 
 

@@ -18,7 +18,7 @@ from .errors import AsyaError
 from .loader import Handler, HandlerKind
 from .streaming import Emit, drive_async, drive_sync
 
-__all__ = ["call_handler", "error_reply_for", "ok_reply_for"]
+__all__ = ["call_handler", "error_reply_for", "ok_reply_for", "run_sync"]
 
 log = logging.getLogger("asya_runtime")
 
@@ -30,7 +30,8 @@ def _materialise(result: Any) -> Any:
     return result
 
 
-def _run_sync(handler: Handler, value: Any) -> Any:
+def run_sync(handler: Handler, value: Any) -> Any:
+    """Call a ``def`` handler (a function or a generator) in this thread."""
     if handler.kind is HandlerKind.GENERATOR:
         return list(handler.function(value))
     return _materialise(handler.function(value))
@@ -44,8 +45,10 @@ async def call_handler(
     context: contextvars.Context,
     emit: Emit = None,
 ) -> Any:
-    """Run the handler on ``value`` inside ``context``; fan-out results come back as a list.
-    A streaming handler's partial results go to ``emit`` (dropped when it is None)."""
+    """Run an ``async`` or streaming handler on ``value`` inside ``context``; fan-out results
+    come back as a list. A streaming handler's partial results go to ``emit`` (dropped when it is
+    None). A ``def`` handler is not served on the loop (see :func:`run_sync`); here it would run in
+    ``executor``."""
     if handler.streaming:
         return await _stream(handler, value, executor=executor, context=context, emit=emit)
     if handler.kind is HandlerKind.ASYNC:
@@ -58,7 +61,7 @@ async def call_handler(
 
         return await asyncio.create_task(collect(), context=context)
     loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(executor, context.run, _run_sync, handler, value)
+    return await loop.run_in_executor(executor, context.run, run_sync, handler, value)
 
 
 async def _stream(

@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import functools
 import logging
 import os
+import socket
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
@@ -44,11 +47,12 @@ from ._progress import ProgressReporter
 from .api import _reporter
 from .batching import batch_reply
 from .errors import AsyaError
-from .invoke import call_handler, error_reply_for, ok_reply_for
+from .invoke import call_handler, error_reply_for, ok_reply_for, run_sync
 from .loader import Handler, HandlerKind
 from .settings import RuntimeSettings
 from .slots import NotReadyError, Readiness, Request, Slots
 from .socket_file import SOCKET_MODE, prepare_socket_path
+from .threads import BlockingProgress, Negotiated, ThreadConnection, read_frame_from
 from .watch import Abandoned, HandlerTimeout, first_of, run_watched
 
 __all__ = ["RuntimeServer", "Stopped", "prepare_socket_path"]
@@ -68,6 +72,8 @@ class Stopped(StrEnum):
     """Stopped, but handler threads still ran after the grace period."""
     STUCK = "stuck"
     """A handler stayed stuck past ASYA_HANDLER_STUCK_EXIT: the process must exit non-zero."""
+    FAILED = "failed"
+    """A task of the server itself failed (it is logged): the process must exit non-zero."""
 
 
 def not_ready_reply(readiness: Readiness) -> bytes:
@@ -77,19 +83,19 @@ def not_ready_reply(readiness: Readiness) -> bytes:
 
 
 @dataclass
-class _Connection:
-    number: int
-    writer: asyncio.StreamWriter
-    busy: bool = False
-    progress: bool = False
-    envelope: bool = False
-    batch: bool = False
-    partial: bool = False
-    closing: bool = False  # close after this reply: the peer broke the protocol
+class _Connection(Negotiated):
+    """A connection served on the loop (``async`` handlers, streaming ``def`` generators)."""
+
+    writer: asyncio.StreamWriter = field(kw_only=True)
 
 
 class RuntimeServer:
-    """Serve one handler on a Unix socket until :meth:`serve`'s ``stop`` event is set."""
+    """Serve one handler on a Unix socket until :meth:`serve`'s ``stop`` event is set.
+
+    An ``async`` handler (or a streaming generator) is served on the loop; a ``def`` handler by
+    a thread per connection, which reads, calls the handler and replies itself
+    (:mod:`asya_runtime.threads`).
+    """
 
     def __init__(self, settings: RuntimeSettings, handler: Handler) -> None:
         self.settings = settings
@@ -101,8 +107,14 @@ class RuntimeServer:
             max_workers=settings.concurrency, thread_name_prefix="asya-handler"
         )
         self._connections: dict[asyncio.Task[None], _Connection] = {}
+        self._threads: set[ThreadConnection] = set()
         self._counter = 0
         self._stopping = False
+        self._failed = asyncio.Event()
+        # A def handler's requests run in their connection's thread; a streaming def
+        # generator runs a step at a time and can be stopped between two: it is served on the
+        # loop and watched like an async handler, not left to the slot's deadline.
+        self.threaded = handler.kind not in ASYNC_KINDS and not handler.streaming
 
     async def serve(self, stop: asyncio.Event, ready: asyncio.Event | None = None) -> Stopped:
         """Serve until ``stop`` is set, then shut down gracefully; or until a handler stays
@@ -114,33 +126,65 @@ class RuntimeServer:
         path = self.settings.socket_path
         prepare_socket_path(path)
         old_umask = os.umask(0o117)  # the socket file is born 0660, never world-accessible
+        listener: socket.socket | None = None
+        server: asyncio.Server | None = None
         try:
-            server = await asyncio.start_unix_server(self._on_connection, path)
+            if self.threaded:
+                listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                listener.bind(path)
+                listener.listen(100)
+                listener.setblocking(False)
+            else:
+                server = await asyncio.start_unix_server(self._on_connection, path)
         finally:
             os.umask(old_umask)
         os.chmod(path, SOCKET_MODE)
+        background: list[asyncio.Task[None]] = []
+        if listener is not None:
+            background = [
+                asyncio.create_task(self._accept_threads(listener), name="asya-accept"),
+                asyncio.create_task(self.slots.watch_deadlines(), name="asya-deadlines"),
+            ]
         log.info(
-            "asya-runtime %s serving %s (%s handler, %s mode) on %s",
+            "asya-runtime %s serving %s (%s handler, %s mode%s) on %s",
             __version__,
             self.handler.name,
             self.handler.kind.value,
             self.settings.mode.value,
+            ", a thread per connection" if self.threaded else "",
             path,
         )
         if ready is not None:
             ready.set()
-        stuck = False
+        for task in background:
+            task.add_done_callback(self._supervise)
+        ended: asyncio.Event | None = None
         try:
-            stuck = await first_of(stop, self.slots.exit_requested) is self.slots.exit_requested
+            ended = await first_of(stop, self.slots.exit_requested, self._failed)
         finally:
-            if stuck:
+            if ended is self.slots.exit_requested:
                 log.critical(
                     "handler stuck: %s; exiting so that it is restarted", self.slots.exit_reason
                 )
-            abandoned = await self._shutdown(server, grace=0.0 if stuck else None)
-        if stuck:
+            grace = 0.0 if ended is self.slots.exit_requested else None
+            if listener is not None:
+                abandoned = await self._shutdown_threads(listener, background, grace=grace)
+            elif server is not None:
+                abandoned = await self._shutdown(server, grace=grace)
+        if ended is self.slots.exit_requested:
             return Stopped.STUCK
+        if ended is self._failed:
+            return Stopped.FAILED
         return Stopped.ABANDONED if abandoned else Stopped.CLEAN
+
+    def _supervise(self, task: asyncio.Task[None]) -> None:
+        """A task of the server ended while it serves: it failed (or ended, which it must not);
+        the server stops, and the process exits non-zero."""
+        if task.cancelled() and self._stopping:
+            return
+        exc = None if task.cancelled() else task.exception()
+        log.critical("%s ended while serving: %r; stopping", task.get_name(), exc)
+        self._failed.set()
 
     async def _shutdown(self, server: asyncio.Server, grace: float | None = None) -> bool:
         self._stopping = True
@@ -164,6 +208,124 @@ class RuntimeServer:
                     task.cancel()
                 await asyncio.gather(*pending, return_exceptions=True)
         await server.wait_closed()
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.settings.socket_path)
+        log.info("stopped")
+        return abandoned
+
+    # --- def handlers: a thread per connection ----------------------------------------------
+
+    async def _accept_threads(self, listener: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        context = contextvars.copy_context()  # each request runs in a copy of it
+        while True:
+            sock, _ = await loop.sock_accept(listener)
+            try:
+                sock.setblocking(True)
+                self._counter += 1
+                conn = ThreadConnection(
+                    number=self._counter, sock=sock, ended=loop.create_future(), loop=loop
+                )
+                thread = threading.Thread(
+                    target=self._serve_thread,
+                    args=(conn, context),
+                    name=f"asya-connection-{conn.number}",
+                    daemon=True,  # a stuck handler must not hold the process's exit
+                )
+                thread.start()
+            except BaseException:
+                sock.close()  # not served: the peer sees the end at once
+                raise
+            self._threads.add(conn)
+            conn.ended.add_done_callback(functools.partial(self._thread_ended, conn))
+
+    def _thread_ended(self, conn: ThreadConnection, _: asyncio.Future[None]) -> None:
+        self._threads.discard(conn)
+
+    def _serve_thread(self, conn: ThreadConnection, context: contextvars.Context) -> None:
+        """A connection's thread: read a frame, answer it, until the end of the stream."""
+        try:
+            while not self._stopping:
+                body = self._next_frame_blocking(conn)
+                if body is None:
+                    return
+                conn.busy = True
+                try:
+                    started = time.perf_counter()
+                    control = is_control_frame(body)
+                    if control:
+                        reply = self._control(conn, body)
+                    else:
+                        reply = self._exchange_blocking(conn, context, body)
+                    if not conn.send(self._frame(conn, reply)):
+                        log.debug("connection %d: peer gone before the reply", conn.number)
+                        return
+                    _log_answer(conn, control, body, reply, started)
+                finally:
+                    conn.busy = False
+        finally:
+            conn.close()
+
+    def _next_frame_blocking(self, conn: ThreadConnection) -> bytes | None:
+        try:
+            return read_frame_from(conn.stream, max_size=self.settings.max_frame_size)
+        except FrameTooLargeError as exc:
+            log.warning("connection %d: %s; closing it", conn.number, exc)
+            conn.send(encode_frame(encode_error(ErrorCode.FRAME_TOO_LARGE, str(exc))))
+        except FrameError as exc:
+            log.warning("connection %d: %s", conn.number, exc)
+        except OSError:  # reset by the peer, or shut down by the shutdown
+            pass
+        return None
+
+    def _exchange_blocking(
+        self, conn: ThreadConnection, base: contextvars.Context, body: bytes
+    ) -> bytes:
+        value, refused = self._prepare(conn, body)
+        if refused is not None:
+            return refused
+        try:
+            request = self.slots.acquire_blocking(conn.number)
+        except NotReadyError as exc:
+            return _refused(conn, exc)
+        context = base.copy()
+        reporter = BlockingProgress(conn) if conn.progress else None
+        context.run(_reporter.set, reporter)
+        try:
+            result = context.run(run_sync, self.handler, value)
+        except (Exception, SystemExit) as exc:  # noqa: BLE001 - becomes an error frame
+            return self._raised(conn, exc)
+        finally:
+            if reporter is not None:
+                reporter.close()
+            self.slots.release(request)
+        return self._result(conn, value, result)
+
+    async def _shutdown_threads(
+        self, listener: socket.socket, background: list[asyncio.Task[None]], grace: float | None
+    ) -> bool:
+        self._stopping = True
+        grace = self.settings.shutdown_grace if grace is None else grace
+        for task in background:
+            task.cancel()
+        await asyncio.gather(*background, return_exceptions=True)
+        listener.close()  # stop accepting; existing connections stay
+        for conn in list(self._threads):
+            if not conn.busy:
+                conn.hang_up()  # its thread, waiting for a frame, sees the end and ends
+        abandoned = False
+        if self._threads:
+            busy = sum(c.busy for c in self._threads)
+            log.info("shutting down: waiting for %d request(s) in flight", busy)
+            _, pending = await asyncio.wait({c.ended for c in self._threads}, timeout=grace)
+            if pending:
+                log.warning(
+                    "grace period of %.1fs over: dropping %d connection(s)", grace, len(pending)
+                )
+                abandoned = True
+                for conn in list(self._threads):
+                    conn.hang_up()  # no reply: the sidecar redelivers
         self._executor.shutdown(wait=False, cancel_futures=True)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.settings.socket_path)
@@ -230,23 +392,17 @@ class RuntimeServer:
             if answer is None:
                 return False  # abandoned: the sidecar closed the connection
             reply = answer
+        if not await self._send_frame(conn, self._frame(conn, reply)) or conn.closing:
+            return False
+        _log_answer(conn, control, body, reply, started)
+        return True
+
+    def _frame(self, conn: Negotiated, reply: bytes) -> bytes:
         try:
-            frame = encode_frame(reply, max_size=self.settings.max_frame_size)
+            return encode_frame(reply, max_size=self.settings.max_frame_size)
         except FrameTooLargeError as exc:
             log.warning("connection %d: result %s", conn.number, exc)
-            frame = encode_frame(encode_error(ErrorCode.FRAME_TOO_LARGE, f"result {exc}"))
-        if not await self._send_frame(conn, frame) or conn.closing:
-            return False
-        if log.isEnabledFor(logging.DEBUG):
-            log.debug(
-                "connection %d: %s, %d bytes in, %d bytes out, %.2f ms",
-                conn.number,
-                "control" if control else "request",
-                len(body),
-                len(reply),
-                (time.perf_counter() - started) * 1000,
-            )
-        return True
+            return encode_frame(encode_error(ErrorCode.FRAME_TOO_LARGE, f"result {exc}"))
 
     async def _send(self, conn: _Connection, body: bytes) -> bool:
         return await self._send_frame(conn, encode_frame(body))
@@ -260,7 +416,7 @@ class RuntimeServer:
             return False
         return True
 
-    def _control(self, conn: _Connection, body: bytes) -> bytes:
+    def _control(self, conn: Negotiated, body: bytes) -> bytes:
         try:
             request = decode_control(body)
         except ProtocolError as exc:
@@ -289,7 +445,19 @@ class RuntimeServer:
             )
         )
 
-    def _decode(self, conn: _Connection, body: bytes) -> tuple[Any, bytes | None]:
+    def _prepare(self, conn: Negotiated, body: bytes) -> tuple[Any, bytes | None]:
+        """The request's value, or the error reply (a bad request, or an envelope before the
+        sidecar negotiated envelopes)."""
+        value, refused = self._decode(conn, body)
+        if refused is None and self.settings.mode is HandlerMode.ENVELOPE and not conn.envelope:
+            refused = encode_error(
+                ErrorCode.PROTOCOL_ERROR,
+                "this runtime is in envelope mode: the sidecar must negotiate the 'envelope' "
+                "feature with a hello frame first",
+            )
+        return value, refused
+
+    def _decode(self, conn: Negotiated, body: bytes) -> tuple[Any, bytes | None]:
         """The request's value (a list of payloads for a batch handler), or the error reply."""
         depth = MAX_ENVELOPE_DEPTH if self.settings.mode is HandlerMode.ENVELOPE else MAX_JSON_DEPTH
         spec = self.handler.batch
@@ -316,24 +484,13 @@ class RuntimeServer:
         self, conn: _Connection, reader: asyncio.StreamReader, body: bytes
     ) -> bytes | None:
         """The reply to one request, or None when the sidecar abandoned it."""
-        envelope_mode = self.settings.mode is HandlerMode.ENVELOPE
-        value, refused = self._decode(conn, body)
+        value, refused = self._prepare(conn, body)
         if refused is not None:
             return refused
-        if envelope_mode and not conn.envelope:
-            return encode_error(
-                ErrorCode.PROTOCOL_ERROR,
-                "this runtime is in envelope mode: the sidecar must negotiate the 'envelope' "
-                "feature with a hello frame first",
-            )
         try:
-            # A streaming def generator runs a step at a time and can be stopped between two:
-            # it is watched like an async handler, not left to the slot's deadline.
-            sync = self.handler.kind not in ASYNC_KINDS and not self.handler.streaming
-            request = await self.slots.acquire(conn.number, sync=sync)
+            request = await self.slots.acquire(conn.number)
         except NotReadyError as exc:
-            log.warning("connection %d: request refused: not ready: %s", conn.number, exc)
-            return not_ready_reply(exc.readiness)
+            return _refused(conn, exc)
         ended = False
         try:
             reply = await self._run(conn, reader, request, value)
@@ -354,16 +511,13 @@ class RuntimeServer:
             self.handler, value, executor=self._executor, context=context, emit=emit
         )
         try:
-            if request.sync:  # a thread cannot be cancelled: the slot watch covers it
-                result = await work
-            else:
-                result = await run_watched(
-                    work,
-                    reader,
-                    timeout=self.settings.runtime_timeout,
-                    on_stuck=lambda: self.slots.mark_stuck(request),
-                    on_extra=lambda: _protocol_broken(conn),
-                )
+            result = await run_watched(
+                work,
+                reader,
+                timeout=self.settings.runtime_timeout,
+                on_stuck=lambda: self.slots.mark_stuck(request),
+                on_extra=lambda: _protocol_broken(conn),
+            )
         except Abandoned:
             log.warning(
                 "connection %d: the sidecar abandoned the request after %.3fs (it timed out or "
@@ -380,13 +534,17 @@ class RuntimeServer:
                 f"the handler ran past ASYA_RUNTIME_TIMEOUT ({timeout:g}s) and was cancelled",
             )
         except (Exception, SystemExit) as exc:  # noqa: BLE001 - becomes an error frame
-            log.warning(
-                "connection %d: handler raised %s: %s", conn.number, type(exc).__name__, exc
-            )
-            return error_reply_for(exc, traceback_limit=self.settings.traceback_limit)
+            return self._raised(conn, exc)
         finally:
             if reporter is not None:
                 reporter.close()
+        return self._result(conn, value, result)
+
+    def _raised(self, conn: Negotiated, exc: BaseException) -> bytes:
+        log.warning("connection %d: handler raised %s: %s", conn.number, type(exc).__name__, exc)
+        return error_reply_for(exc, traceback_limit=self.settings.traceback_limit)
+
+    def _result(self, conn: Negotiated, value: Any, result: Any) -> bytes:
         if self.handler.batch is None:
             return ok_reply_for(result)
         return batch_reply(
@@ -425,6 +583,23 @@ class RuntimeServer:
                 raise Abandoned() from None
 
         return emit
+
+
+def _refused(conn: Negotiated, exc: NotReadyError) -> bytes:
+    log.warning("connection %d: request refused: not ready: %s", conn.number, exc)
+    return not_ready_reply(exc.readiness)
+
+
+def _log_answer(conn: Negotiated, control: bool, body: bytes, reply: bytes, started: float) -> None:
+    if log.isEnabledFor(logging.DEBUG):
+        log.debug(
+            "connection %d: %s, %d bytes in, %d bytes out, %.2f ms",
+            conn.number,
+            "control" if control else "request",
+            len(body),
+            len(reply),
+            (time.perf_counter() - started) * 1000,
+        )
 
 
 def _protocol_broken(conn: _Connection) -> None:

@@ -8,13 +8,19 @@ not ready: ``ping`` and new requests are answered with ``not_ready``, and reques
 slot are refused. A handler that stays stuck ``ASYA_HANDLER_STUCK_EXIT`` seconds sets
 :attr:`Slots.exit_requested`: the server stops and the process exits non-zero, so that the
 kubelet restarts the container (the sidecar redelivers what was unacknowledged).
+
+An ``async`` request takes its slot on the loop (:meth:`Slots.acquire`); a ``def`` request takes
+its slot in its connection's thread (:meth:`Slots.acquire_blocking`), and the loop's
+:meth:`Slots.watch_deadlines` marks it stuck at its deadline. A lock guards the state.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 __all__ = ["NotReadyError", "Readiness", "Request", "Slots"]
@@ -56,7 +62,10 @@ class Request:
 
 
 class Slots:
-    """``capacity`` slots with a deadline per request, and the stuck-handler watch."""
+    """``capacity`` slots with a deadline per request, and the stuck-handler watch.
+
+    Made on the loop that serves the runtime (its timers and :attr:`exit_requested` live there).
+    """
 
     def __init__(self, capacity: int, *, timeout: float, stuck_exit: float) -> None:
         self.capacity = capacity
@@ -65,7 +74,11 @@ class Slots:
         self.exit_requested = asyncio.Event()
         self.exit_reason = ""
         self._held: set[Request] = set()
-        self._changed = asyncio.Event()
+        self._lock = threading.Lock()
+        self._freed = threading.Condition(self._lock)  # wakes requests waiting in a thread
+        self._changed = asyncio.Event()  # wakes requests waiting on the loop
+        self._waiting_on_loop = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     # --- state ------------------------------------------------------------------------------
 
@@ -73,6 +86,10 @@ class Slots:
         return [r for r in self._held if r.stuck_since is not None]
 
     def readiness(self) -> Readiness:
+        with self._lock:
+            return self._readiness()
+
+    def _readiness(self) -> Readiness:
         stuck = self._stuck()
         busy = len(self._held)
         if not stuck:
@@ -88,51 +105,115 @@ class Slots:
         return Readiness(False, message, slots=self.capacity, busy=busy, stuck=len(stuck))
 
     def _notify(self) -> None:
+        """Wake every request waiting for a slot (called with the lock held)."""
+        self._freed.notify_all()
+        if not self._waiting_on_loop or self._loop is None:
+            return
+        if asyncio._get_running_loop() is self._loop:
+            self._notify_loop()
+        else:
+            self._loop.call_soon_threadsafe(self._notify_loop)
+
+    def _notify_loop(self) -> None:
         self._changed.set()
         self._changed = asyncio.Event()
 
-    # --- holding a slot ---------------------------------------------------------------------
-
-    async def acquire(self, connection: int, *, sync: bool) -> Request:
-        """A slot for a request; waits while all are busy. Raises :class:`NotReadyError` at
-        once, or as soon as it happens while waiting, when the runtime is not ready."""
-        while True:
-            readiness = self.readiness()
-            if not readiness.ready:
-                raise NotReadyError(readiness)
-            if len(self._held) < self.capacity:
-                break
-            await self._changed.wait()
+    def _take(self, connection: int, *, sync: bool) -> Request | None:
+        """A slot now, None when all are busy; :class:`NotReadyError` when not ready."""
+        readiness = self._readiness()
+        if not readiness.ready:
+            raise NotReadyError(readiness)
+        if len(self._held) >= self.capacity:
+            return None
         request = Request(connection=connection, sync=sync, started=time.monotonic())
         self._held.add(request)
-        if sync:
-            loop = asyncio.get_running_loop()
-            request._timers.append(loop.call_later(self.timeout, self.mark_stuck, request))
         return request
+
+    # --- holding a slot ---------------------------------------------------------------------
+
+    async def acquire(self, connection: int) -> Request:
+        """A slot for an ``async`` request, on the loop; waits while all are busy. Raises
+        :class:`NotReadyError` at once, or as soon as it happens while waiting, when the
+        runtime is not ready. The handler's deadline is its own (:func:`run_watched`)."""
+        self._loop = asyncio.get_running_loop()
+        while True:
+            with self._lock:
+                request = self._take(connection, sync=False)
+                if request is not None:
+                    return request
+                changed = self._changed
+                self._waiting_on_loop += 1
+            try:
+                await changed.wait()
+            finally:
+                with self._lock:
+                    self._waiting_on_loop -= 1
+
+    def acquire_blocking(self, connection: int) -> Request:
+        """A slot for a ``def`` request, in its connection's thread; as :meth:`acquire`. Its
+        deadline is watched by :meth:`watch_deadlines` on the loop."""
+        with self._lock:
+            while True:
+                request = self._take(connection, sync=True)
+                if request is not None:
+                    return request
+                self._freed.wait()
+
+    async def watch_deadlines(self) -> None:
+        """Mark each ``def`` request stuck at its deadline, for ever (cancel it to stop).
+
+        All deadlines are ``started + timeout``: a request that starts later ends later, so
+        sleeping until the oldest running request's deadline (or a whole timeout when none
+        runs) never oversleeps one.
+        """
+        self._loop = asyncio.get_running_loop()
+        while True:
+            now = time.monotonic()
+            with self._lock:
+                running = [r for r in self._held if r.sync and r.stuck_since is None]
+            due = [r for r in running if r.started + self.timeout <= now]
+            for request in due:
+                self.mark_stuck(request)
+            if due:
+                continue
+            oldest = min((r.started for r in running), default=now)
+            await asyncio.sleep(oldest + self.timeout - now)
 
     def release(self, request: Request, *, ended: bool = True) -> None:
         """The handler ended (or, ``ended=False``, its request was dropped at shutdown): free
-        its slot, and report ready again if it was the last one stuck."""
-        if request not in self._held:
-            return
-        self._held.discard(request)
-        for timer in request._timers:
-            timer.cancel()
+        its slot, and report ready again if it was the last one stuck. From any thread."""
+        with self._lock:
+            if request not in self._held:
+                return
+            self._held.discard(request)
+            timers, request._timers = request._timers, []
+            still_stuck = bool(self._stuck())
+            self._notify()
+        if timers:
+            self._call_on_loop(_cancel_all, timers)
         if ended and request.stuck_since is not None:
             ran = time.monotonic() - request.started
             log.warning(
                 "connection %d: the stuck handler ended after %.1fs; its slot is free%s",
                 request.connection,
                 ran,
-                "" if self._stuck() else "; the runtime is ready again",
+                "" if still_stuck else "; the runtime is ready again",
             )
-        self._notify()
+
+    def _call_on_loop(self, callback: Callable[..., object], *args: object) -> None:
+        if self._loop is None or asyncio._get_running_loop() is self._loop:
+            callback(*args)
+        else:
+            self._loop.call_soon_threadsafe(callback, *args)
 
     def mark_stuck(self, request: Request) -> None:
-        """``request`` holds its slot past its deadline: not ready; exit if it stays so."""
-        if request not in self._held or request.stuck_since is not None:
-            return
-        request.stuck_since = time.monotonic()
+        """``request`` holds its slot past its deadline: not ready; exit if it stays so. On
+        the loop."""
+        with self._lock:
+            if request not in self._held or request.stuck_since is not None:
+                return
+            request.stuck_since = time.monotonic()
+            self._notify()
         ran = request.stuck_since - request.started
         log.error(
             "connection %d: the %s handler still runs %.1fs after it started, past "
@@ -146,10 +227,11 @@ class Slots:
         )
         loop = asyncio.get_running_loop()
         request._timers.append(loop.call_later(self.stuck_exit, self._exit_if_stuck, request))
-        self._notify()
 
     def _exit_if_stuck(self, request: Request) -> None:
-        if request not in self._held:  # pragma: no cover - release() cancels this timer
+        with self._lock:
+            held = request in self._held
+        if not held:  # released meanwhile, by a thread; its timer's cancel is on its way
             return
         ran = time.monotonic() - request.started
         self.exit_reason = (
@@ -158,3 +240,8 @@ class Slots:
             f"and ASYA_HANDLER_STUCK_EXIT ({self.stuck_exit:g}s)"
         )
         self.exit_requested.set()
+
+
+def _cancel_all(timers: list[asyncio.TimerHandle]) -> None:
+    for timer in timers:
+        timer.cancel()

@@ -1,0 +1,122 @@
+"""What a connection served by a thread of its own needs: ``def`` handlers are served so.
+
+A ``def`` handler needs a thread. Serving its requests from the loop costs two hand-offs between
+threads per request (the loop hands the request to a pool thread, which wakes the loop with the
+result) and both threads' share of the lock. Here the connection's own thread reads each frame,
+calls the handler and writes the reply with blocking calls: no hand-off at all. The loop still
+accepts the connections, watches the handlers' deadlines and runs the shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import socket
+import threading
+from dataclasses import dataclass, field
+from typing import BinaryIO
+
+from asya_protocol import (
+    FrameTooLargeError,
+    IncompleteFrameError,
+    encode_frame,
+    encode_progress,
+)
+from asya_protocol.framing import HEADER_SIZE
+
+__all__ = ["BlockingProgress", "Negotiated", "ThreadConnection", "read_frame_from"]
+
+_READ_BUFFER = 64 * 1024
+
+
+@dataclass(eq=False)
+class Negotiated:
+    """A connection's number and what its hello agreed (all off until then)."""
+
+    number: int
+    busy: bool = False
+    progress: bool = False
+    envelope: bool = False
+    batch: bool = False
+    partial: bool = False
+    closing: bool = False  # close after this reply: the peer broke the protocol
+
+
+@dataclass(eq=False)
+class ThreadConnection(Negotiated):
+    """A connection served by its own thread. ``send`` is safe from any thread (a handler's
+    own threads may report progress); ``ended`` is resolved on the loop when the thread ends."""
+
+    sock: socket.socket = field(kw_only=True)
+    ended: asyncio.Future[None] = field(kw_only=True)
+    loop: asyncio.AbstractEventLoop = field(kw_only=True)
+    stream: BinaryIO = field(init=False)
+    _writing: threading.Lock = field(init=False, default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        self.stream = io.BufferedReader(socket.SocketIO(self.sock, "rb"), _READ_BUFFER)
+
+    def send(self, frame: bytes) -> bool:
+        """Write ``frame`` whole; False when the peer is gone."""
+        try:
+            with self._writing:
+                self.sock.sendall(frame)
+        except OSError:  # EPIPE, ECONNRESET, or the socket was shut down by the shutdown
+            return False
+        return True
+
+    def hang_up(self) -> None:
+        """End the connection for the peer now, from any thread: a thread blocked reading it
+        sees the end of the stream. The thread closes the socket itself when it ends."""
+        with contextlib.suppress(OSError):  # already shut down, or the peer went first
+            self.sock.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        """In the connection's thread, as it ends."""
+        self.stream.close()
+        self.sock.close()
+        if not self.loop.is_closed():
+            self.loop.call_soon_threadsafe(_resolve, self.ended)
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+def read_frame_from(stream: BinaryIO, *, max_size: int) -> bytes | None:
+    """One frame body from a buffered blocking stream, as :func:`asya_protocol.read_frame`:
+    None on a clean end of stream before a frame."""
+    header = stream.read(HEADER_SIZE)
+    if not header:
+        return None
+    if len(header) < HEADER_SIZE:
+        raise IncompleteFrameError(HEADER_SIZE, len(header), in_header=True)
+    length = int.from_bytes(header, "big")
+    if length > max_size:
+        raise FrameTooLargeError(length, max_size)
+    body = stream.read(length)
+    if len(body) < length:
+        raise IncompleteFrameError(length, len(body), in_header=False)
+    return body
+
+
+class BlockingProgress:
+    """Progress frames of one request on a thread's connection, written at once, from the
+    handler's thread or any other; none after :meth:`close` (the final reply comes next)."""
+
+    def __init__(self, conn: ThreadConnection) -> None:
+        self._conn = conn
+        self._open = True
+        self._lock = threading.Lock()
+
+    def __call__(self, fraction: float | None, message: str | None) -> None:
+        frame = encode_frame(encode_progress(fraction, message))
+        with self._lock:
+            if self._open and not self._conn.send(frame):
+                self._open = False  # the peer is gone: the reply's write will say so
+
+    def close(self) -> None:
+        with self._lock:
+            self._open = False
