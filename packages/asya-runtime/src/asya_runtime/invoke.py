@@ -23,8 +23,13 @@ __all__ = ["call_handler", "error_reply_for", "ok_reply_for", "run_sync"]
 log = logging.getLogger("asya_runtime")
 
 
+_PLAIN = (dict, list, str, int, float, bool, type(None))
+
+
 def _materialise(result: Any) -> Any:
     """A generator (or other one-shot iterator) returned by a plain function is fan-out too."""
+    if type(result) in _PLAIN:  # the usual results, told apart without the ABC's check
+        return result
     if isinstance(result, Iterator):
         return list(result)
     return result

@@ -111,6 +111,8 @@ class RuntimeServer:
         self._counter = 0
         self._stopping = False
         self._failed = asyncio.Event()
+        self._envelopes = settings.mode is HandlerMode.ENVELOPE
+        self._depth = MAX_ENVELOPE_DEPTH if self._envelopes else MAX_JSON_DEPTH
         # A def handler's requests run in their connection's thread; a streaming def
         # generator runs a step at a time and can be stopped between two: it is served on the
         # loop and watched like an async handler, not left to the slot's deadline.
@@ -252,7 +254,8 @@ class RuntimeServer:
                     return
                 conn.busy = True
                 try:
-                    started = time.perf_counter()
+                    debug = log.isEnabledFor(logging.DEBUG)
+                    started = time.perf_counter() if debug else 0.0
                     control = is_control_frame(body)
                     if control:
                         reply = self._control(conn, body)
@@ -261,7 +264,8 @@ class RuntimeServer:
                     if not conn.send(self._frame(conn, reply)):
                         log.debug("connection %d: peer gone before the reply", conn.number)
                         return
-                    _log_answer(conn, control, body, reply, started)
+                    if debug:
+                        _log_answer(conn, control, body, reply, started)
                 finally:
                     conn.busy = False
         finally:
@@ -394,7 +398,8 @@ class RuntimeServer:
             reply = answer
         if not await self._send_frame(conn, self._frame(conn, reply)) or conn.closing:
             return False
-        _log_answer(conn, control, body, reply, started)
+        if log.isEnabledFor(logging.DEBUG):
+            _log_answer(conn, control, body, reply, started)
         return True
 
     def _frame(self, conn: Negotiated, reply: bytes) -> bytes:
@@ -446,28 +451,22 @@ class RuntimeServer:
         )
 
     def _prepare(self, conn: Negotiated, body: bytes) -> tuple[Any, bytes | None]:
-        """The request's value, or the error reply (a bad request, or an envelope before the
-        sidecar negotiated envelopes)."""
-        value, refused = self._decode(conn, body)
-        if refused is None and self.settings.mode is HandlerMode.ENVELOPE and not conn.envelope:
-            refused = encode_error(
+        """The request's value (a list of payloads for a batch handler), or the error reply: a
+        bad request, or an envelope before the sidecar negotiated envelopes."""
+        if self._envelopes and not conn.envelope:
+            return None, encode_error(
                 ErrorCode.PROTOCOL_ERROR,
                 "this runtime is in envelope mode: the sidecar must negotiate the 'envelope' "
                 "feature with a hello frame first",
             )
-        return value, refused
-
-    def _decode(self, conn: Negotiated, body: bytes) -> tuple[Any, bytes | None]:
-        """The request's value (a list of payloads for a batch handler), or the error reply."""
-        depth = MAX_ENVELOPE_DEPTH if self.settings.mode is HandlerMode.ENVELOPE else MAX_JSON_DEPTH
         spec = self.handler.batch
         try:
             # Depth and UTF-8 are checked before decoding: a request nested too deep is a
             # parse_error like any bad JSON, and the connection stays open for the next one.
             if not conn.batch:
-                value = decode_request(body, max_depth=depth)
+                value = decode_request(body, max_depth=self._depth)
                 return ([value] if spec is not None else value), None
-            items = decode_batch_request(body, max_depth=depth)
+            items = decode_batch_request(body, max_depth=self._depth)
         except EnvelopeError as exc:
             log.warning("connection %d: %s", conn.number, exc)
             return None, encode_error(ErrorCode.PARSE_ERROR, str(exc))
@@ -591,15 +590,14 @@ def _refused(conn: Negotiated, exc: NotReadyError) -> bytes:
 
 
 def _log_answer(conn: Negotiated, control: bool, body: bytes, reply: bytes, started: float) -> None:
-    if log.isEnabledFor(logging.DEBUG):
-        log.debug(
-            "connection %d: %s, %d bytes in, %d bytes out, %.2f ms",
-            conn.number,
-            "control" if control else "request",
-            len(body),
-            len(reply),
-            (time.perf_counter() - started) * 1000,
-        )
+    log.debug(
+        "connection %d: %s, %d bytes in, %d bytes out, %.2f ms",
+        conn.number,
+        "control" if control else "request",
+        len(body),
+        len(reply),
+        (time.perf_counter() - started) * 1000,
+    )
 
 
 def _protocol_broken(conn: _Connection) -> None:

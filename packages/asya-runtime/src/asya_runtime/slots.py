@@ -21,7 +21,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 __all__ = ["NotReadyError", "Readiness", "Request", "Slots"]
 
@@ -50,7 +50,7 @@ class NotReadyError(Exception):
         self.readiness = readiness
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Request:
     """One request holding a slot."""
 
@@ -58,7 +58,7 @@ class Request:
     sync: bool
     started: float
     stuck_since: float | None = None
-    _timers: list[asyncio.TimerHandle] = field(default_factory=list)
+    _timers: list[asyncio.TimerHandle] | None = None
 
 
 class Slots:
@@ -74,9 +74,11 @@ class Slots:
         self.exit_requested = asyncio.Event()
         self.exit_reason = ""
         self._held: set[Request] = set()
+        self._stuck_count = 0
         self._lock = threading.Lock()
         self._freed = threading.Condition(self._lock)  # wakes requests waiting in a thread
         self._changed = asyncio.Event()  # wakes requests waiting on the loop
+        self._waiting_in_threads = 0
         self._waiting_on_loop = 0
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -106,7 +108,8 @@ class Slots:
 
     def _notify(self) -> None:
         """Wake every request waiting for a slot (called with the lock held)."""
-        self._freed.notify_all()
+        if self._waiting_in_threads:
+            self._freed.notify_all()
         if not self._waiting_on_loop or self._loop is None:
             return
         if asyncio._get_running_loop() is self._loop:
@@ -119,13 +122,13 @@ class Slots:
         self._changed = asyncio.Event()
 
     def _take(self, connection: int, *, sync: bool) -> Request | None:
-        """A slot now, None when all are busy; :class:`NotReadyError` when not ready."""
-        readiness = self._readiness()
-        if not readiness.ready:
-            raise NotReadyError(readiness)
+        """A slot now, None when all are busy; :class:`NotReadyError` when not ready. (Every
+        request passes here: it only counts.)"""
+        if self._stuck_count:
+            raise NotReadyError(self._readiness())
         if len(self._held) >= self.capacity:
             return None
-        request = Request(connection=connection, sync=sync, started=time.monotonic())
+        request = Request(connection, sync, time.monotonic())
         self._held.add(request)
         return request
 
@@ -157,7 +160,11 @@ class Slots:
                 request = self._take(connection, sync=True)
                 if request is not None:
                     return request
-                self._freed.wait()
+                self._waiting_in_threads += 1
+                try:
+                    self._freed.wait()
+                finally:
+                    self._waiting_in_threads -= 1
 
     async def watch_deadlines(self) -> None:
         """Mark each ``def`` request stuck at its deadline, for ever (cancel it to stop).
@@ -186,8 +193,10 @@ class Slots:
             if request not in self._held:
                 return
             self._held.discard(request)
-            timers, request._timers = request._timers, []
-            still_stuck = bool(self._stuck())
+            timers, request._timers = request._timers, None
+            if request.stuck_since is not None:
+                self._stuck_count -= 1
+            still_stuck = self._stuck_count > 0
             self._notify()
         if timers:
             self._call_on_loop(_cancel_all, timers)
@@ -213,6 +222,7 @@ class Slots:
             if request not in self._held or request.stuck_since is not None:
                 return
             request.stuck_since = time.monotonic()
+            self._stuck_count += 1
             self._notify()
         ran = request.stuck_since - request.started
         log.error(
@@ -225,8 +235,13 @@ class Slots:
             self.timeout,
             self.stuck_exit,
         )
-        loop = asyncio.get_running_loop()
-        request._timers.append(loop.call_later(self.stuck_exit, self._exit_if_stuck, request))
+        timer = asyncio.get_running_loop().call_later(self.stuck_exit, self._exit_if_stuck, request)
+        with self._lock:
+            held = request in self._held
+            if held:
+                request._timers = [*(request._timers or ()), timer]
+        if not held:  # released meanwhile, by its thread
+            timer.cancel()
 
     def _exit_if_stuck(self, request: Request) -> None:
         with self._lock:
