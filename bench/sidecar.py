@@ -6,10 +6,11 @@ size, and move messages from an input queue to an output queue:
 
 - raw: aiormq consume -> publish to the output queue (publisher confirm awaited) -> ack;
 - asya: asya-sidecar with an asya-runtime process serving a trivial handler (``async def`` by
-  default; ``--handler def`` adds the runtime's thread-pool hop, see bench/runtime.py).
+  default; ``--handler def``: a ``def`` handler, served by the runtime's connection threads).
 
 Throughput: N messages are queued first, then the consumer starts; the figure is N over the time
-until the output queue has them all. Latency: one message at a time, publish to output seen.
+until the output queue has them all. Latency: one message at a time, from publish until this
+harness's consumer of the output queue receives it.
 Ratios asya/raw are printed for concurrency 1 and 16.
 """
 
@@ -164,6 +165,30 @@ async def wait_depth(broker: Broker, queue: str, count: int, timeout: float) -> 
         await asyncio.sleep(0.005)
 
 
+async def latencies(
+    broker: Broker, source: str, target: str, body: bytes, samples: int
+) -> list[float]:
+    """Seconds from publish to arrival in ``target`` (consumed as it comes: no polling), one
+    message at a time."""
+    channel = await broker.connection.channel()
+    arrived: asyncio.Queue[float] = asyncio.Queue()
+
+    async def on_message(message: aiormq.abc.DeliveredMessage) -> None:
+        arrived.put_nowait(time.perf_counter())
+
+    await channel.basic_consume(target, on_message, no_ack=True)
+    out = []
+    try:
+        for _ in range(samples):
+            t0 = time.perf_counter()
+            confirm = asyncio.ensure_future(broker.publish(source, body))
+            out.append(await asyncio.wait_for(arrived.get(), timeout=60) - t0)
+            await confirm
+    finally:
+        await channel.close()
+    return out
+
+
 async def measure(
     kind: str, args: argparse.Namespace, concurrency: int
 ) -> tuple[float, float, float]:
@@ -183,13 +208,7 @@ async def measure(
                     await wait_depth(broker, target, args.messages, timeout=600)
                     rate = args.messages / (time.perf_counter() - started)
                     await broker.channel.queue_purge(target)
-                    samples = []
-                    for _ in range(args.latency_samples):
-                        t0 = time.perf_counter()
-                        await broker.publish(source, body)
-                        await wait_depth(broker, target, 1, timeout=60)
-                        samples.append(time.perf_counter() - t0)
-                        await broker.channel.queue_purge(target)
+                    samples = await latencies(broker, source, target, body, args.latency_samples)
                 q = statistics.quantiles(samples, n=100)
                 return rate, q[49] * 1000, q[98] * 1000
             finally:
@@ -209,7 +228,7 @@ async def main() -> None:
         "--handler",
         choices=sorted(HANDLERS),
         default="async",
-        help="the trivial handler's kind: 'def' adds the runtime's thread-pool hop",
+        help="the trivial handler's kind",
     )
     args = parser.parse_args()
     if not args.amqp_url:

@@ -230,3 +230,10 @@ def progress_from_threads(payload: dict[str, Any]) -> str:
     for thread in threads:
         thread.join(10)
     return "reported"
+
+
+async def reports_then_sleeps(payload: dict[str, Any]) -> None:
+    """Reports ``payload["reports"]`` progress messages of 64 KiB, then :func:`sleeps_forever`."""
+    for i in range(int(payload["reports"])):
+        progress(None, f"{i}:" + "x" * 65536)
+    await sleeps_forever(payload)

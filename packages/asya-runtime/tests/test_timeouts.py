@@ -145,6 +145,25 @@ async def test_abandoned_async_handlers_are_cancelled_and_free_their_slots(
     assert max(delays) < 1.0, delays
 
 
+async def test_a_connection_reset_mid_request_cancels_the_async_handler(
+    runtime: Runtime, tmp_path: Path
+) -> None:
+    """The sidecar's end of the socket closes with the runtime's progress frames unread: the
+    runtime's next read fails with a reset, not an end of stream. The handler is cancelled all
+    the same, and the runtime serves the next request."""
+    env = {"TEST_MARK_DIR": str(tmp_path)}
+    async with runtime("reports_then_sleeps", env) as (_, path, _):
+        conn = await Conn.open(path)
+        await conn.send(encode_control(ControlRequest(op="hello", features=("progress",))))
+        assert ok(await conn.reply()) is not None
+        await conn.send({"value": "reset", "reports": 8})
+        await until((tmp_path / "started-reset").exists)
+        await asyncio.sleep(0.05)  # the progress frames reach this end, unread
+        conn.writer.transport.abort()  # closed with unread bytes: the runtime sees a reset
+        await until((tmp_path / "reset").exists, timeout=2.0)
+        assert ok(await ping(path)) == "pong"
+
+
 @pytest.mark.parametrize("when", ["with the request", "while it runs"])
 async def test_bytes_during_a_request_close_the_connection_after_its_reply(
     runtime: Runtime, when: str

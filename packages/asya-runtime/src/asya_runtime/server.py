@@ -53,7 +53,7 @@ from .settings import RuntimeSettings
 from .slots import NotReadyError, Readiness, Request, Slots
 from .socket_file import SOCKET_MODE, prepare_socket_path
 from .threads import BlockingProgress, Negotiated, ThreadConnection, read_frame_from
-from .watch import Abandoned, HandlerTimeout, first_of, run_watched
+from .watch import Abandoned, HandlerTimeout, WatchedReader, first_of, run_watched
 
 __all__ = ["RuntimeServer", "Stopped", "prepare_socket_path"]
 
@@ -137,7 +137,7 @@ class RuntimeServer:
                 listener.listen(100)
                 listener.setblocking(False)
             else:
-                server = await asyncio.start_unix_server(self._on_connection, path)
+                server = await asyncio.get_running_loop().create_unix_server(self._protocol, path)
         finally:
             os.umask(old_umask)
         os.chmod(path, SOCKET_MODE)
@@ -336,6 +336,14 @@ class RuntimeServer:
         log.info("stopped")
         return abandoned
 
+    def _protocol(self) -> asyncio.StreamReaderProtocol:
+        """A connection on the loop: streams whose reader watches the requests (see
+        :func:`~asya_runtime.watch.run_watched`)."""
+        loop = asyncio.get_running_loop()
+        return asyncio.StreamReaderProtocol(
+            WatchedReader(loop=loop), self._on_connection, loop=loop
+        )
+
     async def _on_connection(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
@@ -346,6 +354,8 @@ class RuntimeServer:
         conn = _Connection(number=self._counter, writer=writer)
         self._connections[task] = conn
         try:
+            if not isinstance(reader, WatchedReader):  # pragma: no cover - _protocol makes them
+                raise TypeError(f"connection {conn.number}: not a WatchedReader: {reader!r}")
             await self._serve_connection(conn, reader, writer)
         except asyncio.CancelledError:
             if not self._stopping:
@@ -359,7 +369,7 @@ class RuntimeServer:
                 await writer.wait_closed()
 
     async def _serve_connection(
-        self, conn: _Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        self, conn: _Connection, reader: WatchedReader, writer: asyncio.StreamWriter
     ) -> None:
         while not self._stopping:
             body = await self._next_frame(conn, reader)
@@ -385,7 +395,7 @@ class RuntimeServer:
             pass
         return None
 
-    async def _answer(self, conn: _Connection, reader: asyncio.StreamReader, body: bytes) -> bool:
+    async def _answer(self, conn: _Connection, reader: WatchedReader, body: bytes) -> bool:
         """Answer one frame; False when the connection is to end."""
         started = time.perf_counter()
         control = is_control_frame(body)
@@ -480,7 +490,7 @@ class RuntimeServer:
         return items, None
 
     async def _exchange(
-        self, conn: _Connection, reader: asyncio.StreamReader, body: bytes
+        self, conn: _Connection, reader: WatchedReader, body: bytes
     ) -> bytes | None:
         """The reply to one request, or None when the sidecar abandoned it."""
         value, refused = self._prepare(conn, body)
@@ -500,7 +510,7 @@ class RuntimeServer:
             self.slots.release(request, ended=ended)
 
     async def _run(
-        self, conn: _Connection, reader: asyncio.StreamReader, request: Request, value: Any
+        self, conn: _Connection, reader: WatchedReader, request: Request, value: Any
     ) -> bytes | None:
         context = contextvars.copy_context()
         reporter = ProgressReporter(conn.writer) if conn.progress else None

@@ -6,13 +6,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, SupportsIndex
 
 __all__ = [
     "CANCEL_WAIT",
     "Abandoned",
     "HandlerTimeout",
+    "WatchedReader",
     "first_of",
     "run_watched",
 ]
@@ -31,9 +32,49 @@ class HandlerTimeout(Exception):
     """The handler ran past the runtime timeout and was cancelled."""
 
 
+class WatchedReader(asyncio.StreamReader):
+    """A connection's reader that tells, while a request runs, that the stream ended (or broke)
+    or that bytes arrived: no read, no task per request."""
+
+    _on_end: Callable[[], None] | None = None
+    _on_data: Callable[[], None] | None = None
+
+    def watch(self, on_end: Callable[[], None], on_data: Callable[[], None]) -> None:
+        """Until :meth:`unwatch`: call ``on_end`` at the end of the stream (at once if it has
+        ended), ``on_data`` when bytes arrive (at once if some wait unread)."""
+        if self.at_eof() or self.exception() is not None:
+            on_end()
+            return
+        self._on_end, self._on_data = on_end, on_data
+        # Bytes already read from the socket but not taken: sent after the request.
+        if self._buffer:  # type: ignore[attr-defined]  # StreamReader's own buffer
+            self._on_data = None
+            on_data()
+
+    def unwatch(self) -> None:
+        self._on_end = self._on_data = None
+
+    def feed_data(self, data: Iterable[SupportsIndex]) -> None:
+        super().feed_data(data)
+        on_data = self._on_data
+        if data and on_data is not None:
+            self._on_data = None  # once is enough
+            on_data()
+
+    def feed_eof(self) -> None:
+        super().feed_eof()
+        if self._on_end is not None:
+            self._on_end()
+
+    def set_exception(self, exc: Exception) -> None:
+        super().set_exception(exc)
+        if self._on_end is not None:
+            self._on_end()
+
+
 async def run_watched(
     work: Awaitable[Any],
-    reader: asyncio.StreamReader,
+    reader: WatchedReader,
     *,
     timeout: float,
     on_stuck: Callable[[], None],
@@ -45,36 +86,30 @@ async def run_watched(
     abandoned the request. A cancelled handler that does not end within :data:`CANCEL_WAIT`
     calls ``on_stuck`` and is waited for still (it keeps its slot). Bytes arriving during the
     request break the protocol (requests are not pipelined): ``on_extra`` is called, so that the
-    connection is closed after the reply, and the handler runs on unwatched.
+    connection is closed after the reply, and the handler runs on.
     """
-    task = asyncio.ensure_future(work)
-    watch: asyncio.Task[bytes] = asyncio.create_task(reader.read(1), name="asya-eof-watch")
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
+    task = asyncio.ensure_future(work)
+    ended: asyncio.Future[Exception | None] = loop.create_future()
+
+    def end(why: Exception | None) -> None:
+        if not ended.done():
+            ended.set_result(why)
+
+    task.add_done_callback(lambda _: end(None))
+    timer = loop.call_later(timeout, end, HandlerTimeout())
+    reader.watch(lambda: end(Abandoned()), on_extra)
     try:
-        done, _ = await asyncio.wait(
-            {task, watch}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
-        )
-        if watch in done and task not in done and _data(watch):
-            on_extra()
-            done, _ = await asyncio.wait({task}, timeout=max(0.0, deadline - loop.time()))
-        if task in done:
-            return task.result()
-        reason: Exception = Abandoned() if watch.done() else HandlerTimeout()
-        await _cancel(task, on_stuck)
-        raise reason
+        reason = await ended
     finally:
-        watch.cancel()
-        if not task.done():
+        reader.unwatch()
+        timer.cancel()
+        if not task.done() and not ended.done():
             task.cancel()  # our own cancellation (shutdown): the handler goes with it
-        # Until the watch has really ended, the reader is still "waited on": the next frame
-        # could not be read.
-        await asyncio.gather(watch, return_exceptions=True)
-
-
-def _data(watch: asyncio.Task[bytes]) -> bool:
-    """True when the watch read a byte (not an end of stream or a broken connection)."""
-    return watch.exception() is None and watch.result() != b""
+    if reason is None:
+        return task.result()
+    await _cancel(task, on_stuck)
+    raise reason
 
 
 async def _cancel(task: asyncio.Future[Any], on_stuck: Callable[[], None]) -> None:
