@@ -27,10 +27,11 @@ work, and 16 messages in flight per step (prefetch 16 and 16 concurrent handlers
   (asya-stdloop), as the peers run.
 
 Per system and round, in fresh processes and fresh queues: RSS of every worker process at rest
-(consuming, before the first message; every module's bytecode compiled first, as in the images), a warm-up, throughput (N messages published at once; N
-over the time from the first publish until the sink has them all), the three steps' CPU time
-(user+sys of every worker process over the throughput run, per message) and latency with one
-message in flight (publish -> seen in the sink). Rounds are interleaved across systems (the order
+(consuming, before the first message; every module's bytecode compiled first, as in the
+images), a warm-up, throughput (N messages published at once; N over the time from the first
+publish until the sink has them all), the three steps' CPU time (user+sys of every worker
+process over the throughput run, per message) and latency with one message in flight (publish
+-> seen in the sink). Rounds are interleaved across systems (the order
 rotates each round); the table shows medians over rounds and ratios against FastStream and raw.
 """
 
