@@ -2,9 +2,11 @@
 
 Run: ``hatch run bench:runtime`` (``--requests N``, ``--connections C``).
 
-Both servers are separate processes answering the same frames; the client is the same code.
+Every server is a process of its own answering the same frames; the client is the same code.
 The raw server does the least a runtime can: read a frame, wrap the bytes in an ok reply, write
-it back (no JSON decoding, no handler, no thread pool). Measured: requests per second with C
+it back (no JSON decoding, no handler), on one asyncio loop. The raw-threads server does the same
+with a thread per connection and blocking calls, as the runtime serves a ``def`` handler: the
+floor for one (each blocking call hands the GIL over). Measured: requests per second with C
 connections in parallel, and p50/p99 round-trip latency on one connection. The ratios
 (asya/raw) are the figures to quote.
 """
@@ -47,6 +49,28 @@ RAW_SERVER = textwrap.dedent(
     """
 )
 
+RAW_THREADS = textwrap.dedent(
+    """
+    import os, socket, struct, sys, threading
+    HEADER = struct.Struct(">I")
+    def serve(sock):
+        stream = sock.makefile("rb", buffering=65536)
+        try:
+            while len(header := stream.read(4)) == 4:
+                body = stream.read(HEADER.unpack(header)[0])
+                out = b'{"status":"ok","result":' + body + b"}"
+                sock.sendall(HEADER.pack(len(out)) + out)
+        finally:
+            sock.close()
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(sys.argv[1] + ".new")
+    listener.listen(64)
+    os.rename(sys.argv[1] + ".new", sys.argv[1])
+    while True:
+        threading.Thread(target=serve, args=(listener.accept()[0],), daemon=True).start()
+    """
+)
+
 HANDLER = textwrap.dedent(
     """
     def echo(payload):
@@ -73,6 +97,8 @@ def server(kind: str, workdir: str) -> Iterator[str]:
     env = dict(os.environ)
     if kind == "raw":
         argv = [sys.executable, "-c", RAW_SERVER, path]
+    elif kind == "raw-threads":
+        argv = [sys.executable, "-c", RAW_THREADS, path]
     else:
         handler = "bench_handlers:echo" if kind == "asya-def" else "bench_handlers:async_echo"
         env |= {"ASYA_HANDLER": handler, "ASYA_SOCKET_PATH": path, "PYTHONPATH": workdir}
@@ -130,20 +156,25 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="asya-bench-") as workdir:
         with open(os.path.join(workdir, "bench_handlers.py"), "w") as f:
             f.write(HANDLER)
-        for kind in ("raw", "asya-def", "asya-async"):
+        for kind in ("raw", "raw-threads", "asya-def", "asya-async"):
             with server(kind, workdir) as path:
                 asyncio.run(_one_connection(path, 500, None))  # warm up
                 rps = asyncio.run(throughput(path, args.requests, args.connections))
                 p50, p99 = asyncio.run(latency(path, args.requests // 4))
                 results[kind] = (rps, p50, p99)
                 print(f"{kind:>11}: {rps:>9,.0f} req/s  p50 {p50:7.1f} us  p99 {p99:7.1f} us")
-    raw = results["raw"]
-    for kind in ("asya-def", "asya-async"):
+    for kind, base in (("raw-threads", "raw"), ("asya-def", "raw"), ("asya-async", "raw")):
         rps, p50, p99 = results[kind]
+        ref = results[base]
         print(
-            f"{kind} / raw: throughput {rps / raw[0]:.2f}x, "
-            f"p50 latency {p50 / raw[1]:.2f}x, p99 latency {p99 / raw[2]:.2f}x"
+            f"{kind} / {base}: throughput {rps / ref[0]:.2f}x, "
+            f"p50 latency {p50 / ref[1]:.2f}x, p99 latency {p99 / ref[2]:.2f}x"
         )
+    rps, p50, _ = results["asya-def"]
+    ref = results["raw-threads"]
+    print(
+        f"asya-def / raw-threads: throughput {rps / ref[0]:.2f}x, p50 latency {p50 / ref[1]:.2f}x"
+    )
 
 
 if __name__ == "__main__":
