@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import signal
 import socket
 import time
@@ -149,3 +150,37 @@ def test_a_stuck_sync_handler_ends_the_process_with_status_70(
     assert "a sync handler has held its slot" in log
     assert "Traceback" not in log
     assert "exiting so that it is restarted" in log
+
+
+def test_out_of_descriptors_a_def_runtime_serves_on_and_accepts_again(
+    start_runtime: StartRuntime,
+) -> None:
+    """The process's descriptors run out (its limit lowered to the next free one): a new
+    connection waits in the backlog, unanswered, while the served ones go on; once one closes,
+    the waiting one is accepted (within ASYA's one-second pause) and answered. Nothing exits."""
+    request = json.dumps({"text": "Hello world"}).encode()
+    expected = {"tokens": [1, 2, 3]}
+    with start_runtime("preprocess") as (proc, path):
+        held = [BlockingRuntimeClient(path, timeout=10) for _ in range(2)]
+        waiting = None
+        try:
+            for client in held:
+                assert result(client.call({"text": "Hello world"})) == expected
+            open_fds = {int(fd) for fd in os.listdir(f"/proc/{proc.pid}/fd")}
+            free = min(set(range(max(open_fds) + 2)) - open_fds)
+            _, hard = resource.prlimit(proc.pid, resource.RLIMIT_NOFILE)
+            resource.prlimit(proc.pid, resource.RLIMIT_NOFILE, (free, hard))
+            waiting = BlockingRuntimeClient(path, timeout=0.5)  # connected: in the backlog
+            waiting.send(request)
+            with pytest.raises(TimeoutError):
+                waiting.reply()
+            for client in held:  # the connections being served go on
+                assert result(client.call({"text": "Hello world"})) == expected
+            held.pop().close()  # frees a descriptor in the runtime
+            waiting.sock.settimeout(10)
+            assert result(waiting.reply()) == expected
+            assert proc.alive()
+        finally:
+            for client in [*held, *([waiting] if waiting else [])]:
+                client.close()
+    assert "cannot accept a connection: [Errno 24]" in proc.log()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import errno
 import functools
 import logging
 import os
@@ -74,6 +75,11 @@ class Stopped(StrEnum):
     """A handler stayed stuck past ASYA_HANDLER_STUCK_EXIT: the process must exit non-zero."""
     FAILED = "failed"
     """A task of the server itself failed (it is logged): the process must exit non-zero."""
+
+
+ACCEPT_RETRY = 1.0
+"""Seconds before a thread-served runtime accepts again after running out of descriptors."""
+_ACCEPT_SHORTAGES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
 
 def not_ready_reply(readiness: Readiness) -> bytes:
@@ -222,7 +228,19 @@ class RuntimeServer:
         loop = asyncio.get_running_loop()
         context = contextvars.copy_context()  # each request runs in a copy of it
         while True:
-            sock, _ = await loop.sock_accept(listener)
+            try:
+                sock, _ = await loop.sock_accept(listener)
+            except OSError as exc:
+                if exc.errno not in _ACCEPT_SHORTAGES:
+                    raise
+                # Out of descriptors (or memory): the connection waits in the backlog. The
+                # connections being served go on; accepting resumes in a moment, as asyncio's
+                # own servers do.
+                log.error(
+                    "cannot accept a connection: %s; accepting again in %gs", exc, ACCEPT_RETRY
+                )
+                await asyncio.sleep(ACCEPT_RETRY)
+                continue
             try:
                 sock.setblocking(True)
                 self._counter += 1
