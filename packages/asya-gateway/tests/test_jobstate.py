@@ -296,6 +296,22 @@ def test_late_step_events_are_only_recorded(status: JobStatus) -> None:
 
 
 @pytest.mark.parametrize("status", sorted(TERMINAL))
+def test_a_late_step_event_keeps_its_message_and_error(status: JobStatus) -> None:
+    """A step's last progress message travels on its done event, which may come after the
+    result: the history keeps it (a follower replaying it sees what the step said)."""
+    before = finished(status)
+    done = apply(before, step(EventType.DONE, 1, message="thinking"), NOW)
+    failed = apply(before, step(EventType.FAILED, 1, error="handler_error", message="no"), NOW)
+    assert done.state == before
+    assert failed.state == before
+    assert done.records[0].data["message"] == "thinking"
+    assert done.records[0].data["late"] is True
+    assert "error" not in done.records[0].data
+    assert failed.records[0].data["error"] == "handler_error"
+    assert failed.records[0].data["message"] == "no"
+
+
+@pytest.mark.parametrize("status", sorted(TERMINAL))
 def test_a_late_received_event_is_not_even_recorded(status: JobStatus) -> None:
     before = finished(status)
     assert ignored(apply(before, step(EventType.RECEIVED), NOW), before)

@@ -249,7 +249,8 @@ def _step(state: JobState, event: StepEvent, now: datetime.datetime) -> Transiti
     current = event.current or 0
     if state.status.terminal:
         # Step events travel apart from results and may come after the job finished:
-        # keep them in the history, change nothing else.
+        # keep them in the history (a step's last progress message often rides on its late
+        # done), change nothing else.
         late = {
             "type": event.type.value,
             "actor": event.actor,
@@ -257,7 +258,8 @@ def _step(state: JobState, event: StepEvent, now: datetime.datetime) -> Transiti
             "steps": list(event.steps),
             "late": True,
         }
-        return Transition(state, _RECORD_ONLY, (Record(HistoryKind.PROGRESS, late),))
+        record = Record(HistoryKind.PROGRESS, _with_what_it_said(late, event))
+        return Transition(state, _RECORD_ONLY, (record,))
     progress = state.progress
     overall = _overall(event, current)
     if progress is None or overall > progress:
@@ -284,11 +286,17 @@ def _step(state: JobState, event: StepEvent, now: datetime.datetime) -> Transiti
         "steps": list(event.steps),
         "progress": progress,
     }
+    record = Record(HistoryKind.PROGRESS, _with_what_it_said(data, event))
+    return _maybe_finish(new, branches, (record,), now)
+
+
+def _with_what_it_said(data: dict[str, Any], event: StepEvent) -> dict[str, Any]:
+    """A step event's history record with its message and error, when it has them."""
     if event.message:
         data["message"] = event.message
     if event.error:
         data["error"] = event.error
-    return _maybe_finish(new, branches, (Record(HistoryKind.PROGRESS, data),), now)
+    return data
 
 
 def _overall(event: StepEvent, current: int) -> float:
