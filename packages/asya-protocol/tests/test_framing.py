@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -15,6 +16,7 @@ from asya_protocol import (
     encode_frame,
     read_frame,
     read_frame_blocking,
+    read_frame_buffered,
     write_frame,
     write_frame_blocking,
 )
@@ -36,21 +38,38 @@ def _read_all_async(data: bytes, max_size: int) -> list[bytes]:
     return asyncio.run(go())
 
 
-def _read_all_blocking(data: bytes, max_size: int) -> list[bytes]:
+def _over_socket(data: bytes, read: Callable[[socket.socket], list[bytes]]) -> list[bytes]:
+    """``read`` the frames of ``data`` from the far end of a socket pair closed after it."""
     left, right = socket.socketpair()
     try:
         left.sendall(data)
         left.shutdown(socket.SHUT_WR)
-        out = []
-        while (frame := read_frame_blocking(right, max_size=max_size)) is not None:
-            out.append(frame)
-        return out
+        return read(right)
     finally:
         left.close()
         right.close()
 
 
-@pytest.mark.parametrize("reader", [_read_all_async, _read_all_blocking], ids=["async", "blocking"])
+def _read_all_blocking(data: bytes, max_size: int) -> list[bytes]:
+    def read(sock: socket.socket) -> list[bytes]:
+        return list(iter(lambda: read_frame_blocking(sock, max_size=max_size), None))
+
+    return _over_socket(data, read)
+
+
+def _read_all_buffered(data: bytes, max_size: int) -> list[bytes]:
+    def read(sock: socket.socket) -> list[bytes]:
+        with sock.makefile("rb") as stream:
+            return list(iter(lambda: read_frame_buffered(stream, max_size=max_size), None))
+
+    return _over_socket(data, read)
+
+
+@pytest.mark.parametrize(
+    "reader",
+    [_read_all_async, _read_all_blocking, _read_all_buffered],
+    ids=["async", "blocking", "buffered"],
+)
 @pytest.mark.parametrize("vector", FRAME_VECTORS, ids=lambda v: v["name"])
 def test_frame_vector(vector: dict[str, Any], reader: Any) -> None:
     data = bytes.fromhex(vector["hex"])

@@ -54,6 +54,7 @@ from .framing import (
     encode_frame,
     read_frame,
     read_frame_blocking,
+    read_frame_buffered,
     write_frame,
     write_frame_blocking,
 )
@@ -199,6 +200,7 @@ __all__ = [
     "new_id",
     "read_frame",
     "read_frame_blocking",
+    "read_frame_buffered",
     "split_batch_reply",
     "unparseable_envelope",
     "validate_error_code",

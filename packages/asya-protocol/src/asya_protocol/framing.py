@@ -1,8 +1,9 @@
 """Length-prefixed frames on a stream socket.
 
 A frame is a 4-byte big-endian unsigned length ``N`` followed by ``N`` bytes (UTF-8 JSON in the
-runtime protocol). Both an asyncio variant and a blocking one (plain :mod:`socket`) are here, so a
-third-party runtime needs nothing but this module and msgspec.
+runtime protocol). An asyncio variant and blocking ones (a plain :mod:`socket`, or a buffered
+binary stream over one) are here, so a third-party runtime needs nothing but this module and
+msgspec.
 
 Reading returns ``None`` on a clean end of stream at a frame boundary; an end of stream inside a
 frame raises :class:`IncompleteFrameError`; a length over the limit raises
@@ -14,6 +15,8 @@ from __future__ import annotations
 import asyncio
 import socket
 import struct
+from collections.abc import Callable
+from typing import BinaryIO
 
 from .errors import FrameTooLargeError, IncompleteFrameError
 
@@ -23,6 +26,7 @@ __all__ = [
     "encode_frame",
     "read_frame",
     "read_frame_blocking",
+    "read_frame_buffered",
     "write_frame",
     "write_frame_blocking",
 ]
@@ -85,20 +89,34 @@ def _recv_exactly(sock: socket.socket, count: int) -> bytes:
     return bytes(buf) if got == count else bytes(buf[:got])
 
 
-def read_frame_blocking(
-    sock: socket.socket, *, max_size: int = DEFAULT_MAX_FRAME_SIZE
-) -> bytes | None:
-    """Blocking :func:`read_frame` on a connected stream socket."""
-    header = _recv_exactly(sock, HEADER_SIZE)
+def _read_frame_with(read: Callable[[int], bytes], max_size: int) -> bytes | None:
+    """A frame from ``read(n)``, which gives ``n`` bytes, fewer only at the end of the stream."""
+    header = read(HEADER_SIZE)
     if not header:
         return None
     if len(header) < HEADER_SIZE:
         raise IncompleteFrameError(HEADER_SIZE, len(header), in_header=True)
     length = _check_length(_HEADER.unpack(header)[0], max_size)
-    body = _recv_exactly(sock, length)
+    body = read(length)
     if len(body) < length:
         raise IncompleteFrameError(length, len(body), in_header=False)
     return body
+
+
+def read_frame_blocking(
+    sock: socket.socket, *, max_size: int = DEFAULT_MAX_FRAME_SIZE
+) -> bytes | None:
+    """Blocking :func:`read_frame` on a connected stream socket."""
+    return _read_frame_with(lambda count: _recv_exactly(sock, count), max_size)
+
+
+def read_frame_buffered(
+    stream: BinaryIO, *, max_size: int = DEFAULT_MAX_FRAME_SIZE
+) -> bytes | None:
+    """Blocking :func:`read_frame` from a buffered binary stream (``sock.makefile("rb")``): a
+    small frame's header and body come in one ``recv``, where :func:`read_frame_blocking` makes
+    two."""
+    return _read_frame_with(stream.read, max_size)
 
 
 def write_frame_blocking(

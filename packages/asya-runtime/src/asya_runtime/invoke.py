@@ -52,8 +52,8 @@ async def call_handler(
 ) -> Any:
     """Run an ``async`` or streaming handler on ``value`` inside ``context``; fan-out results
     come back as a list. A streaming handler's partial results go to ``emit`` (dropped when it is
-    None). A ``def`` handler is not served on the loop (see :func:`run_sync`); here it would run in
-    ``executor``."""
+    None); a streaming ``def`` generator's steps run in ``executor``. Any other ``def`` handler is
+    served by its connection's thread, with :func:`run_sync`."""
     if handler.streaming:
         return await _stream(handler, value, executor=executor, context=context, emit=emit)
     if handler.kind is HandlerKind.ASYNC:
@@ -65,8 +65,7 @@ async def call_handler(
             return [item async for item in handler.function(value)]
 
         return await asyncio.create_task(collect(), context=context)
-    loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(executor, context.run, run_sync, handler, value)
+    raise TypeError(f"{handler.name} is a {handler.kind.value} handler: call it with run_sync")
 
 
 async def _stream(

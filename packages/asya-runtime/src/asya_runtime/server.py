@@ -41,6 +41,7 @@ from asya_protocol import (
     encode_partial,
     is_control_frame,
     read_frame,
+    read_frame_buffered,
 )
 
 from .__about__ import __version__
@@ -53,7 +54,7 @@ from .loader import Handler, HandlerKind
 from .settings import RuntimeSettings
 from .slots import NotReadyError, Readiness, Request, Slots
 from .socket_file import SOCKET_MODE, prepare_socket_path
-from .threads import BlockingProgress, Negotiated, ThreadConnection, read_frame_from
+from .threads import BlockingProgress, Negotiated, ThreadConnection
 from .watch import Abandoned, HandlerTimeout, WatchedReader, first_of, run_watched
 
 __all__ = ["RuntimeServer", "Stopped", "prepare_socket_path"]
@@ -216,11 +217,14 @@ class RuntimeServer:
                     task.cancel()
                 await asyncio.gather(*pending, return_exceptions=True)
         await server.wait_closed()
+        self._stopped()
+        return abandoned
+
+    def _stopped(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.settings.socket_path)
         log.info("stopped")
-        return abandoned
 
     # --- def handlers: a thread per connection ----------------------------------------------
 
@@ -291,7 +295,7 @@ class RuntimeServer:
 
     def _next_frame_blocking(self, conn: ThreadConnection) -> bytes | None:
         try:
-            return read_frame_from(conn.stream, max_size=self.settings.max_frame_size)
+            return read_frame_buffered(conn.stream, max_size=self.settings.max_frame_size)
         except FrameTooLargeError as exc:
             log.warning("connection %d: %s; closing it", conn.number, exc)
             conn.send(encode_frame(encode_error(ErrorCode.FRAME_TOO_LARGE, str(exc))))
@@ -348,10 +352,7 @@ class RuntimeServer:
                 abandoned = True
                 for conn in list(self._threads):
                     conn.hang_up()  # no reply: the sidecar redelivers
-        self._executor.shutdown(wait=False, cancel_futures=True)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.settings.socket_path)
-        log.info("stopped")
+        self._stopped()
         return abandoned
 
     def _protocol(self) -> asyncio.StreamReaderProtocol:

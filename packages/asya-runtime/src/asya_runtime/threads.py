@@ -2,9 +2,9 @@
 
 A ``def`` handler needs a thread. Serving its requests from the loop costs two hand-offs between
 threads per request (the loop hands the request to a pool thread, which wakes the loop with the
-result) and both threads' share of the lock. Here the connection's own thread reads each frame,
-calls the handler and writes the reply with blocking calls: no hand-off at all. The loop still
-accepts the connections, watches the handlers' deadlines and runs the shutdown.
+result), each a wake-up and a hand-over of the GIL. Here the connection's own thread reads each
+frame, calls the handler and writes the reply with blocking calls: no hand-off at all. The loop
+still accepts the connections, watches the handlers' deadlines and runs the shutdown.
 """
 
 from __future__ import annotations
@@ -17,15 +17,9 @@ import threading
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
-from asya_protocol import (
-    FrameTooLargeError,
-    IncompleteFrameError,
-    encode_frame,
-    encode_progress,
-)
-from asya_protocol.framing import HEADER_SIZE
+from asya_protocol import encode_frame, encode_progress
 
-__all__ = ["BlockingProgress", "Negotiated", "ThreadConnection", "read_frame_from"]
+__all__ = ["BlockingProgress", "Negotiated", "ThreadConnection"]
 
 _READ_BUFFER = 64 * 1024
 
@@ -83,23 +77,6 @@ class ThreadConnection(Negotiated):
 def _resolve(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
-
-
-def read_frame_from(stream: BinaryIO, *, max_size: int) -> bytes | None:
-    """One frame body from a buffered blocking stream, as :func:`asya_protocol.read_frame`:
-    None on a clean end of stream before a frame."""
-    header = stream.read(HEADER_SIZE)
-    if not header:
-        return None
-    if len(header) < HEADER_SIZE:
-        raise IncompleteFrameError(HEADER_SIZE, len(header), in_header=True)
-    length = int.from_bytes(header, "big")
-    if length > max_size:
-        raise FrameTooLargeError(length, max_size)
-    body = stream.read(length)
-    if len(body) < length:
-        raise IncompleteFrameError(length, len(body), in_header=False)
-    return body
 
 
 class BlockingProgress:
