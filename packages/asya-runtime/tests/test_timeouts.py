@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -273,3 +274,50 @@ async def test_an_async_handler_that_ignores_its_cancellation_is_stuck(
         ready_after = time.monotonic() - closed
     assert 0.9 < stuck_after < 1.8, stuck_after  # CANCEL_WAIT: a second to end
     assert 1.9 < ready_after < 3.0, ready_after  # ready again once it ended
+
+
+def test_a_def_handler_that_ends_after_its_server_ends_quietly(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A ``def`` handler is stuck (its slot holds the timer of the stuck exit); the grace period
+    over, the server returns and its loop closes. When the handler ends, its thread frees its
+    slot and ends without an error (nothing on the closed loop waits for it)."""
+    monkeypatch.syspath_prepend(HERE)
+    import sample_handlers
+
+    sample_handlers.release_stuck.clear()
+    sample_handlers.stuck_started.clear()
+    spec = "sample_handlers:stuck_thread"
+    settings = RuntimeSettings.from_env(
+        {
+            "ASYA_HANDLER": spec,
+            "ASYA_SOCKET_PATH": short_socket_path(),
+            "ASYA_SHUTDOWN_GRACE": "0.1",
+            "ASYA_RUNTIME_TIMEOUT": "0.2",
+        }
+    )
+    errors: list[threading.ExceptHookArgs] = []
+    monkeypatch.setattr(threading, "excepthook", errors.append)
+
+    async def serve_then_stop() -> Any:
+        server = RuntimeServer(settings, load_handler(spec))
+        stop, ready = asyncio.Event(), asyncio.Event()
+        serving = asyncio.create_task(server.serve(stop, ready))
+        await asyncio.wait_for(ready.wait(), 10)
+        conn = await Conn.open(settings.socket_path)
+        await conn.send({"value": 1})
+        await until(sample_handlers.stuck_started.is_set)
+        await until(lambda: not server.slots.readiness().ready)  # stuck
+        stop.set()
+        stopped = await serving
+        await conn.close()
+        return stopped
+
+    assert asyncio.run(serve_then_stop()) == "abandoned"
+    threads = [t for t in threading.enumerate() if t.name.startswith("asya-connection-")]
+    sample_handlers.release_stuck.set()  # the handler ends after its loop closed
+    for thread in threads:
+        thread.join(10)
+    assert threads
+    assert not any(t.is_alive() for t in threads)
+    assert errors == []

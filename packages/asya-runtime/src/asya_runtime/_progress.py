@@ -6,6 +6,8 @@ import asyncio
 
 from asya_protocol import encode_frame, encode_progress
 
+from .threads import call_soon_threadsafe_unless_closed
+
 __all__ = ["ProgressReporter"]
 
 
@@ -20,7 +22,7 @@ class ProgressReporter:
     def __call__(self, fraction: float | None, message: str | None) -> None:
         if self._open:
             frame = encode_frame(encode_progress(fraction, message))
-            self._loop.call_soon_threadsafe(self._write, frame)
+            call_soon_threadsafe_unless_closed(self._loop, self._write, frame)
 
     def _write(self, frame: bytes) -> None:
         # Checked again on the loop: a report scheduled before close() is still written, in

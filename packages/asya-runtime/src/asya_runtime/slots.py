@@ -23,6 +23,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from .threads import call_soon_threadsafe_unless_closed
+
 __all__ = ["NotReadyError", "Readiness", "Request", "Slots"]
 
 log = logging.getLogger("asya_runtime")
@@ -112,10 +114,7 @@ class Slots:
             self._freed.notify_all()
         if not self._waiting_on_loop or self._loop is None:
             return
-        if asyncio._get_running_loop() is self._loop:
-            self._notify_loop()
-        else:
-            self._loop.call_soon_threadsafe(self._notify_loop)
+        self._call_on_loop(self._notify_loop)
 
     def _notify_loop(self) -> None:
         self._changed.set()
@@ -210,10 +209,13 @@ class Slots:
             )
 
     def _call_on_loop(self, callback: Callable[..., object], *args: object) -> None:
-        if self._loop is None or asyncio._get_running_loop() is self._loop:
+        """``callback`` on the serving loop: now if this is it, else soon; never once the loop
+        is closed (a ``def`` handler may end after its server: no timer or waiter is left)."""
+        loop = self._loop
+        if loop is None or asyncio._get_running_loop() is loop:
             callback(*args)
         else:
-            self._loop.call_soon_threadsafe(callback, *args)
+            call_soon_threadsafe_unless_closed(loop, callback, *args)
 
     def mark_stuck(self, request: Request) -> None:
         """``request`` holds its slot past its deadline: not ready; exit if it stays so. On

@@ -14,12 +14,18 @@ import contextlib
 import io
 import socket
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
 from asya_protocol import encode_frame, encode_progress
 
-__all__ = ["BlockingProgress", "Negotiated", "ThreadConnection"]
+__all__ = [
+    "BlockingProgress",
+    "Negotiated",
+    "ThreadConnection",
+    "call_soon_threadsafe_unless_closed",
+]
 
 _READ_BUFFER = 64 * 1024
 
@@ -70,8 +76,21 @@ class ThreadConnection(Negotiated):
         """In the connection's thread, as it ends."""
         self.stream.close()
         self.sock.close()
-        if not self.loop.is_closed():
-            self.loop.call_soon_threadsafe(_resolve, self.ended)
+        call_soon_threadsafe_unless_closed(self.loop, _resolve, self.ended)
+
+
+def call_soon_threadsafe_unless_closed(
+    loop: asyncio.AbstractEventLoop, callback: Callable[..., object], *args: object
+) -> bool:
+    """``loop.call_soon_threadsafe(callback, *args)`` from a thread; False when the loop has
+    closed meanwhile (the server is gone: nothing there waits for the callback any more)."""
+    try:
+        loop.call_soon_threadsafe(callback, *args)
+    except RuntimeError:
+        if not loop.is_closed():
+            raise
+        return False
+    return True
 
 
 def _resolve(future: asyncio.Future[None]) -> None:
