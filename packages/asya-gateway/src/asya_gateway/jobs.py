@@ -9,8 +9,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
+import enum
 import functools
 import uuid
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -33,11 +35,23 @@ __all__ = ["EVENTS_PAGE", "JOB_HEADER", "Applied", "DuplicateKey", "JobQuery", "
 
 Notify = Callable[[AsyncSession, str], Awaitable[None]]
 T = TypeVar("T")
-_UNFINISHED_EXCLUDES = sorted(status.value for status in TERMINAL)
+_FINISHED = sorted(status.value for status in TERMINAL)
 _COLUMNS = tuple(Job.__table__.columns.keys())
 EVENTS_PAGE = 500  # history events read at once
 MAX_ATTEMPTS = 50
 """Writes of one job that may find it changed by another writer first before one fails."""
+RECENT_JOBS = 1024
+"""Jobs whose row this store last wrote, kept (an unfinished one without its input, a finished
+one without its input, result and error) so that a step event or a result costs one statement,
+not two, and a late step event (after the result) one append (PostgreSQL)."""
+
+
+class _Again(enum.Enum):
+    AGAIN = enum.auto()
+
+
+_AGAIN = _Again.AGAIN
+"""A write that must start over from the row as it now is."""
 
 
 class DuplicateKey(Exception):
@@ -120,6 +134,9 @@ class JobStore:
             if engine.dialect.name == "postgresql"
             else None
         )
+        self._recent: OrderedDict[str, Job] = OrderedDict()
+        """The row of each job this store wrote last, newest last: where the broker's writes
+        start from instead of reading the row (see :meth:`_apply_pg`)."""
 
     async def close(self) -> None:
         """Close this store's own PostgreSQL pool (the engine is the caller's to dispose)."""
@@ -217,15 +234,25 @@ class JobStore:
         return job, root
 
     async def apply(
-        self, job_id: str, events: Sequence[Event], *, current: Job | None = None
+        self,
+        job_id: str,
+        events: Sequence[Event],
+        *,
+        current: Job | None = None,
+        recent: bool = False,
     ) -> Applied | None:
         """Apply events to a job, in order, at once; None if there is no such job.
 
         ``current`` is the job as the caller last saw it (a start's new job): on PostgreSQL
-        it saves reading the job first, if no other writer changed it since.
+        it saves reading the job first, if no other writer changed it since. With ``recent``
+        the row this store last wrote is used the same way, when it has it; the job returned
+        then may lack its ``input``, ``result`` and ``error`` (the broker's writes, which only
+        need to know that it exists).
         """
         check_text("job_id", job_id)
         if self._pg is not None:
+            if current is None and recent:
+                current = self._recent.get(job_id)
             async with available():
                 applied = await self._apply_pg(self._pg, job_id, events, current)
         else:
@@ -234,36 +261,76 @@ class JobStore:
             self.on_finished(applied.job)
         return applied
 
-    @staticmethod
     async def _apply_pg(
-        pg: PgStore, job_id: str, events: Sequence[Event], current: Job | None
+        self, pg: PgStore, job_id: str, events: Sequence[Event], current: Job | None
     ) -> Applied | None:
+        """Write what ``events`` do to the job, starting from ``current`` if given. A write
+        lands only at the version it started from; when another writer got there first, the
+        job is read and the events applied again. ``current`` is only a hint: when the events
+        change nothing of an unfinished job, they are applied once more to the row as it is, so
+        a stale hint never decides that nothing is to be written. A finished job is final
+        (:mod:`~asya_gateway.jobstate` changes nothing of it), so what its events leave, late
+        step events' history, is appended without a version (:meth:`PgStore.append`)."""
         job = current
         for _ in range(MAX_ATTEMPTS):
+            read = job is None
             if job is None:
                 job = await pg.get(job_id)
                 if job is None:
+                    self._recent.pop(job_id, None)
                     return None
-            state, was_finished = state_of(job), job.job_status.terminal
-            now, changed = utcnow(), False
-            records: list[jobstate.Record] = []
-            for event in events:
-                transition = jobstate.apply(state, event, now)
-                if jobstate.Effect.NOTIFY in transition.effects:
-                    records.extend(transition.records)
-                state, changed = transition.state, changed or transition.changed
-            if not records and not changed:
-                return Applied(job, False)
-            written = Job(**{column: getattr(job, column) for column in _COLUMNS})
-            _store_state(written, state)
-            if await pg.update(written, job.version, records, now):
-                written.version = job.version + 1  # by the trigger
-                finished = changed and not was_finished and state.status.terminal
-                return Applied(written, changed, finished=finished)
-            job = None  # another writer changed it first: read it again
+            done = await self._attempt(pg, job, events, read=read)
+            if done is not _AGAIN:
+                return done
+            job = None  # the row moved on (another writer), or the hint said too little
         raise DatabaseUnavailable(
             f"job {job_id}: changed by other writers {MAX_ATTEMPTS} times in a row"
         )
+
+    async def _attempt(
+        self, pg: PgStore, job: Job, events: Sequence[Event], *, read: bool
+    ) -> Applied | _Again | None:
+        """One write of ``events`` from ``job`` (``read``: the row as just read, else a
+        hint); :data:`_AGAIN` when the job must be read and the events applied again."""
+        state, was_finished = state_of(job), job.job_status.terminal
+        now, changed = utcnow(), False
+        records: list[jobstate.Record] = []
+        for event in events:
+            transition = jobstate.apply(state, event, now)
+            if jobstate.Effect.NOTIFY in transition.effects:
+                records.extend(transition.records)
+            state, changed = transition.state, changed or transition.changed
+        if not records and not changed:
+            if not read and not was_finished:
+                return _AGAIN  # nothing to write from the hint: ask the row itself
+            return Applied(job, False)
+        if was_finished:  # only history: its row stays as it is
+            if await pg.append(job.id, _FINISHED, records, now):
+                return Applied(job, False)
+            self._recent.pop(job.id, None)
+            return None if read else _AGAIN  # purged meanwhile
+        written = Job(**{column: getattr(job, column) for column in _COLUMNS})
+        _store_state(written, state)
+        if await pg.update(written, job.version, records, now):
+            written.version = job.version + 1  # by the trigger
+            self._remember(written)
+            finished = changed and not was_finished and state.status.terminal
+            return Applied(written, changed, finished=finished)
+        self._recent.pop(job.id, None)
+        return _AGAIN
+
+    def _remember(self, job: Job) -> None:
+        """Keep ``job``'s row as written, without the values a write from it does not need:
+        its input, and once it has finished (when nothing rewrites the row), its result,
+        error and branches too."""
+        self._recent.pop(job.id, None)
+        kept = Job(**{column: getattr(job, column) for column in _COLUMNS})
+        kept.input = None
+        if job.job_status.terminal:
+            kept.result = kept.error = kept.branches = None
+        self._recent[job.id] = kept
+        if len(self._recent) > RECENT_JOBS:
+            self._recent.popitem(last=False)
 
     async def _apply_locked(
         self, job_id: str, events: Sequence[Event], session: AsyncSession
@@ -288,7 +355,7 @@ class JobStore:
         """A message of this job reached happy-end (``ok``) or error-end; False if there is no
         such job."""
         event = Terminal(envelope.id or "", ok, envelope.payload_value())
-        return await self.apply(job_id, [event]) is not None
+        return await self.apply(job_id, [event], recent=True) is not None
 
     async def on_steps(self, job_id: str, events: Sequence[StepEvent]) -> bool:
         """Apply a job's step events, in order, in one transaction; False if there is no such
@@ -296,7 +363,7 @@ class JobStore:
         wanted = [e for e in events if jobstate.relevant(e)]
         if not wanted:
             return True
-        return await self.apply(job_id, wanted) is not None
+        return await self.apply(job_id, wanted, recent=True) is not None
 
     async def sweep_timeouts(self) -> list[str]:
         """Time out every unfinished job past its deadline (atomic: safe with many replicas)."""
@@ -305,9 +372,7 @@ class JobStore:
             ids = list(
                 (
                     await session.execute(
-                        select(Job.id).where(
-                            Job.status.not_in(_UNFINISHED_EXCLUDES), Job.deadline < now
-                        )
+                        select(Job.id).where(Job.status.not_in(_FINISHED), Job.deadline < now)
                     )
                 ).scalars()
             )
@@ -323,7 +388,7 @@ class JobStore:
     async def count_unfinished(self) -> int:
         async with self._session() as session:
             counted = await session.execute(
-                select(func.count()).select_from(Job).where(Job.status.not_in(_UNFINISHED_EXCLUDES))
+                select(func.count()).select_from(Job).where(Job.status.not_in(_FINISHED))
             )
             return int(counted.scalar_one())
 
@@ -360,6 +425,22 @@ class JobStore:
                         | ((Job.created_at == anchor.created_at) & (Job.id < anchor.id))
                     )
             return list((await session.execute(stmt)).scalars())
+
+    async def page(self, job_id: str, after: int) -> tuple[list[JobEvent], bool]:
+        """A page of the events after ``after``, and whether they end the job's history (the
+        job has finished, or there is no such job, and the page is not full)."""
+        check_text("job_id", job_id)
+        if self._pg is not None:
+            async with available():
+                status, events = await self._pg.page(job_id, after, EVENTS_PAGE)
+        else:
+            # The job is read first: if it had finished then, its history was complete (a final
+            # status is written with its record), so the page read after it holds the end.
+            job = await self.get(job_id)
+            status = None if job is None else job.status
+            events = await self.events_since(job_id, after)
+        ended = status is None or JobStatus(status).terminal
+        return events, ended and len(events) < EVENTS_PAGE
 
     async def events_since(self, job_id: str, after: int) -> list[JobEvent]:
         check_text("job_id", job_id)

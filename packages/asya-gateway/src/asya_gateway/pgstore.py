@@ -1,7 +1,8 @@
 """The job store's hot path on PostgreSQL, straight on asyncpg: one statement per write.
 
 A start costs two statements (the insert, then "running" once the broker confirmed), a batch
-of a job's step events two (read, write), and each is its own transaction: no ``BEGIN``, no
+of a job's step events one (two when the job store has to read the row first), and each is its
+own transaction: no ``BEGIN``, no
 row lock held across round trips, no ORM unit of work. Each write names the version of the
 job's row it read (``WHERE version = $n``; the trigger of migration 0003 bumps the version on
 every update of the row, whoever makes it), and appends the job's history records and notifies
@@ -65,6 +66,19 @@ WITH job AS (
 )
 SELECT pg_notify($14, id) FROM job
 """
+# History for a finished job (late step events): nothing of its row changes any more, so no
+# version to match and no row to rewrite. KEY SHARE holds off a purge until the commit.
+_APPEND = """
+WITH job AS (
+    SELECT id FROM asya_jobs WHERE id = $1 AND status = ANY($2::text[]) FOR KEY SHARE
+), history AS (
+    INSERT INTO asya_job_events (job_id, type, data, created_at)
+    SELECT job.id, r.type, r.data::json, $3 FROM job,
+        unnest($4::text[], $5::text[]) WITH ORDINALITY AS r(type, data, n)
+    ORDER BY r.n
+)
+SELECT pg_notify($6, id) FROM job
+"""
 _GET = """
 SELECT
     id, tool, status, input, result, error, progress, message, root_id, branches, created_at,
@@ -74,6 +88,18 @@ FROM asya_jobs WHERE id = $1
 _EVENTS = """
 SELECT id, job_id, type, data, created_at FROM asya_job_events
 WHERE job_id = $1 AND id > $2 ORDER BY id LIMIT $3
+"""
+# The job's status and a page of its history in one statement, so from one snapshot: no row
+# if there is no such job, one row with no event if the page is empty.
+_PAGE = """
+SELECT job.status, event.id, event.type, event.data, event.created_at
+FROM asya_jobs AS job
+LEFT JOIN LATERAL (
+    SELECT id, type, data, created_at FROM asya_job_events
+    WHERE job_id = job.id AND id > $2 ORDER BY id LIMIT $3
+) AS event ON true
+WHERE job.id = $1
+ORDER BY event.id
 """
 
 
@@ -184,6 +210,18 @@ class PgStore:
         )
         return bool(written)
 
+    async def append(
+        self,
+        job_id: str,
+        finished: Sequence[str],
+        records: Sequence[Record],
+        now: datetime.datetime,
+    ) -> bool:
+        """Append ``records`` to the history of a job whose status is one of ``finished``;
+        False if there is no such job, or it has not finished."""
+        types, data = _records(records)
+        return bool(await self._fetch(_APPEND, job_id, list(finished), now, types, data, CHANNEL))
+
     async def get(self, job_id: str) -> Job | None:
         rows = await self._fetch(_GET, job_id)
         return Job(**dict(rows[0])) if rows else None
@@ -191,6 +229,19 @@ class PgStore:
     async def events_since(self, job_id: str, after: int, limit: int) -> list[JobEvent]:
         rows = await self._fetch(_EVENTS, job_id, after, limit)
         return [JobEvent(**dict(row)) for row in rows]
+
+    async def page(self, job_id: str, after: int, limit: int) -> tuple[str | None, list[JobEvent]]:
+        """The job's status (None: no such job) and up to ``limit`` of its history events
+        after ``after``, as they were at one moment."""
+        rows = await self._fetch(_PAGE, job_id, after, limit)
+        if not rows:
+            return None, []
+        events = [
+            JobEvent(id=id_, job_id=job_id, type=type_, data=data, created_at=created_at)
+            for _, id_, type_, data, created_at in rows
+            if id_ is not None
+        ]
+        return rows[0][0], events
 
     async def close(self) -> None:
         pool, self._pool = self._pool, None

@@ -219,7 +219,7 @@ class Gateway:
                     # Shielded: a follower that goes away (an SSE client, a cancelled MCP call)
                     # must not cancel a read in the middle, which would leave its database
                     # connection to be torn down in the background (aiosqlite's close task).
-                    events, finished = await asyncio.shield(self._since(job_id, after))
+                    events, finished = await asyncio.shield(self.store.page(job_id, after))
                 except DatabaseUnavailable:
                     events, finished = [], False
                 for event in events:
@@ -234,17 +234,6 @@ class Gateway:
                         await wake.wait()
         finally:
             self.notifier.unsubscribe(job_id, wake)
-
-    async def _since(self, job_id: str, after: int) -> tuple[list[JobEvent], bool]:
-        """A page of the events after ``after``, and whether they end the job's history.
-
-        The job is read first: if it had finished then, its history was complete (a final
-        status is written with its record), so the page read after it holds the end unless
-        the page is full."""
-        job = await self.store.get(job_id)
-        events = await self.store.events_since(job_id, after)
-        ended = job is None or job.job_status.terminal
-        return events, ended and len(events) < EVENTS_PAGE
 
     async def wait(self, job_id: str) -> Job:
         """The job once it has finished."""

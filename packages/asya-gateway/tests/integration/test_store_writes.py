@@ -7,15 +7,16 @@ from __future__ import annotations
 import asyncio
 
 import asyncpg
+import msgspec
 import pytest
-from sqlalchemy import update
+from sqlalchemy import delete, update
 
-from asya_gateway.db import Job
+from asya_gateway.db import Job, make_engine
 from asya_gateway.jobs import DuplicateKey, JobStore
 from asya_gateway.jobstate import Cancel, Published
 from asya_gateway.notify import Notifier
 from asya_gateway.service import Gateway
-from asya_protocol import EventType, StepEvent
+from asya_protocol import Envelope, EventType, Route, StepEvent
 
 
 def progress(n: int) -> StepEvent:
@@ -26,6 +27,11 @@ def progress(n: int) -> StepEvent:
         progress=n / 100,
         message=f"step {n}",
     )
+
+
+def result_of(job: Job) -> Envelope:
+    """The pipeline's result for ``job``, as happy-end gets it."""
+    return Envelope(id=job.root_id, route=Route(steps=("a",)), payload=msgspec.Raw(b"1"))
 
 
 async def history(store: JobStore, job_id: str) -> list[tuple[str, dict[str, object]]]:
@@ -140,3 +146,139 @@ async def test_a_finished_jobs_whole_history_is_followed(store: JobStore, databa
     assert len(seen) == 1 + 1 + 1200 + 1
     assert [e.id for e in seen] == sorted(e.id for e in seen)
     assert (seen[-1].type, seen[-1].data["status"]) == ("status", "cancelled")
+
+
+async def test_a_page_of_history_ends_only_at_the_final_status(store: JobStore) -> None:
+    """A follower's page: the events after the one it saw last, and whether they end the
+    history (the job has finished, or there is none)."""
+    job, _ = await store.create("echo", {"n": 1}, 60)
+    await store.apply(job.id, [Published()], current=job)
+    events, ended = await store.page(job.id, 0)
+    assert [e.data["status"] for e in events] == ["pending", "running"]
+    assert all(e.job_id == job.id for e in events)
+    assert not ended
+    events, ended = await store.page(job.id, events[-1].id)
+    assert (events, ended) == ([], False)
+    seen = events
+    await store.apply(job.id, [Cancel()])
+    events, ended = await store.page(job.id, 0)
+    assert [e.data["status"] for e in events] == ["pending", "running", "cancelled"]
+    assert ended
+    events, ended = await store.page(job.id, events[-1].id)
+    assert (events, ended) == (seen, True)
+    assert await store.page("no-such-job", 0) == ([], True)
+
+
+ON_POSTGRES = pytest.mark.parametrize("database", ["postgres"], indirect=True)
+"""SQLite writes in a transaction that reads the row under the database's lock."""
+
+
+@pytest.fixture
+def reads(store: JobStore, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The ids of the jobs this PostgreSQL store reads a row of (its writes read first)."""
+    pg = store._pg
+    assert pg is not None, "PostgreSQL only (use @ON_POSTGRES)"
+    seen: list[str] = []
+    read = pg.get
+
+    async def counted(job_id: str) -> Job | None:
+        seen.append(job_id)
+        return await read(job_id)
+
+    monkeypatch.setattr(pg, "get", counted)
+    return seen
+
+
+@ON_POSTGRES
+async def test_the_broker_writes_a_job_from_the_row_this_store_wrote_last(
+    store: JobStore, reads: list[str]
+) -> None:
+    """A started job's step events and result cost one statement each: no read first."""
+    job, _ = await store.create("echo", {"n": 1}, 60)
+    await store.apply(job.id, [Published()], current=job)
+    assert await store.on_steps(job.id, [progress(10)])
+    assert await store.on_steps(job.id, [progress(20), progress(30)])
+    assert await store.on_terminal(job.id, result_of(job), True)
+    assert reads == []
+    stored = await store.get(job.id)
+    assert stored is not None
+    assert (stored.status, stored.version, stored.input) == ("succeeded", 4, {"n": 1})
+    # Finished: a late step event is appended to the history, the row left as it is.
+    assert await store.on_steps(job.id, [progress(40)])
+    assert reads == [job.id]  # the get above
+    late = await store.get(job.id)
+    assert late is not None
+    assert (late.status, late.version, late.result) == ("succeeded", 4, stored.result)
+    *_, last = await history(store, job.id)
+    assert last[0] == "progress"
+    assert (last[1]["late"], last[1]["message"]) == (True, "step 40")
+
+
+@ON_POSTGRES
+async def test_a_late_step_event_of_a_purged_job_finds_no_job(
+    store: JobStore, reads: list[str]
+) -> None:
+    job, _ = await store.create("echo", {"n": 1}, 60)
+    await store.apply(job.id, [Published()], current=job)
+    assert await store.on_terminal(job.id, result_of(job), True)
+    async with store.engine.begin() as conn:
+        await conn.execute(delete(Job).where(Job.id == job.id))
+    assert not await store.on_steps(job.id, [progress(40)])
+    assert reads == [job.id]  # the append found nothing; nor did the read after it
+
+
+@ON_POSTGRES
+async def test_a_job_another_replica_wrote_is_read_again_before_the_write(
+    store: JobStore, database: str, reads: list[str]
+) -> None:
+    """The row this store wrote last is only where a write starts: another replica's write
+    since then makes it miss, and the events are applied to the job as it now is."""
+    job, _ = await store.create("echo", {"n": 1}, 60)
+    await store.apply(job.id, [Published()], current=job)
+    other = JobStore(make_engine(database), Notifier(database).notify)
+    try:
+        assert await other.apply(job.id, [progress(50)]) is not None
+        assert await store.on_steps(job.id, [progress(60)])
+        assert reads == [job.id]
+        assert await other.apply(job.id, [Cancel()]) is not None
+        # The job exists; it had already ended.
+        assert await store.on_terminal(job.id, result_of(job), True)
+    finally:
+        await other.close()
+        await other.engine.dispose()
+    stored = await store.get(job.id)
+    assert stored is not None
+    assert (stored.status, stored.version) == ("cancelled", 4)
+    messages = [d.get("message") for kind, d in await history(store, job.id) if kind == "progress"]
+    assert messages == ["step 50", "step 60"]
+
+
+async def test_a_starting_point_that_changes_nothing_is_checked_against_the_row(
+    store: JobStore,
+) -> None:
+    """Events that would change nothing of the job a write starts from are applied to the row
+    itself before nothing is written: a stale starting point never drops a change."""
+    job, _ = await store.create("echo", {"n": 1}, 60)
+    ahead = Job(**{c: getattr(job, c) for c in Job.__table__.columns.keys()})  # noqa: SIM118
+    ahead.status = "running"  # what the row is not (yet)
+    applied = await store.apply(job.id, [Published()], current=ahead)
+    assert applied is not None
+    assert applied.changed
+    stored = await store.get(job.id)
+    assert stored is not None
+    assert (stored.status, stored.version) == ("running", 1)
+
+
+@ON_POSTGRES
+async def test_the_rows_kept_for_the_broker_are_bounded(
+    store: JobStore, reads: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("asya_gateway.jobs.RECENT_JOBS", 2)
+    jobs = [(await store.create("echo", {"n": n}, 60))[0] for n in range(3)]
+    for job in jobs:
+        await store.apply(job.id, [Published()], current=job)
+    assert await store.on_steps(jobs[2].id, [progress(10)])
+    assert await store.on_steps(jobs[1].id, [progress(10)])
+    assert reads == []
+    assert await store.on_steps(jobs[0].id, [progress(10)])
+    assert reads == [jobs[0].id]  # the oldest was let go
