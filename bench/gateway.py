@@ -9,6 +9,10 @@ Run: ``hatch run bench:gateway`` with ``ASYA_TEST_AMQP_URL`` and ``ASYA_TEST_DAT
    runtimes -> result seen by the client (over SSE). Baseline: the same three hops done by a raw
    aiormq loop (consume -> publish with confirm -> ack, three times) from publish to arrival.
 
+Both also give the CPU time they cost the gateway process and PostgreSQL (every ``postgres``
+process on the machine, which runs nothing else meanwhile), per call and per pipeline job: on
+two cores, CPU is what a start and a followed job take from everything else.
+
 Every component runs as its own process, as in production. The client is a minimal HTTP/1.1
 client on keep-alive connections (:class:`Http`), so that what is measured is the gateway: on
 these two cores httpx's own CPU per request would cap the rate near 400 requests/s against an
@@ -30,6 +34,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import aiormq
@@ -195,10 +200,70 @@ async def wait_healthy(port: int) -> None:
 HEADERS = {"Authorization": f"Bearer {TOKEN}"}
 
 
-async def measure(port: int, args: argparse.Namespace) -> tuple[list[float], float]:
-    """Seed-pipeline latency through the gateway, then the rate of accepted tool calls."""
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time of a live process (Linux's /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def postgres_cpu() -> float:
+    """CPU time of every PostgreSQL process now running (the server and its backends)."""
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().strip() == "postgres":
+                    total += cpu_seconds(int(entry.name))
+            except OSError:  # gone meanwhile
+                continue
+    return total
+
+
+@dataclass
+class Cost:
+    """CPU milliseconds per item, of the gateway and of PostgreSQL."""
+
+    gateway_ms: float
+    postgres_ms: float
+
+    def __str__(self) -> str:
+        return f"CPU gateway {self.gateway_ms:.2f} ms, PostgreSQL {self.postgres_ms:.2f} ms"
+
+
+@contextmanager
+def costed(gateway: int, items: Callable[[], int], into: list[Cost]) -> Iterator[None]:
+    """Append the gateway's and PostgreSQL's CPU per item over the block to ``into``."""
+    g0, p0 = cpu_seconds(gateway), postgres_cpu()
+    yield
+    n = items()
+    into.append(Cost((cpu_seconds(gateway) - g0) * 1000 / n, (postgres_cpu() - p0) * 1000 / n))
+
+
+async def measure(
+    port: int, gateway: int, args: argparse.Namespace
+) -> tuple[list[float], float, list[Cost]]:
+    """Seed-pipeline latency through the gateway, then the rate of accepted tool calls, and
+    what each cost in CPU per job and per call."""
     await wait_healthy(port)
-    return await pipeline_latency(port, args), await call_rate(port, args)
+    await warm_up(port)
+    costs: list[Cost] = []
+    with costed(gateway, lambda: args.samples, costs):
+        latencies = await pipeline_latency(port, args)
+    with costed(gateway, lambda: args.calls, costs):
+        rate = await call_rate(port, args)
+    return latencies, rate, costs
+
+
+async def warm_up(port: int) -> None:
+    """Ten pipeline jobs, so that every process has loaded and connected what it uses."""
+    client = Http(port, HEADERS)
+    body = {"tool": "classify_text", "arguments": {"text": "Hello world"}}
+    for _ in range(10):
+        status, created = await client.request("POST", "/jobs", body)
+        if status != 201:
+            raise RuntimeError(f"POST /jobs: {status} {created!r}")
+        await client.request("GET", f"/jobs/{json.loads(created)['id']}/events")
+    await client.close()
 
 
 async def pipeline_latency(port: int, args: argparse.Namespace) -> list[float]:
@@ -222,8 +287,6 @@ async def pipeline_latency(port: int, args: argparse.Namespace) -> list[float]:
             raise RuntimeError(f"job {job} did not succeed")
         return seen[0] - t0
 
-    for _ in range(10):
-        await latency_one()  # warm up every process
     gateway_samples = [await latency_one() for _ in range(args.samples)]
     await client.close()
     return gateway_samples
@@ -313,7 +376,7 @@ async def main() -> None:
                         },
                     )
                 )
-            stack.enter_context(
+            gateway = stack.enter_context(
                 process(
                     [sys.executable, "-m", "asya_gateway"],
                     base
@@ -332,7 +395,7 @@ async def main() -> None:
                     },
                 )
             )
-            gateway_samples, rate = await measure(port, args)
+            gateway_samples, rate, (per_job, per_call) = await measure(port, gateway.pid, args)
         await delete(amqp, exchange, [*q.values(), happy, error, events_queue, parked])
     raw_samples = await raw_latency(amqp, tag, args.samples)
 
@@ -344,8 +407,10 @@ async def main() -> None:
     r50, r99 = q50_99(raw_samples)
     print(
         f"tool calls (return at once, PostgreSQL): {rate:.0f}/s at concurrency {args.concurrency}"
+        f"; {per_call} per call"
     )
     print(f"seed pipeline via gateway+sidecars+runtimes: p50 {g50:.1f} ms, p99 {g99:.1f} ms")
+    print(f"  one job at a time: {per_job} per job")
     print(f"same three hops with raw aiormq:             p50 {r50:.1f} ms, p99 {r99:.1f} ms")
     print(f"ratio gateway/raw: p50 {g50 / r50:.1f}x, p99 {g99 / r99:.1f}x")
 
