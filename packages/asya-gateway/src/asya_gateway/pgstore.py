@@ -2,14 +2,14 @@
 
 A start costs two statements (the insert, then "running" once the broker confirmed), a batch
 of a job's step events one (two when the job store has to read the row first), and each is its
-own transaction: no ``BEGIN``, no
-row lock held across round trips, no ORM unit of work. Each write names the version of the
-job's row it read (``WHERE version = $n``; the trigger of migration 0003 bumps the version on
-every update of the row, whoever makes it), and appends the job's history records and notifies
-its followers (``pg_notify``, delivered on commit) in the same statement. When another writer
-got there first, the write matches no row, and the job store reads the job again and applies
-its events to it as it now is (:meth:`asya_gateway.jobs.JobStore.apply`). What the events do
-is still decided by :mod:`asya_gateway.jobstate` alone.
+own transaction: no ``BEGIN``, no row lock held across round trips, no ORM unit of work. Each
+write names the version of the job's row it read (``WHERE version = $n``; the trigger of
+migration 0003 bumps the version on every update of the row, whoever makes it), and appends the
+job's history records and notifies its followers (``pg_notify``, delivered on commit) in the
+same statement. When another writer got there first, the write matches no row, and the job
+store reads the job again and applies its events to it as it now is
+(:meth:`asya_gateway.jobs.JobStore.apply`). What the events do is still decided by
+:mod:`asya_gateway.jobstate` alone.
 
 The other statements (listing, idempotency keys, counts, retention, readiness) go through
 SQLAlchemy; SQLite, the embedded default, goes through SQLAlchemy throughout.
