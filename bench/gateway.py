@@ -245,28 +245,16 @@ async def measure(
     """Seed-pipeline latency through the gateway, then the rate of accepted tool calls, and
     what each cost in CPU per job and per call."""
     await wait_healthy(port)
-    await warm_up(port)
+    await pipeline_latency(port, 10)  # warm up every process
     costs: list[Cost] = []
     with costed(gateway, lambda: args.samples, costs):
-        latencies = await pipeline_latency(port, args)
+        latencies = await pipeline_latency(port, args.samples)
     with costed(gateway, lambda: args.calls, costs):
         rate = await call_rate(port, args)
     return latencies, rate, costs
 
 
-async def warm_up(port: int) -> None:
-    """Ten pipeline jobs, so that every process has loaded and connected what it uses."""
-    client = Http(port, HEADERS)
-    body = {"tool": "classify_text", "arguments": {"text": "Hello world"}}
-    for _ in range(10):
-        status, created = await client.request("POST", "/jobs", body)
-        if status != 201:
-            raise RuntimeError(f"POST /jobs: {status} {created!r}")
-        await client.request("GET", f"/jobs/{json.loads(created)['id']}/events")
-    await client.close()
-
-
-async def pipeline_latency(port: int, args: argparse.Namespace) -> list[float]:
+async def pipeline_latency(port: int, samples: int) -> list[float]:
     client = Http(port, HEADERS)
     body = {"tool": "classify_text", "arguments": {"text": "Hello world"}}
 
@@ -287,7 +275,7 @@ async def pipeline_latency(port: int, args: argparse.Namespace) -> list[float]:
             raise RuntimeError(f"job {job} did not succeed")
         return seen[0] - t0
 
-    gateway_samples = [await latency_one() for _ in range(args.samples)]
+    gateway_samples = [await latency_one() for _ in range(samples)]
     await client.close()
     return gateway_samples
 

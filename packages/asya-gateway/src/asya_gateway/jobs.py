@@ -305,7 +305,7 @@ class JobStore:
                 return _AGAIN  # nothing to write from the hint: ask the row itself
             return Applied(job, False)
         if was_finished:  # only history: its row stays as it is
-            if await pg.append(job.id, _FINISHED, records, now):
+            if await pg.append(job.id, records, now):
                 return Applied(job, False)
             self._recent.pop(job.id, None)
             return None if read else _AGAIN  # purged meanwhile

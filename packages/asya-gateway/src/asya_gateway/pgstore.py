@@ -26,7 +26,7 @@ from typing import Any
 import asyncpg
 
 from .db import CONNECT_TIMEOUT, POOL_TIMEOUT, STATEMENT_TIMEOUT, Job, JobEvent
-from .jobstate import Record
+from .jobstate import TERMINAL, Record
 from .notify import CHANNEL
 
 __all__ = ["KEY_CONSTRAINT", "PgStore"]
@@ -34,51 +34,53 @@ __all__ = ["KEY_CONSTRAINT", "PgStore"]
 KEY_CONSTRAINT = "ux_asya_jobs_principal_idempotency_key"
 POOL_SIZE = 10
 
-# Each write: the row, then the history records in order (their ids follow the order the rows
-# are inserted in), then the followers' notification (delivered on commit).
-_INSERT = """
-WITH job AS (
+
+def _with_history(job: str, *, at: int, records: int) -> str:
+    """A write: the CTE ``job`` (the row's statement, naming its id), then the history records
+    in order (types ``$records``, data ``$records+1``, created at ``$at``; their ids follow the
+    order the rows are inserted in), then the followers' notification (channel ``$records+2``,
+    delivered on commit). Nothing is recorded or notified when ``job`` names no row."""
+    return f"""
+WITH job AS ({job}
+), history AS (
+    INSERT INTO asya_job_events (job_id, type, data, created_at)
+    SELECT job.id, r.type, r.data::json, ${at} FROM job,
+        unnest(${records}::text[], ${records + 1}::text[]) WITH ORDINALITY AS r(type, data, n)
+    ORDER BY r.n
+)
+SELECT pg_notify(${records + 2}, id) FROM job
+"""  # noqa: S608 - built at import from this module's constant statements, never from input
+
+
+_INSERT = _with_history(
+    """
     INSERT INTO asya_jobs (
         id, tool, status, input, result, error, progress, message, root_id, branches, created_at,
         updated_at, deadline, finished_at, principal, idempotency_key, version
     )
     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, 0)
-    RETURNING id
-), history AS (
-    INSERT INTO asya_job_events (job_id, type, data, created_at)
-    SELECT job.id, r.type, r.data::json, $11 FROM job,
-        unnest($17::text[], $18::text[]) WITH ORDINALITY AS r(type, data, n)
-    ORDER BY r.n
+    RETURNING id""",
+    at=11,
+    records=17,
 )
-SELECT pg_notify($19, id) FROM job
-"""
-_UPDATE = """
-WITH job AS (
+_UPDATE = _with_history(
+    """
     UPDATE asya_jobs SET status = $3, branches = $4, progress = $5, message = $6, result = $7,
         error = $8, updated_at = $9, finished_at = $10
     WHERE id = $1 AND version = $2  -- the trigger of migration 0003 bumps the version
-    RETURNING id
-), history AS (
-    INSERT INTO asya_job_events (job_id, type, data, created_at)
-    SELECT job.id, r.type, r.data::json, $11 FROM job,
-        unnest($12::text[], $13::text[]) WITH ORDINALITY AS r(type, data, n)
-    ORDER BY r.n
+    RETURNING id""",
+    at=11,
+    records=12,
 )
-SELECT pg_notify($14, id) FROM job
-"""
 # History for a finished job (late step events): nothing of its row changes any more, so no
 # version to match and no row to rewrite. KEY SHARE holds off a purge until the commit.
-_APPEND = """
-WITH job AS (
-    SELECT id FROM asya_jobs WHERE id = $1 AND status = ANY($2::text[]) FOR KEY SHARE
-), history AS (
-    INSERT INTO asya_job_events (job_id, type, data, created_at)
-    SELECT job.id, r.type, r.data::json, $3 FROM job,
-        unnest($4::text[], $5::text[]) WITH ORDINALITY AS r(type, data, n)
-    ORDER BY r.n
+_APPEND = _with_history(
+    """
+    SELECT id FROM asya_jobs WHERE id = $1 AND status = ANY($2::text[]) FOR KEY SHARE""",
+    at=3,
+    records=4,
 )
-SELECT pg_notify($6, id) FROM job
-"""
+_FINISHED = sorted(status.value for status in TERMINAL)
 _GET = """
 SELECT
     id, tool, status, input, result, error, progress, message, root_id, branches, created_at,
@@ -210,17 +212,11 @@ class PgStore:
         )
         return bool(written)
 
-    async def append(
-        self,
-        job_id: str,
-        finished: Sequence[str],
-        records: Sequence[Record],
-        now: datetime.datetime,
-    ) -> bool:
-        """Append ``records`` to the history of a job whose status is one of ``finished``;
-        False if there is no such job, or it has not finished."""
+    async def append(self, job_id: str, records: Sequence[Record], now: datetime.datetime) -> bool:
+        """Append ``records`` to the history of a finished job; False if there is no such job,
+        or it has not finished."""
         types, data = _records(records)
-        return bool(await self._fetch(_APPEND, job_id, list(finished), now, types, data, CHANNEL))
+        return bool(await self._fetch(_APPEND, job_id, _FINISHED, now, types, data, CHANNEL))
 
     async def get(self, job_id: str) -> Job | None:
         rows = await self._fetch(_GET, job_id)

@@ -29,6 +29,15 @@ def progress(n: int) -> StepEvent:
     )
 
 
+async def started(store: JobStore) -> Job:
+    """A new job, running (its first envelope confirmed)."""
+    job, _ = await store.create("echo", {"n": 1}, 60)
+    running = await store.apply(job.id, [Published()], current=job)
+    assert running is not None
+    assert running.job.status == "running"
+    return running.job
+
+
 def result_of(job: Job) -> Envelope:
     """The pipeline's result for ``job``, as happy-end gets it."""
     return Envelope(id=job.root_id, route=Route(steps=("a",)), payload=msgspec.Raw(b"1"))
@@ -84,8 +93,7 @@ async def test_a_write_by_another_kind_of_writer_is_not_overwritten(store: JobSt
 
 
 async def test_concurrent_writers_of_one_job_lose_nothing(store: JobStore) -> None:
-    job, _ = await store.create("echo", {"n": 1}, 60)
-    await store.apply(job.id, [Published()], current=job)
+    job = await started(store)
     writers = 12
     results = await asyncio.gather(*(store.apply(job.id, [progress(n)]) for n in range(writers)))
     assert all(r is not None and r.changed for r in results)
@@ -130,8 +138,7 @@ async def test_a_value_the_database_refuses_is_an_error_of_the_statement(store: 
 async def test_a_finished_jobs_whole_history_is_followed(store: JobStore, database: str) -> None:
     """A follower that comes after the end reads the whole history, page after page (500
     events each), however long it is, and the stream ends with the final status."""
-    job, _ = await store.create("echo", {"n": 1}, 60)
-    await store.apply(job.id, [Published()], current=job)
+    job = await started(store)
     await store.apply(job.id, [progress(n % 100) for n in range(1200)])
     await store.apply(job.id, [Cancel()])
     gateway = Gateway(
@@ -151,8 +158,7 @@ async def test_a_finished_jobs_whole_history_is_followed(store: JobStore, databa
 async def test_a_page_of_history_ends_only_at_the_final_status(store: JobStore) -> None:
     """A follower's page: the events after the one it saw last, and whether they end the
     history (the job has finished, or there is none)."""
-    job, _ = await store.create("echo", {"n": 1}, 60)
-    await store.apply(job.id, [Published()], current=job)
+    job = await started(store)
     events, ended = await store.page(job.id, 0)
     assert [e.data["status"] for e in events] == ["pending", "running"]
     assert all(e.job_id == job.id for e in events)
@@ -194,8 +200,7 @@ async def test_the_broker_writes_a_job_from_the_row_this_store_wrote_last(
     store: JobStore, reads: list[str]
 ) -> None:
     """A started job's step events and result cost one statement each: no read first."""
-    job, _ = await store.create("echo", {"n": 1}, 60)
-    await store.apply(job.id, [Published()], current=job)
+    job = await started(store)
     assert await store.on_steps(job.id, [progress(10)])
     assert await store.on_steps(job.id, [progress(20), progress(30)])
     assert await store.on_terminal(job.id, result_of(job), True)
@@ -218,8 +223,7 @@ async def test_the_broker_writes_a_job_from_the_row_this_store_wrote_last(
 async def test_a_late_step_event_of_a_purged_job_finds_no_job(
     store: JobStore, reads: list[str]
 ) -> None:
-    job, _ = await store.create("echo", {"n": 1}, 60)
-    await store.apply(job.id, [Published()], current=job)
+    job = await started(store)
     assert await store.on_terminal(job.id, result_of(job), True)
     async with store.engine.begin() as conn:
         await conn.execute(delete(Job).where(Job.id == job.id))
@@ -233,8 +237,7 @@ async def test_a_job_another_replica_wrote_is_read_again_before_the_write(
 ) -> None:
     """The row this store wrote last is only where a write starts: another replica's write
     since then makes it miss, and the events are applied to the job as it now is."""
-    job, _ = await store.create("echo", {"n": 1}, 60)
-    await store.apply(job.id, [Published()], current=job)
+    job = await started(store)
     other = JobStore(make_engine(database), Notifier(database).notify)
     try:
         assert await other.apply(job.id, [progress(50)]) is not None
